@@ -1,0 +1,1 @@
+//! Singularity's scheduler core: pure, synchronous and deterministic.
