@@ -1,0 +1,231 @@
+//! The checker's entry point: pairs and splits a history, searches every key (on several
+//! threads for large histories), stops at the first refuted key or at the time limit, and
+//! builds the report.
+//!
+//! It must never give a verdict the search did not prove: a key that was not searched to the
+//! end is `Unknown`, and so is the whole history unless another key is refuted.
+
+use crate::error::{Error, Result};
+use crate::format::read_history_file;
+use crate::history::History;
+use crate::limits::{MAX_CHECK_THREADS, MAX_WINDOW_OPS, PARALLEL_MIN_OPS};
+use crate::model::ModelKind;
+use crate::pairing::{build_problems, KeyProblem};
+use crate::report::{CheckReport, FailureWindow, Progress, Validity, WindowOp};
+use crate::search::{search, Refutation, SearchOutcome, StopReason};
+use crate::value::Value;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What to check and how long to try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckOptions {
+    /// The model.
+    pub model: ModelKind,
+    /// The initial value of every key; the model's default when `None`.
+    pub initial: Option<Value>,
+    /// Give up with `Unknown` after this long; no limit when `None`.
+    pub time_limit_ms: Option<u64>,
+}
+
+impl CheckOptions {
+    /// Options for `model` with its default initial value and no time limit.
+    pub fn new(model: ModelKind) -> Self {
+        CheckOptions {
+            model,
+            initial: None,
+            time_limit_ms: None,
+        }
+    }
+}
+
+/// Reads a history file (format detected) and checks it.
+pub fn check_file(path: &Path, options: &CheckOptions) -> Result<CheckReport> {
+    let history = read_history_file(path, None)?;
+    check_history(&history, options).map_err(|e| e.in_file(path))
+}
+
+/// Checks a history for linearizability. An empty history is an error, not a verdict.
+pub fn check_history(history: &History, options: &CheckOptions) -> Result<CheckReport> {
+    let started = Instant::now();
+    if history.is_empty() {
+        return Err(Error::EmptyHistory);
+    }
+    let deadline = options
+        .time_limit_ms
+        .map(|ms| started + Duration::from_millis(ms));
+    let initial = options
+        .initial
+        .clone()
+        .unwrap_or_else(|| options.model.default_initial());
+    let mut problems = build_problems(history, options.model, &initial)?;
+    let ops_searched: usize = problems.keys.iter().map(|k| k.ops.len()).sum();
+    let outcomes = run_searches(&mut problems.keys, deadline, ops_searched >= PARALLEL_MIN_OPS);
+
+    let decided = |o: &Option<SearchOutcome>| {
+        matches!(
+            o,
+            Some(SearchOutcome::Linearizable | SearchOutcome::NotLinearizable(_))
+        )
+    };
+    let keys_decided = outcomes.iter().filter(|o| decided(o)).count();
+    let refuted = outcomes.iter().enumerate().find_map(|(i, o)| match o {
+        Some(SearchOutcome::NotLinearizable(r)) => Some((i, r)),
+        _ => None,
+    });
+    let mut report = CheckReport {
+        valid: Validity::Linearizable,
+        model: options.model.name().to_string(),
+        ops: problems.ops_total,
+        ops_searched,
+        keys: problems.keys.len(),
+        keys_decided,
+        nemesis_records_skipped: history.nemesis_records_skipped,
+        elapsed_ms: 0.0,
+        time_limit_ms: options.time_limit_ms,
+        failure: None,
+        unknown: None,
+    };
+    if let Some((index, refutation)) = refuted {
+        report.valid = Validity::NotLinearizable;
+        report.failure = Some(failure_window(&problems.keys[index], refutation));
+    } else if let Some(index) = outcomes.iter().position(|o| !decided(o)) {
+        let (reason, max_linearized) = match &outcomes[index] {
+            Some(SearchOutcome::Unknown {
+                reason,
+                max_linearized,
+            }) => (*reason, *max_linearized),
+            _ => (StopReason::TimeLimit, 0),
+        };
+        let key = &problems.keys[index];
+        report.valid = Validity::Unknown;
+        report.unknown = Some(Progress {
+            reason: reason.describe().to_string(),
+            keys_decided,
+            key: Some(key.key.to_string()),
+            ops_in_key: key.ops.len(),
+            max_linearized,
+        });
+    }
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(report)
+}
+
+/// Searches every key; `None` for a key that was not searched because another was refuted
+/// or the time ran out first.
+fn run_searches(
+    keys: &mut [KeyProblem],
+    deadline: Option<Instant>,
+    parallel: bool,
+) -> Vec<Option<SearchOutcome>> {
+    let stop = AtomicBool::new(false);
+    let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_CHECK_THREADS)
+        .min(keys.len());
+    if !parallel || threads <= 1 {
+        let mut outcomes = Vec::with_capacity(keys.len());
+        for key in keys.iter_mut() {
+            if stop.load(Ordering::Relaxed) || past_deadline() {
+                outcomes.push(None);
+                continue;
+            }
+            let (outcome, _) = search(key, deadline, &stop);
+            if matches!(outcome, SearchOutcome::NotLinearizable(_)) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            outcomes.push(Some(outcome));
+        }
+        return outcomes;
+    }
+    // Largest keys first, so that the threads finish together.
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(keys[i].ops.len()));
+    let cells: Vec<Mutex<&mut KeyProblem>> = keys.iter_mut().map(Mutex::new).collect();
+    let results: Vec<Mutex<Option<SearchOutcome>>> =
+        (0..cells.len()).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let slot = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&index) = order.get(slot) else {
+                    break;
+                };
+                if stop.load(Ordering::Relaxed) || past_deadline() {
+                    continue;
+                }
+                let mut key = cells[index].lock().unwrap_or_else(|e| e.into_inner());
+                let (outcome, _) = search(&mut key, deadline, &stop);
+                if matches!(outcome, SearchOutcome::NotLinearizable(_)) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
+
+/// The failing op, the ops concurrent with it and the last ops linearized before it.
+fn failure_window(key: &KeyProblem, refutation: &Refutation) -> FailureWindow {
+    let ops = &key.ops;
+    let mut linearized = vec![false; ops.len()];
+    for &i in &refutation.linearized {
+        if let Some(flag) = linearized.get_mut(i) {
+            *flag = true;
+        }
+    }
+    let role = |i: usize| {
+        if i == refutation.failing_op {
+            "failing"
+        } else if linearized.get(i).copied().unwrap_or(false) {
+            "linearized"
+        } else {
+            "open"
+        }
+    };
+    let Some(failing) = ops.get(refutation.failing_op) else {
+        return FailureWindow {
+            key: key.key.to_string(),
+            ops_in_key: ops.len(),
+            linearized_before: refutation.linearized.len(),
+            state_before: key.stepper.value(refutation.state).to_string(),
+            failing_op: WindowOp::from_paired(&ops[0], "failing"),
+            window: Vec::new(),
+        };
+    };
+    let mut members: Vec<usize> = (0..ops.len())
+        .filter(|&i| {
+            i == refutation.failing_op
+                || (ops[i].call_pos < failing.ret_pos && ops[i].ret_pos > failing.call_pos)
+        })
+        .collect();
+    for &i in refutation.linearized.iter().rev().take(3) {
+        if !members.contains(&i) {
+            members.push(i);
+        }
+    }
+    if members.len() > MAX_WINDOW_OPS {
+        members.sort_by_key(|&i| ops[i].call_pos.abs_diff(failing.call_pos));
+        members.truncate(MAX_WINDOW_OPS);
+    }
+    members.sort_by_key(|&i| ops[i].call_pos);
+    FailureWindow {
+        key: key.key.to_string(),
+        ops_in_key: ops.len(),
+        linearized_before: refutation.linearized.len(),
+        state_before: key.stepper.value(refutation.state).to_string(),
+        failing_op: WindowOp::from_paired(failing, "failing"),
+        window: members
+            .into_iter()
+            .map(|i| WindowOp::from_paired(&ops[i], role(i)))
+            .collect(),
+    }
+}
