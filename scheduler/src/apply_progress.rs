@@ -1,0 +1,172 @@
+//! Apply code for action progress reported by node agents. Each node of an action moves
+//! forward through `Stage`s; the action moves when all of its nodes have. A failure on any node
+//! ends the action at once and sends the job back to wait, within its restart policy.
+//!
+//! Reports that do not move anything forward (repeats after an agent restart, reports for a
+//! finished action) are rejected with a named reason and change nothing, so agents may retry.
+
+use crate::action::{ActionOp, Progress, Stage};
+use crate::ids::{ActionId, DeviceRef, NodeId};
+use crate::job::JobPhase;
+use crate::ledger::accrue;
+use crate::limits::{MAX_CHECKPOINT_REF_BYTES, MAX_REASON_BYTES};
+use crate::outcome::{Effect, Rejection};
+use crate::state::ClusterState;
+use std::collections::BTreeSet;
+
+impl ClusterState {
+    pub(crate) fn report_progress(
+        &mut self,
+        id: ActionId,
+        node: NodeId,
+        progress: Progress,
+        now_ms: u64,
+    ) -> Result<Effect, Rejection> {
+        let action = self
+            .actions
+            .get(&id)
+            .ok_or(Rejection::UnknownAction { action: id })?;
+        let &current = action
+            .nodes
+            .get(&node)
+            .ok_or(Rejection::NodeNotInvolved { action: id, node })?;
+        let checkpoints = matches!(
+            action.op,
+            ActionOp::Preempt { .. } | ActionOp::Migrate { .. } | ActionOp::Resize { .. }
+        );
+        let out_of_order = |problem: String| Rejection::ProgressOutOfOrder {
+            action: id,
+            node,
+            problem,
+        };
+        let next = match &progress {
+            Progress::Started => Stage::Started,
+            Progress::Checkpointed { checkpoint } => {
+                if !checkpoints {
+                    return Err(out_of_order(format!(
+                        "a {} action takes no checkpoint",
+                        action.op.kind()
+                    )));
+                }
+                if checkpoint.location.trim().is_empty()
+                    || checkpoint.location.len() > MAX_CHECKPOINT_REF_BYTES
+                {
+                    return Err(Rejection::invalid(
+                        "checkpoint.location",
+                        format!("must be 1 to {MAX_CHECKPOINT_REF_BYTES} bytes"),
+                    ));
+                }
+                if let Some(agreed) = &action.checkpoint {
+                    if agreed != checkpoint {
+                        return Err(out_of_order(format!(
+                            "reports step {} at {}, but the cut is step {} at {}",
+                            checkpoint.step, checkpoint.location, agreed.step, agreed.location
+                        )));
+                    }
+                }
+                Stage::Checkpointed
+            }
+            Progress::Completed => {
+                if checkpoints && current < Stage::Checkpointed {
+                    return Err(out_of_order(
+                        "completed before its checkpoint was reported".to_string(),
+                    ));
+                }
+                Stage::Completed
+            }
+            Progress::Failed { reason } => {
+                if reason.trim().is_empty() || reason.len() > MAX_REASON_BYTES {
+                    return Err(Rejection::invalid(
+                        "reason",
+                        format!("must say why the action failed, in 1 to {MAX_REASON_BYTES} bytes"),
+                    ));
+                }
+                if current == Stage::Completed {
+                    return Err(out_of_order("it already completed there".to_string()));
+                }
+                let job = action.job;
+                let what = action.op.kind();
+                self.counters.actions_failed += 1;
+                self.fail_run(job, &format!("{what} failed on {node}: {reason}"), now_ms);
+                return Ok(Effect::ProgressRecorded {
+                    action: id,
+                    finished: true,
+                    job_phase: self.jobs[&job].phase,
+                });
+            }
+        };
+        if next <= current {
+            return Err(out_of_order(format!("it is already {current}")));
+        }
+        let action = self.actions.get_mut(&id).expect("checked above");
+        action.nodes.insert(node, next);
+        if let Progress::Checkpointed { checkpoint } = progress {
+            action.checkpoint.get_or_insert(checkpoint);
+        }
+        let stage = action.stage();
+        let job_id = action.job;
+        if stage >= Stage::Checkpointed && checkpoints {
+            let cut = action.checkpoint.clone();
+            let job = self.jobs.get_mut(&job_id).expect("in-flight action's job exists");
+            if job.checkpoint != cut {
+                job.checkpoint = cut;
+            }
+        }
+        let finished = stage == Stage::Completed;
+        if finished {
+            self.complete_action(id, now_ms);
+        }
+        Ok(Effect::ProgressRecorded {
+            action: id,
+            finished,
+            job_phase: self.jobs[&job_id].phase,
+        })
+    }
+
+    /// Every node completed the action: the job takes its new shape.
+    fn complete_action(&mut self, id: ActionId, now_ms: u64) {
+        let action = self.actions.remove(&id).expect("caller checked the action");
+        self.counters.actions_completed += 1;
+        let job_id = action.job;
+        let job = self.jobs.get_mut(&job_id).expect("in-flight action's job exists");
+        accrue(job, &mut self.sla, now_ms);
+        job.action = None;
+        match action.op {
+            ActionOp::Place { .. } | ActionOp::Resume { .. } => {
+                job.phase = JobPhase::Running;
+                job.exited_nodes.clear();
+            }
+            ActionOp::Preempt { .. } => {
+                if job.cancel_requested {
+                    self.finish_job(job_id, JobPhase::Cancelled, "cancelled by a client", now_ms);
+                } else {
+                    self.release_devices(job_id);
+                    let job = self.jobs.get_mut(&job_id).expect("exists");
+                    job.phase = JobPhase::Pending;
+                    job.last_reason = format!(
+                        "{}; waiting to resume from its checkpoint",
+                        action.reason
+                    );
+                }
+            }
+            ActionOp::Migrate { to } | ActionOp::Resize { to, .. } => {
+                let keep: BTreeSet<DeviceRef> = to.iter().copied().collect();
+                let old = std::mem::replace(&mut job.assignment, to);
+                job.phase = JobPhase::Running;
+                job.exited_nodes.clear();
+                for device in old.into_iter().filter(|d| !keep.contains(d)) {
+                    let slot = &mut self
+                        .nodes
+                        .get_mut(&device.node)
+                        .expect("held devices' nodes exist")
+                        .devices[usize::from(device.index)];
+                    assert_eq!(slot.holder, Some(job_id), "released a device it did not hold");
+                    slot.holder = None;
+                }
+            }
+            ActionOp::Stop => {
+                self.finish_job(job_id, JobPhase::Cancelled, "cancelled by a client", now_ms);
+            }
+        }
+    }
+}
