@@ -1,1 +1,8 @@
-fn main() {}
+//! The `singularity` binary: parses flags and hands off to a subcommand. It holds no logic a
+//! library crate should own; each subcommand's module is a thin adapter over a library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

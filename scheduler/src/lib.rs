@@ -25,7 +25,10 @@ pub mod limits;
 pub mod names;
 pub mod node;
 pub mod outcome;
+pub mod planner;
+pub mod sim;
 pub mod state;
+pub mod testkit;
 pub mod tier;
 
 pub use action::{Action, ActionKind, ActionOp, Plan, PlannedAction, Progress, Stage};

@@ -1,0 +1,34 @@
+//! The command tree of the `singularity` binary. It grows as capabilities land: a subcommand
+//! appears here only when it works. Each subcommand lives in its own module with its `Args` and
+//! a `run` function; this file only wires them together and turns errors into exit codes.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Singularity: a highly available, workload-aware scheduler for fleets of AI accelerators.
+///
+/// Every job can be preempted, migrated and resized without losing work, so the fleet stays
+/// full while each job gets its tier's service level.
+#[derive(Debug, Parser)]
+#[command(name = "singularity", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+/// Runs the binary: exit 0 on success, 1 on a failure the error message explains, 2 on a usage
+/// error (clap's convention).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: anyhow::Result<()> = match cli.command {};
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
