@@ -7,6 +7,21 @@
 //! must only propose, never change the state (apply re-validates every action), and must give
 //! every action a reason an operator understands.
 
+mod config;
+mod feasibility;
+mod pending;
+mod policy;
+mod select;
+mod session;
+mod view;
+
+pub use config::*;
+pub use feasibility::{
+    check_node, DeviceKindMatches, EnoughMemory, FeasibilityCheck, FreeDevices, HealthyDevice,
+    NodeRejection, NodeUp, CHECKS,
+};
+pub use policy::{plan, SingularityPolicy};
+
 use crate::action::Plan;
 use crate::ids::{ActionId, JobId, NodeId};
 use crate::state::ClusterState;

@@ -1,0 +1,60 @@
+//! `PolicyConfig`: the knobs of Singularity's policy, each with a documented default and a
+//! named upper bound on the work one plan may do (DESIGN.md rule 8).
+//!
+//! Plain data: it must not read the environment or a file; the binary builds it from flags.
+
+use crate::limits::MAX_ACTIONS_PER_PLAN;
+
+/// Actions one plan of the default policy may hold: well below `MAX_ACTIONS_PER_PLAN`, so a
+/// plan is a small log entry and one evaluation never monopolises the leader.
+pub const DEFAULT_MAX_ACTIONS_PER_PLAN: usize = 256;
+/// Pending jobs one plan looks at (in priority order) before it stops.
+pub const DEFAULT_MAX_PENDING_CONSIDERED: usize = 512;
+/// Shrunk jobs one plan may grow back toward their world size.
+pub const DEFAULT_MAX_GROWTHS_PER_PLAN: usize = 64;
+/// Jobs one plan may move to open a node for a gang that does not fit otherwise.
+pub const DEFAULT_MAX_DEFRAG_MIGRATIONS_PER_PLAN: usize = 8;
+/// Victim candidates one pending job may examine when it needs room.
+pub const DEFAULT_MAX_VICTIMS_CONSIDERED: usize = 4_096;
+
+/// How the policy behaves. `PolicyConfig::default()` is what `plan` uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Upper bound on actions in one plan (default `DEFAULT_MAX_ACTIONS_PER_PLAN`, 256; clamped
+    /// to `MAX_ACTIONS_PER_PLAN`).
+    pub max_actions_per_plan: usize,
+    /// Pending jobs examined per plan, highest priority first (default 512).
+    pub max_pending_considered: usize,
+    /// Shrunk jobs grown back per plan (default 64).
+    pub max_growths_per_plan: usize,
+    /// Migrations per plan made only to defragment (default 8; 0 turns defragmentation off).
+    pub max_defrag_migrations_per_plan: usize,
+    /// Running jobs examined as victims for one pending job (default 4,096).
+    pub max_victims_considered: usize,
+    /// Let basic and standard jobs start on fewer devices than their world size (down to the
+    /// tier floor, by splicing) when the whole gang does not fit (default true).
+    pub start_shrunk: bool,
+    /// Grow shrunk jobs back toward their world size on idle devices (default true).
+    pub grow_shrunk: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            max_actions_per_plan: DEFAULT_MAX_ACTIONS_PER_PLAN,
+            max_pending_considered: DEFAULT_MAX_PENDING_CONSIDERED,
+            max_growths_per_plan: DEFAULT_MAX_GROWTHS_PER_PLAN,
+            max_defrag_migrations_per_plan: DEFAULT_MAX_DEFRAG_MIGRATIONS_PER_PLAN,
+            max_victims_considered: DEFAULT_MAX_VICTIMS_CONSIDERED,
+            start_shrunk: true,
+            grow_shrunk: true,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The action bound actually used: never above the apply limit, never zero.
+    pub fn action_limit(&self) -> usize {
+        self.max_actions_per_plan.clamp(1, MAX_ACTIONS_PER_PLAN)
+    }
+}

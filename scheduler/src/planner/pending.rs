@@ -1,0 +1,125 @@
+//! Starting pending jobs: new ones with `Place`, preempted or lost ones with `Resume` from their
+//! checkpoint, highest tier first and oldest first within a tier, each as a whole gang.
+//!
+//! A gang tries its full world size first (on one node if it fits one node, else packed into
+//! the fewest domains and nodes); basic and standard jobs may then start spliced onto fewer
+//! devices, down to their tier floor. It never targets a node that is not up (the view only
+//! holds free devices of up nodes) and never gives away devices reserved for a higher job.
+
+use super::select::{place, Locality, Placement};
+use super::session::Session;
+use crate::action::ActionOp;
+use crate::ids::JobId;
+use crate::job::{Job, JobPhase, JobSpec};
+use crate::tier::Tier;
+
+/// Device counts a job may start on, largest first: its world size, then (when the config
+/// allows starting shrunk) every smaller divisor down to its tier's floor.
+pub(crate) fn start_sizes(spec: &JobSpec, allow_shrunk: bool) -> Vec<usize> {
+    let world = spec.world_size;
+    let floor = if allow_shrunk {
+        spec.tier.min_devices(world)
+    } else {
+        world
+    };
+    (floor..=world)
+        .rev()
+        .filter(|d| world % d == 0)
+        .map(|d| d as usize)
+        .collect()
+}
+
+/// Where a gang of `count` devices must go: one node when one node of its kind could hold it.
+pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Locality {
+    if count <= s.view.node_capacity(spec) {
+        Locality::OneNode
+    } else {
+        Locality::Spread
+    }
+}
+
+/// Pending jobs in scheduling order: tier (premium first), then submission order.
+pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
+    let mut jobs: Vec<&Job> = s
+        .state
+        .jobs()
+        .filter(|j| j.phase == JobPhase::Pending && j.action.is_none() && !j.cancel_requested)
+        .collect();
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.tier), j.id));
+    jobs.truncate(s.config.max_pending_considered);
+    jobs
+}
+
+/// Finds devices for `job` at `count` devices: on one node if that is where it belongs, or,
+/// when `relax` is set, spread over the fewest domains and nodes.
+pub(crate) fn find(s: &Session, spec: &JobSpec, count: usize, relax: bool) -> Option<Placement> {
+    let locality = locality_for(s, spec, count);
+    place(&s.view, spec, count, locality).or_else(|| {
+        (relax && locality == Locality::OneNode)
+            .then(|| place(&s.view, spec, count, Locality::Spread))
+            .flatten()
+    })
+}
+
+/// Proposes the start of `job` on `placement`: `Resume` with a checkpoint, else `Place`.
+pub(crate) fn start(s: &mut Session, job: &Job, placement: Placement, why: &str) -> bool {
+    let world = job.spec.world_size as usize;
+    let count = placement.devices.len();
+    let shape = if count == world {
+        format!("{world} ranks on {}", placement.where_text)
+    } else {
+        format!(
+            "{world} ranks spliced onto {count} devices ({} per device) on {}",
+            world / count.max(1),
+            placement.where_text
+        )
+    };
+    let (op, reason) = match &job.checkpoint {
+        Some(checkpoint) => (
+            ActionOp::Resume {
+                devices: placement.devices,
+            },
+            format!(
+                "resumed from its checkpoint at step {}: {shape}{why}",
+                checkpoint.step
+            ),
+        ),
+        None => (
+            ActionOp::Place {
+                devices: placement.devices,
+            },
+            format!("placed: {shape}{why}"),
+        ),
+    };
+    s.push(job.id, op, reason)
+}
+
+/// Tries to start `job` on free devices; true when a start was proposed.
+pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
+    let allow_shrunk = s.config.start_shrunk && job.spec.tier != Tier::Premium;
+    for (i, count) in start_sizes(&job.spec, allow_shrunk).into_iter().enumerate() {
+        if let Some(placement) = find(s, &job.spec, count, true) {
+            let why = if i == 0 {
+                ""
+            } else {
+                "; the whole gang did not fit, it grows back when devices free up"
+            };
+            return start(s, job, placement, why);
+        }
+    }
+    false
+}
+
+/// Starts what fits, in priority order, within the plan's bounds.
+pub(crate) fn schedule_pending(s: &mut Session) -> Vec<JobId> {
+    let mut blocked = Vec::new();
+    for job in pending_jobs(s) {
+        if s.full() {
+            break;
+        }
+        if !try_start(s, job) {
+            blocked.push(job.id);
+        }
+    }
+    blocked
+}

