@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, the way CI does: formatting, clippy with warnings as errors,
+# then all tests (unit, property, integration, end-to-end) in the release profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+scripts/setup.sh
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy (warnings are errors)" >&2
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "== tests" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --release --workspace --locked --no-fail-fast "$@"
+else
+  echo "cargo-nextest not found; using cargo test" >&2
+  cargo test --release --workspace --locked --no-fail-fast "$@"
+fi
