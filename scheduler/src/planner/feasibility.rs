@@ -5,7 +5,7 @@
 //! Checks only read a node and the job's spec; they never score, choose or change anything.
 
 use crate::job::JobSpec;
-use crate::node::{Node, NodeStatus};
+use crate::node::{Device, Node, NodeStatus};
 use std::fmt;
 
 /// Why one node cannot take a job (or its share of a gang).
@@ -157,15 +157,20 @@ impl FeasibilityCheck for EnoughMemory {
     }
 }
 
+/// Whether one device could hold a rank of `spec`: healthy, of its kind, with enough memory.
+pub fn device_suits(device: &Device, spec: &JobSpec) -> bool {
+    device.health.is_healthy()
+        && device.kind == spec.device_kind
+        && device.memory_bytes >= spec.memory_per_rank_bytes
+}
+
 /// Free devices of `node` among `free` that suit `spec` (kind, health, memory).
 pub fn suitable_free(node: &Node, free: &[u16], spec: &JobSpec) -> usize {
     free.iter()
         .filter(|&&i| {
-            node.devices.get(usize::from(i)).is_some_and(|d| {
-                d.health.is_healthy()
-                    && d.kind == spec.device_kind
-                    && d.memory_bytes >= spec.memory_per_rank_bytes
-            })
+            node.devices
+                .get(usize::from(i))
+                .is_some_and(|d| device_suits(d, spec))
         })
         .count()
 }

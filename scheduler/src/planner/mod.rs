@@ -8,11 +8,15 @@
 //! every action a reason an operator understands.
 
 mod config;
+mod drain;
+mod explain;
 mod feasibility;
+mod growth;
 mod pending;
 mod policy;
 mod select;
 mod session;
+mod victims;
 mod view;
 
 pub use config::*;
@@ -20,6 +24,7 @@ pub use feasibility::{
     check_node, DeviceKindMatches, EnoughMemory, FeasibilityCheck, FreeDevices, HealthyDevice,
     NodeRejection, NodeUp, CHECKS,
 };
+pub use explain::{explain, Explanation};
 pub use policy::{plan, SingularityPolicy};
 
 use crate::action::Plan;

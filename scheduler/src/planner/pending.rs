@@ -8,10 +8,14 @@
 
 use super::select::{place, Locality, Placement};
 use super::session::Session;
+use super::victims::make_room;
 use crate::action::ActionOp;
-use crate::ids::JobId;
+use crate::ids::{DeviceRef, NodeId};
 use crate::job::{Job, JobPhase, JobSpec};
+use crate::node::NodeStatus;
 use crate::tier::Tier;
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 /// Device counts a job may start on, largest first: its world size, then (when the config
 /// allows starting shrunk) every smaller divisor down to its tier's floor.
@@ -110,16 +114,85 @@ pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
     false
 }
 
-/// Starts what fits, in priority order, within the plan's bounds.
-pub(crate) fn schedule_pending(s: &mut Session) -> Vec<JobId> {
-    let mut blocked = Vec::new();
+/// Starts what fits, in priority order, within the plan's bounds; a blocked premium or
+/// standard job makes room (shrinks, then preemptions of lower tiers) and holds the free
+/// devices it will use, so that lower jobs do not take them meanwhile.
+pub(crate) fn schedule_pending(s: &mut Session) {
     for job in pending_jobs(s) {
         if s.full() {
             break;
         }
-        if !try_start(s, job) {
-            blocked.push(job.id);
+        if !try_start(s, job) && job.spec.tier != Tier::Basic {
+            wait_for_room(s, job);
         }
     }
-    blocked
+}
+
+/// The fewest devices a blocked job waits for: premium its whole gang, standard its floor.
+fn room_needed(spec: &JobSpec) -> usize {
+    spec.tier.min_devices(spec.world_size) as usize
+}
+
+/// The node a one-node gang will wait for: the one its reserved devices are on, else the up
+/// node that needs the fewest devices reclaimed from lower tiers (ties: lowest node id).
+fn target_node(s: &Session, job: &Job, need: usize) -> Option<NodeId> {
+    let spec = &job.spec;
+    let mut reserved: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for d in s.reserved(job.id) {
+        *reserved.entry(d.node).or_default() += 1;
+    }
+    if let Some((&node, _)) = reserved.iter().max_by_key(|(n, c)| (**c, Reverse(**n))) {
+        return Some(node);
+    }
+    let mut reclaimable: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for other in s.state.jobs() {
+        if other.phase == JobPhase::Running && other.spec.tier < spec.tier && s.is_free(other) {
+            for d in &other.assignment {
+                *reclaimable.entry(d.node).or_default() += 1;
+            }
+        }
+    }
+    reclaimable
+        .iter()
+        .filter_map(|(&node, &held)| {
+            let view = &s.view.nodes[s.view.position(node)?];
+            if view.node.status != NodeStatus::Up {
+                return None;
+            }
+            let free = view.usable(spec).count();
+            (free + held >= need).then_some((need.saturating_sub(free), node))
+        })
+        .min()
+        .map(|(_, node)| node)
+}
+
+/// Handles a premium or standard job that did not fit: makes room if none is on its way, and
+/// holds the free devices it will use.
+fn wait_for_room(s: &mut Session, job: &Job) {
+    let spec = &job.spec;
+    let need = room_needed(spec);
+    let locality = locality_for(s, spec, need);
+    let target = match locality {
+        Locality::OneNode => match target_node(s, job, need) {
+            Some(node) => Some(node),
+            None => return,
+        },
+        Locality::Spread => None,
+    };
+    let on_target = |d: &DeviceRef| target.map_or(true, |t| d.node == t);
+    let reserved = s.reserved(job.id).iter().filter(|d| on_target(d)).count();
+    let free: Vec<DeviceRef> = s
+        .view
+        .nodes
+        .iter()
+        .filter(|n| !n.free.is_empty() && target.map_or(true, |t| n.node.id == t))
+        .flat_map(|n| n.usable(spec).map(|i| DeviceRef::new(n.node.id, i)))
+        .collect();
+    let shortfall = need.saturating_sub(free.len() + reserved);
+    if shortfall > 0 && !make_room(s, job, shortfall, target) && reserved == 0 {
+        return;
+    }
+    // Hold what it will use; the devices in flight toward it make up the rest.
+    let hold = need.saturating_sub(reserved).min(free.len());
+    s.view.take(&free[..hold]);
 }

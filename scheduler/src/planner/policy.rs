@@ -7,6 +7,8 @@
 //! It must stay deterministic: no clock, no randomness, ordered collections, ties broken by ids.
 
 use super::config::PolicyConfig;
+use super::drain::drain_nodes;
+use super::growth::grow_shrunk;
 use super::pending::schedule_pending;
 use super::session::Session;
 use super::{Evaluation, Policy};
@@ -44,7 +46,9 @@ impl SingularityPolicy {
     ) -> Plan {
         let mut s = Session::new(state, &self.config);
         stop_cancelled(&mut s);
+        drain_nodes(&mut s);
         schedule_pending(&mut s);
+        grow_shrunk(&mut s);
         Plan {
             computed_at_index,
             trigger: evaluation.to_string(),

@@ -36,26 +36,33 @@ fn bounded(mut reason: String) -> String {
     reason
 }
 
-impl<'a> Session<'a> {
-    pub fn new(state: &'a ClusterState, config: &'a PolicyConfig) -> Self {
-        let mut reserved_for: BTreeMap<JobId, Vec<DeviceRef>> = BTreeMap::new();
-        for action in state.actions() {
-            let (for_job, keep): (Option<JobId>, &[DeviceRef]) = match &action.op {
-                ActionOp::Preempt { for_job } => (*for_job, &[]),
-                ActionOp::Resize { to, for_job } => (*for_job, to.as_slice()),
-                _ => (None, &[]),
-            };
-            let Some(beneficiary) = for_job else { continue };
-            let waiting = state
-                .job(beneficiary)
-                .is_some_and(|j| j.phase == JobPhase::Pending);
-            let Some(victim) = state.job(action.job) else { continue };
-            if !waiting {
-                continue;
-            }
+/// Devices that actions in flight (preempts and shrinks with `for_job`) will free for each
+/// pending beneficiary. Apply forgets the beneficiary once such an action completes, so the
+/// pending job holds the freed devices itself in later plans (`pending::wait_for_room`).
+pub(crate) fn reservations(state: &ClusterState) -> BTreeMap<JobId, Vec<DeviceRef>> {
+    let mut reserved_for: BTreeMap<JobId, Vec<DeviceRef>> = BTreeMap::new();
+    for action in state.actions() {
+        let (for_job, keep): (Option<JobId>, &[DeviceRef]) = match &action.op {
+            ActionOp::Preempt { for_job } => (*for_job, &[]),
+            ActionOp::Resize { to, for_job } => (*for_job, to.as_slice()),
+            _ => (None, &[]),
+        };
+        let Some(beneficiary) = for_job else { continue };
+        let waiting = state
+            .job(beneficiary)
+            .is_some_and(|j| j.phase == JobPhase::Pending);
+        let Some(victim) = state.job(action.job) else { continue };
+        if waiting {
             let freed = victim.assignment.iter().filter(|d| !keep.contains(d));
             reserved_for.entry(beneficiary).or_default().extend(freed);
         }
+    }
+    reserved_for
+}
+
+impl<'a> Session<'a> {
+    pub fn new(state: &'a ClusterState, config: &'a PolicyConfig) -> Self {
+        let reserved_for = reservations(state);
         Session {
             state,
             config,

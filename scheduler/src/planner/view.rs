@@ -5,7 +5,8 @@
 //! The state keeps no free-device index, so the view is built once per `plan` call in
 //! O(devices). It only reads the state; taking devices from it changes the view, never the state.
 
-use crate::ids::{DeviceRef, JobId, NodeId};
+use super::feasibility::device_suits;
+use crate::ids::{DeviceRef, NodeId};
 use crate::job::JobSpec;
 use crate::node::{Node, NodeStatus};
 use crate::state::ClusterState;
@@ -25,11 +26,10 @@ pub(crate) struct NodeView<'a> {
 impl NodeView<'_> {
     /// Whether device `index` of this node could hold a rank of `spec` (kind, health, memory).
     pub fn suits(&self, index: u16, spec: &JobSpec) -> bool {
-        self.node.devices.get(usize::from(index)).is_some_and(|d| {
-            d.health.is_healthy()
-                && d.kind == spec.device_kind
-                && d.memory_bytes >= spec.memory_per_rank_bytes
-        })
+        self.node
+            .devices
+            .get(usize::from(index))
+            .is_some_and(|d| device_suits(d, spec))
     }
 
     /// Free devices of this node that suit `spec`, in index order.
@@ -37,22 +37,12 @@ impl NodeView<'_> {
         self.free.iter().copied().filter(move |&i| self.suits(i, spec))
     }
 
-    /// How many free devices of this node suit `spec`.
-    pub fn usable_count(&self, spec: &JobSpec) -> usize {
-        self.free
-            .iter()
-            .filter(|&&i| self.suits(i, spec))
-            .count()
-    }
 }
 
 /// The planner's view of free capacity, built once per call.
 pub(crate) struct FleetView<'a> {
-    pub state: &'a ClusterState,
     /// Every node, in id order.
     pub nodes: Vec<NodeView<'a>>,
-    /// Number of distinct locality domains.
-    pub domain_count: u32,
     /// `node_capacity` answers by (device kind, memory need).
     capacity_cache: RefCell<BTreeMap<(String, u64), usize>>,
 }
@@ -87,9 +77,7 @@ impl<'a> FleetView<'a> {
             nodes.push(NodeView { node, domain, free });
         }
         FleetView {
-            state,
             nodes,
-            domain_count: domains.len() as u32,
             capacity_cache: RefCell::new(BTreeMap::new()),
         }
     }
@@ -111,13 +99,16 @@ impl<'a> FleetView<'a> {
         }
     }
 
-    /// Free devices suiting `spec`, over the whole fleet.
-    pub fn total_usable(&self, spec: &JobSpec) -> usize {
-        self.nodes
-            .iter()
-            .filter(|n| !n.free.is_empty())
-            .map(|n| n.usable_count(spec))
-            .sum()
+    /// Returns devices taken earlier in this plan to the free lists.
+    pub fn give_back(&mut self, devices: &[DeviceRef]) {
+        for device in devices {
+            if let Some(pos) = self.position(device.node) {
+                let free = &mut self.nodes[pos].free;
+                if let Err(i) = free.binary_search(&device.index) {
+                    free.insert(i, device.index);
+                }
+            }
+        }
     }
 
     /// The most devices suiting `spec` (healthy, right kind and memory) that any up node has,
@@ -138,11 +129,7 @@ impl<'a> FleetView<'a> {
                 n.node
                     .devices
                     .iter()
-                    .filter(|d| {
-                        d.health.is_healthy()
-                            && d.kind == spec.device_kind
-                            && d.memory_bytes >= spec.memory_per_rank_bytes
-                    })
+                    .filter(|d| device_suits(d, spec))
                     .count()
             })
             .max()
@@ -151,8 +138,4 @@ impl<'a> FleetView<'a> {
         capacity
     }
 
-    /// The job holding a device, if any.
-    pub fn holder(&self, device: DeviceRef) -> Option<JobId> {
-        self.state.device(device).and_then(|d| d.holder)
-    }
 }

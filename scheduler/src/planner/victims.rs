@@ -1,0 +1,246 @@
+//! Making room for a blocked premium or standard job: choose running jobs of a strictly lower
+//! tier to shrink by splicing (preferred) or to preempt, in victim order: lowest tier first,
+//! then most SLA slack (attainment above the tier's target), then least work at risk, then id.
+//!
+//! Nothing here frees a device at once: a shrink or preempt completes after its checkpoint,
+//! and the beneficiary is placed by a later evaluation. Actions carry `for_job` so that apply
+//! checks the tier rules, and so that later plans keep the freed devices for the beneficiary.
+//! It never shrinks a job below its tier floor and never touches a job with an action in flight.
+
+use super::session::Session;
+use crate::action::ActionOp;
+use crate::ids::{DeviceRef, JobId, NodeId};
+use crate::job::{Job, JobPhase, JobSpec};
+use crate::node::NodeStatus;
+use crate::tier::Tier;
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+/// SLA slack of a job, in parts per million: its attainment minus its tier's target (basic,
+/// best effort, has a target of zero).
+pub(crate) fn slack_ppm(job: &Job) -> i64 {
+    i64::from(job.ledger.attainment_ppm()) - i64::from(job.spec.tier.target_share_ppm().unwrap_or(0))
+}
+
+/// The order in which victims give up devices. The state records neither when a job started
+/// nor when it last checkpointed, so the work at risk is the device-time it has been delivered:
+/// the job that has done the least loses the least if its restore is slow.
+pub(crate) fn victim_key(job: &Job) -> (Tier, Reverse<i64>, u64, JobId) {
+    (
+        job.spec.tier,
+        Reverse(slack_ppm(job)),
+        job.ledger.delivered_device_ms,
+        job.id,
+    )
+}
+
+/// Percent with no decimals, for reasons.
+pub(crate) fn percent(ppm: u32) -> String {
+    format!("{}%", ppm / 10_000)
+}
+
+/// "tier basic, SLA attainment 100% (best effort)" / "... 82% vs target 70%".
+pub(crate) fn sla_text(job: &Job) -> String {
+    let attained = percent(job.ledger.attainment_ppm());
+    match job.spec.tier.target_share_ppm() {
+        Some(target) => format!(
+            "tier {}, SLA attainment {attained} vs target {}",
+            job.spec.tier,
+            percent(target)
+        ),
+        None => format!("tier {}, SLA attainment {attained} (best effort)", job.spec.tier),
+    }
+}
+
+/// Whether a device a victim gives up would serve the beneficiary (right kind and memory, on
+/// an up node, on the target node if there is one).
+fn useful(s: &Session, device: DeviceRef, spec: &JobSpec, target: Option<NodeId>) -> bool {
+    if target.is_some_and(|t| t != device.node) {
+        return false;
+    }
+    let Some(pos) = s.view.position(device.node) else {
+        return false;
+    };
+    let node = &s.view.nodes[pos];
+    node.node.status == NodeStatus::Up && node.suits(device.index, spec)
+}
+
+/// The victim's devices in the order it should give them up: useful ones first, then those on
+/// nodes where it has the fewest devices (so it keeps its locality), then the highest first.
+fn give_up_order(s: &Session, victim: &Job, spec: &JobSpec, target: Option<NodeId>) -> Vec<DeviceRef> {
+    let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for d in &victim.assignment {
+        *per_node.entry(d.node).or_default() += 1;
+    }
+    let mut devices = victim.assignment.clone();
+    devices.sort_by_key(|d| {
+        (
+            !useful(s, *d, spec, target),
+            per_node.get(&d.node).copied().unwrap_or(0),
+            Reverse(*d),
+        )
+    });
+    devices
+}
+
+/// One candidate victim and what it could give.
+struct Candidate<'a> {
+    job: &'a Job,
+    order: Vec<DeviceRef>,
+    /// Device counts it may shrink to, largest first (divisors of its world size, at or above
+    /// its floor, below what it holds); empty when it may not shrink.
+    shrink_sizes: Vec<usize>,
+    preemptable: bool,
+}
+
+impl Candidate<'_> {
+    fn gain(&self, s: &Session, spec: &JobSpec, target: Option<NodeId>, give: usize) -> usize {
+        self.order
+            .iter()
+            .take(give)
+            .filter(|d| useful(s, **d, spec, target))
+            .count()
+    }
+
+    fn max_shrink_gain(&self, s: &Session, spec: &JobSpec, target: Option<NodeId>) -> usize {
+        match self.shrink_sizes.last() {
+            Some(&smallest) => self.gain(s, spec, target, self.job.assignment.len() - smallest),
+            None => 0,
+        }
+    }
+}
+
+fn candidates<'a>(s: &Session<'a>, beneficiary: &Job, target: Option<NodeId>) -> Vec<Candidate<'a>> {
+    let tier = beneficiary.spec.tier;
+    let state = s.state;
+    let mut jobs: Vec<&'a Job> = state
+        .jobs()
+        .filter(|j| {
+            j.phase == JobPhase::Running
+                && j.spec.tier < tier
+                && s.is_free(j)
+                && target.map_or(true, |t| j.assignment.iter().any(|d| d.node == t))
+        })
+        .collect();
+    jobs.sort_by_key(|j| victim_key(j));
+    jobs.truncate(s.config.max_victims_considered);
+    jobs.into_iter()
+        .map(|job| {
+            let held = job.assignment.len();
+            let world = job.spec.world_size as usize;
+            let floor = job.spec.tier.min_devices(job.spec.world_size) as usize;
+            let shrink_sizes = if job.spec.tier.may_be_shrunk_for(tier) {
+                (floor..held).rev().filter(|d| world % d == 0).collect()
+            } else {
+                Vec::new()
+            };
+            Candidate {
+                order: give_up_order(s, job, &beneficiary.spec, target),
+                job,
+                shrink_sizes,
+                preemptable: job.spec.tier.may_be_preempted_for(tier),
+            }
+        })
+        .collect()
+}
+
+/// Proposes shrinks (first) and preemptions that free `shortfall` useful devices for
+/// `beneficiary`, or nothing when even all of them would not be enough. Returns whether room
+/// is on its way.
+pub(crate) fn make_room(
+    s: &mut Session,
+    beneficiary: &Job,
+    shortfall: usize,
+    target: Option<NodeId>,
+) -> bool {
+    let spec = &beneficiary.spec;
+    let cands = candidates(s, beneficiary, target);
+    let shrink_gain: Vec<usize> = cands
+        .iter()
+        .map(|c| c.max_shrink_gain(s, spec, target))
+        .collect();
+    let preempt_gain: Vec<usize> = cands
+        .iter()
+        .map(|c| if c.preemptable { c.gain(s, spec, target, usize::MAX) } else { 0 })
+        .collect();
+    let mut shrinkable: usize = shrink_gain.iter().sum();
+    let mut preempted = vec![false; cands.len()];
+    let mut from_preempts = 0;
+    for i in 0..cands.len() {
+        if from_preempts + shrinkable >= shortfall {
+            break;
+        }
+        if preempt_gain[i] > shrink_gain[i] {
+            preempted[i] = true;
+            from_preempts += preempt_gain[i];
+            shrinkable -= shrink_gain[i];
+        }
+    }
+    if from_preempts + shrinkable < shortfall {
+        return false;
+    }
+    let bene = beneficiary.id;
+    let bene_tier = spec.tier;
+    let budget = s.config.action_limit().saturating_sub(s.actions.len());
+    let mut remaining = shortfall.saturating_sub(from_preempts);
+    let mut planned: Vec<(JobId, ActionOp, String)> = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        if remaining == 0 {
+            break;
+        }
+        if preempted[i] || shrink_gain[i] == 0 {
+            continue;
+        }
+        let held = c.job.assignment.len();
+        // The largest size that still frees what is missing, else the floor.
+        let size = c
+            .shrink_sizes
+            .iter()
+            .copied()
+            .find(|&d| c.gain(s, spec, target, held - d) >= remaining)
+            .or_else(|| c.shrink_sizes.last().copied());
+        let Some(size) = size else { continue };
+        let give: Vec<DeviceRef> = c.order.iter().take(held - size).copied().collect();
+        remaining = remaining.saturating_sub(c.gain(s, spec, target, held - size));
+        let to: Vec<DeviceRef> = c
+            .job
+            .assignment
+            .iter()
+            .filter(|d| !give.contains(d))
+            .copied()
+            .collect();
+        let reason = format!(
+            "shrunk from {held} to {size} devices ({} ranks per device) for {bene} ({bene_tier}): \
+             shrinking is preferred to preempting; victims go lowest tier first, then most SLA \
+             slack ({}), then least work at risk",
+            c.job.spec.world_size as usize / size,
+            sla_text(c.job),
+        );
+        planned.push((
+            c.job.id,
+            ActionOp::Resize {
+                to,
+                for_job: Some(bene),
+            },
+            reason,
+        ));
+    }
+    for (i, c) in cands.iter().enumerate() {
+        if preempted[i] {
+            let reason = format!(
+                "preempted for {bene} (tier {bene_tier}): shrinking lower-tier jobs was not \
+                 enough; lowest tier first, then most SLA slack ({}), then least work at risk",
+                sla_text(c.job),
+            );
+            planned.push((c.job.id, ActionOp::Preempt { for_job: Some(bene) }, reason));
+        }
+    }
+    if planned.len() > budget {
+        // Half a making of room frees devices nobody can use yet: wait for a roomier plan.
+        return false;
+    }
+    for (job, op, reason) in planned {
+        s.push(job, op, reason);
+    }
+    true
+}
