@@ -29,8 +29,19 @@ fn scheduler_depends_on_no_runtime_network_or_storage_crate() {
         "cargo tree failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(tree.contains("singularity-scheduler"), "unexpected tree output:\n{tree}");
-    let forbidden = ["tokio", "tonic", "rocksdb", "openraft", "librocksdb-sys", "hyper", "mio"];
+    assert!(
+        tree.contains("singularity-scheduler"),
+        "unexpected tree output:\n{tree}"
+    );
+    let forbidden = [
+        "tokio",
+        "tonic",
+        "rocksdb",
+        "openraft",
+        "librocksdb-sys",
+        "hyper",
+        "mio",
+    ];
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         assert!(

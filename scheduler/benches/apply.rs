@@ -53,11 +53,23 @@ const FREE_NODES_FROM: usize = RUNNING_JOBS / 2;
 fn big_fleet() -> Fleet {
     let mut fleet = Fleet::new();
     fleet.state.set_verify_invariants(false);
-    let nodes = fleet.add_nodes("gpu", NODES, DEVICES_PER_NODE.into(), "h100", H100_MEMORY_BYTES, 8);
+    let nodes = fleet.add_nodes(
+        "gpu",
+        NODES,
+        DEVICES_PER_NODE.into(),
+        "h100",
+        H100_MEMORY_BYTES,
+        8,
+    );
     for j in 0..RUNNING_JOBS {
         let node = nodes[j / 2];
         let first = (j % 2) as u16 * JOB_RANKS;
-        let mut spec = job_spec(&format!("job-{j}"), [Tier::Premium, Tier::Standard, Tier::Basic][j % 3], JOB_RANKS.into(), "h100");
+        let mut spec = job_spec(
+            &format!("job-{j}"),
+            [Tier::Premium, Tier::Standard, Tier::Basic][j % 3],
+            JOB_RANKS.into(),
+            "h100",
+        );
         spec.tenant = TenantName::new(format!("tenant-{}", j % 50)).unwrap();
         fleet.run_job(spec, devices_of(node, first, JOB_RANKS));
     }
@@ -79,7 +91,9 @@ fn place_plan(job: JobId, node: NodeId, index: u64) -> Entry {
                 trigger: format!("{job} submitted"),
                 actions: vec![PlannedAction {
                     job,
-                    op: ActionOp::Place { devices: devices_of(node, 0, DEVICES_PER_NODE) },
+                    op: ActionOp::Place {
+                        devices: devices_of(node, 0, DEVICES_PER_NODE),
+                    },
                     reason: "placed: 8 ranks on 1 node".into(),
                 }],
             },
@@ -102,14 +116,21 @@ fn timed_placement(fleet: &mut Fleet, node: NodeId) -> Duration {
     fleet.apply(Command::ReportActionProgress {
         action,
         node,
-        progress: Progress::Failed { reason: "benchmark cleanup".into() },
+        progress: Progress::Failed {
+            reason: "benchmark cleanup".into(),
+        },
     });
     fleet.apply(Command::CancelJob { job });
     elapsed
 }
 
 fn free_node(fleet: &Fleet, i: usize) -> NodeId {
-    let free: Vec<NodeId> = fleet.state.nodes().skip(FREE_NODES_FROM).map(|n| n.id).collect();
+    let free: Vec<NodeId> = fleet
+        .state
+        .nodes()
+        .skip(FREE_NODES_FROM)
+        .map(|n| n.id)
+        .collect();
     free[i % free.len()]
 }
 
@@ -123,27 +144,42 @@ fn summary() {
     let mut fleet = big_fleet();
     let build_s = build_start.elapsed().as_secs_f64();
     let state_bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
-    println!("fleet: {} nodes, {} devices, {} running jobs (built through {} entries in {build_s:.1} s)",
-        NODES, NODES * usize::from(DEVICES_PER_NODE), RUNNING_JOBS, fleet.applied);
-    println!("state in memory: {:.1} MiB (target ≤ 1024 MiB: {:.3}x of target)",
-        state_bytes as f64 / (1 << 20) as f64, state_bytes as f64 / (1u64 << 30) as f64);
+    println!(
+        "fleet: {} nodes, {} devices, {} running jobs (built through {} entries in {build_s:.1} s)",
+        NODES,
+        NODES * usize::from(DEVICES_PER_NODE),
+        RUNNING_JOBS,
+        fleet.applied
+    );
+    println!(
+        "state in memory: {:.1} MiB (target ≤ 1024 MiB: {:.3}x of target)",
+        state_bytes as f64 / (1 << 20) as f64,
+        state_bytes as f64 / (1u64 << 30) as f64
+    );
 
     // Submit throughput over 200,000 entries on a clone.
     let mut state = fleet.state.clone();
-    let entries: Vec<Entry> = (0..200_000).map(|i| submit_entry(i, 10_000_000 + i)).collect();
+    let entries: Vec<Entry> = (0..200_000)
+        .map(|i| submit_entry(i, 10_000_000 + i))
+        .collect();
     let start = Instant::now();
     for entry in entries {
         assert!(state.apply(entry).is_accepted());
     }
     let per_s = 200_000.0 / start.elapsed().as_secs_f64();
-    println!("submit apply: {per_s:.0} entries/s (target ≥ 200,000/s: {:.2}x of target)", per_s / 200_000.0);
+    println!(
+        "submit apply: {per_s:.0} entries/s (target ≥ 200,000/s: {:.2}x of target)",
+        per_s / 200_000.0
+    );
     drop(state);
 
     // Single placements: percentiles over 10,000.
-    let mut samples: Vec<Duration> = (0..10_000).map(|i| {
-        let node = free_node(&fleet, i);
-        timed_placement(&mut fleet, node)
-    }).collect();
+    let mut samples: Vec<Duration> = (0..10_000)
+        .map(|i| {
+            let node = free_node(&fleet, i);
+            timed_placement(&mut fleet, node)
+        })
+        .collect();
     samples.sort();
     let p50 = percentile(&samples, 0.50);
     println!("place one 8-rank job: p50 {:.2} µs, p99 {:.2} µs, max {:.2} µs (target median ≤ 20 µs: p50 is {:.3}x of target)",
@@ -194,7 +230,9 @@ fn benches(c: &mut Criterion) {
     });
     group.sample_size(10);
     group.bench_function("digest", |b| b.iter(|| fleet.state.digest()));
-    group.bench_function("encode_snapshot", |b| b.iter(|| fleet.state.encode_snapshot().unwrap()));
+    group.bench_function("encode_snapshot", |b| {
+        b.iter(|| fleet.state.encode_snapshot().unwrap())
+    });
     group.finish();
 }
 

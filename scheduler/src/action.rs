@@ -133,10 +133,14 @@ impl fmt::Display for Stage {
 pub enum Progress {
     Started,
     /// All of this node's ranks reached the checkpoint's step boundary and wrote their state.
-    Checkpointed { checkpoint: CheckpointRef },
+    Checkpointed {
+        checkpoint: CheckpointRef,
+    },
     Completed,
     /// The action could not be carried out on this node; its ranks there are stopped.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl fmt::Display for Progress {

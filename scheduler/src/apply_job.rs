@@ -18,7 +18,11 @@ impl ClusterState {
         self.jobs.get(&id).ok_or(Rejection::UnknownJob { job: id })
     }
 
-    pub(crate) fn submit_job(&mut self, mut spec: JobSpec, now_ms: u64) -> Result<Effect, Rejection> {
+    pub(crate) fn submit_job(
+        &mut self,
+        mut spec: JobSpec,
+        now_ms: u64,
+    ) -> Result<Effect, Rejection> {
         spec.validate()?;
         if self.active_jobs >= MAX_ACTIVE_JOBS as u64 {
             return Err(Rejection::limit("active jobs", MAX_ACTIVE_JOBS));
@@ -176,7 +180,12 @@ impl ClusterState {
                 let job = self.jobs.get_mut(&id).expect("checked above");
                 job.exited_nodes.insert(node);
                 if job.exited_nodes == job.nodes() {
-                    self.finish_job(id, JobPhase::Succeeded, "every rank exited successfully", now_ms);
+                    self.finish_job(
+                        id,
+                        JobPhase::Succeeded,
+                        "every rank exited successfully",
+                        now_ms,
+                    );
                 }
             }
             JobExit::Failed { reason } => {
@@ -292,7 +301,10 @@ impl ClusterState {
         job.finished_at_ms = Some(now_ms);
         job.last_reason = reason.to_string();
         let tenant = job.spec.tenant.clone();
-        let count = self.tenants.get_mut(&tenant).expect("active job has a tenant");
+        let count = self
+            .tenants
+            .get_mut(&tenant)
+            .expect("active job has a tenant");
         *count -= 1;
         if *count == 0 {
             self.tenants.remove(&tenant);

@@ -33,10 +33,7 @@ fn validate_devices(devices: &[DeviceSpec]) -> Result<(), Rejection> {
         ));
     }
     if devices.len() > MAX_DEVICES_PER_NODE {
-        return Err(Rejection::limit(
-            "devices per node",
-            MAX_DEVICES_PER_NODE,
-        ));
+        return Err(Rejection::limit("devices per node", MAX_DEVICES_PER_NODE));
     }
     for (index, device) in devices.iter().enumerate() {
         device.kind.validate(&format!("devices[{index}].kind"))?;
@@ -91,7 +88,9 @@ impl ClusterState {
             if !same || node.domain != domain {
                 return Err(Rejection::NodeConflict {
                     node: name.to_string(),
-                    problem: "with a different device inventory or locality domain; deregister it first".into(),
+                    problem:
+                        "with a different device inventory or locality domain; deregister it first"
+                            .into(),
                 });
             }
             // An agent restart: the node is back, with the health it reports now.

@@ -87,7 +87,10 @@ impl ClusterState {
             });
         }
         if job.cancel_requested && !matches!(action.op, ActionOp::Stop) {
-            return Err(wrong_phase(job, "it is being cancelled; only a stop applies"));
+            return Err(wrong_phase(
+                job,
+                "it is being cancelled; only a stop applies",
+            ));
         }
         match &action.op {
             ActionOp::Place { devices } => {
@@ -180,7 +183,11 @@ impl ClusterState {
         }
     }
 
-    fn beneficiary_tier(&self, victim: JobId, beneficiary: JobId) -> Result<crate::Tier, Rejection> {
+    fn beneficiary_tier(
+        &self,
+        victim: JobId,
+        beneficiary: JobId,
+    ) -> Result<crate::Tier, Rejection> {
         if beneficiary == victim {
             return Err(Rejection::invalid(
                 "for_job",
@@ -229,20 +236,20 @@ impl ClusterState {
             ));
         }
         for &device in devices {
-            let node = self.nodes.get(&device.node).ok_or(Rejection::UnknownNodeId {
-                node: device.node,
-            })?;
-            let slot = node
-                .devices
-                .get(usize::from(device.index))
-                .ok_or_else(|| Rejection::DeviceUnavailable {
+            let node = self
+                .nodes
+                .get(&device.node)
+                .ok_or(Rejection::UnknownNodeId { node: device.node })?;
+            let slot = node.devices.get(usize::from(device.index)).ok_or_else(|| {
+                Rejection::DeviceUnavailable {
                     device,
                     problem: format!(
                         "node {} has only {} device(s)",
                         node.name,
                         node.devices.len()
                     ),
-                })?;
+                }
+            })?;
             let own = slot.holder == Some(job.id);
             match slot.holder {
                 Some(other) if other != job.id => {
@@ -311,11 +318,8 @@ impl ClusterState {
         if let Some(target) = planned.op.target_devices() {
             nodes.extend(target.iter().map(|d| d.node));
             for device in target {
-                let slot = &mut self
-                    .nodes
-                    .get_mut(&device.node)
-                    .expect("validated")
-                    .devices[usize::from(device.index)];
+                let slot = &mut self.nodes.get_mut(&device.node).expect("validated").devices
+                    [usize::from(device.index)];
                 assert!(
                     slot.holder.is_none() || slot.holder == Some(job_id),
                     "validated device {device} is held by another job"

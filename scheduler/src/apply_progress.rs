@@ -107,7 +107,10 @@ impl ClusterState {
         let job_id = action.job;
         if stage >= Stage::Checkpointed && checkpoints {
             let cut = action.checkpoint.clone();
-            let job = self.jobs.get_mut(&job_id).expect("in-flight action's job exists");
+            let job = self
+                .jobs
+                .get_mut(&job_id)
+                .expect("in-flight action's job exists");
             if job.checkpoint != cut {
                 job.checkpoint = cut;
             }
@@ -128,7 +131,10 @@ impl ClusterState {
         let action = self.actions.remove(&id).expect("caller checked the action");
         self.counters.actions_completed += 1;
         let job_id = action.job;
-        let job = self.jobs.get_mut(&job_id).expect("in-flight action's job exists");
+        let job = self
+            .jobs
+            .get_mut(&job_id)
+            .expect("in-flight action's job exists");
         accrue(job, &mut self.sla, now_ms);
         job.action = None;
         match action.op {
@@ -143,10 +149,8 @@ impl ClusterState {
                     self.release_devices(job_id);
                     let job = self.jobs.get_mut(&job_id).expect("exists");
                     job.phase = JobPhase::Pending;
-                    job.last_reason = format!(
-                        "{}; waiting to resume from its checkpoint",
-                        action.reason
-                    );
+                    job.last_reason =
+                        format!("{}; waiting to resume from its checkpoint", action.reason);
                 }
             }
             ActionOp::Migrate { to } | ActionOp::Resize { to, .. } => {
@@ -160,7 +164,11 @@ impl ClusterState {
                         .get_mut(&device.node)
                         .expect("held devices' nodes exist")
                         .devices[usize::from(device.index)];
-                    assert_eq!(slot.holder, Some(job_id), "released a device it did not hold");
+                    assert_eq!(
+                        slot.holder,
+                        Some(job_id),
+                        "released a device it did not hold"
+                    );
                     slot.holder = None;
                 }
             }

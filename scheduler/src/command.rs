@@ -35,18 +35,30 @@ pub enum Command {
         devices: Vec<DeviceSpec>,
     },
     /// Forget a node that holds no devices of any job.
-    DeregisterNode { name: NodeName },
+    DeregisterNode {
+        name: NodeName,
+    },
     /// An agent's heartbeat, with the health of the devices whose health changed.
     ReportNodeHealth {
         name: NodeName,
         devices: Vec<(u16, DeviceHealth)>,
     },
     /// An operator drains a node (nothing new is placed there) or puts it back in service.
-    SetNodeDraining { name: NodeName, draining: bool },
+    SetNodeDraining {
+        name: NodeName,
+        draining: bool,
+    },
     /// The leader declares a node lost (missed heartbeats), or an operator does.
-    NodeDown { name: NodeName, reason: String },
-    SubmitJob { spec: JobSpec },
-    CancelJob { job: JobId },
+    NodeDown {
+        name: NodeName,
+        reason: String,
+    },
+    SubmitJob {
+        spec: JobSpec,
+    },
+    CancelJob {
+        job: JobId,
+    },
     /// Set and remove metadata keys; with `expected_version`, only if the job is at it (CAS).
     UpdateJobMetadata {
         job: JobId,
@@ -55,7 +67,9 @@ pub enum Command {
         remove: Vec<String>,
     },
     /// One scheduling decision.
-    ApplyPlan { plan: Plan },
+    ApplyPlan {
+        plan: Plan,
+    },
     /// An agent reports how far it got with an action on its node.
     ReportActionProgress {
         action: ActionId,

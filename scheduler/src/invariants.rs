@@ -59,7 +59,10 @@ impl ClusterState {
             );
         }
         if let Some((&last, _)) = self.nodes.last_key_value() {
-            ensure!(last.0 < self.next_node_id, "{last} is not below the next node id");
+            ensure!(
+                last.0 < self.next_node_id,
+                "{last} is not below the next node id"
+            );
         }
         Ok(())
     }
@@ -75,7 +78,7 @@ impl ClusterState {
                 }
             }
             ensure!(
-                job.phase.holds_devices() == !held.is_empty(),
+                job.phase.holds_devices() != held.is_empty(),
                 "{} is {} but holds {} device(s)",
                 job.id,
                 job.phase,
@@ -107,13 +110,25 @@ impl ClusterState {
             }
             for device in held {
                 if let Some(other) = claimed.insert(device, job.id) {
-                    ensure!(other == job.id, "device {device} is given to {other} and {}", job.id);
+                    ensure!(
+                        other == job.id,
+                        "device {device} is given to {other} and {}",
+                        job.id
+                    );
                 }
                 let node = self.nodes.get(&device.node);
-                ensure!(node.is_some(), "{} holds {device} on a node that does not exist", job.id);
+                ensure!(
+                    node.is_some(),
+                    "{} holds {device} on a node that does not exist",
+                    job.id
+                );
                 let node = node.expect("checked");
                 let slot = node.devices.get(usize::from(device.index));
-                ensure!(slot.is_some(), "{} holds {device}, which does not exist", job.id);
+                ensure!(
+                    slot.is_some(),
+                    "{} holds {device}, which does not exist",
+                    job.id
+                );
                 let slot = slot.expect("checked");
                 ensure!(
                     slot.holder == Some(job.id),
@@ -128,7 +143,11 @@ impl ClusterState {
                     node.name,
                     node.status
                 );
-                ensure!(slot.health.is_healthy(), "{} has ranks on unhealthy {device}", job.id);
+                ensure!(
+                    slot.health.is_healthy(),
+                    "{} has ranks on unhealthy {device}",
+                    job.id
+                );
                 ensure!(
                     slot.kind == job.spec.device_kind,
                     "{} needs {} but holds {device} of kind {}",
@@ -144,7 +163,11 @@ impl ClusterState {
                     slot.memory_bytes
                 );
             }
-            ensure!(job.id.0 < self.next_job_id, "{} is not below the next job id", job.id);
+            ensure!(
+                job.id.0 < self.next_job_id,
+                "{} is not below the next job id",
+                job.id
+            );
         }
         for node in self.nodes.values() {
             for (index, slot) in node.devices.iter().enumerate() {
@@ -163,7 +186,10 @@ impl ClusterState {
     fn check_actions(&self) -> Result<(), InvariantViolation> {
         for (id, action) in &self.actions {
             ensure!(action.id == *id, "{id} is stored as {}", action.id);
-            ensure!(id.0 < self.next_action_id, "{id} is not below the next action id");
+            ensure!(
+                id.0 < self.next_action_id,
+                "{id} is not below the next action id"
+            );
             let job = self.jobs.get(&action.job);
             ensure!(
                 job.is_some_and(|j| j.action == Some(*id)),
@@ -172,7 +198,10 @@ impl ClusterState {
             );
             ensure!(!action.nodes.is_empty(), "{id} involves no node");
             for node in action.nodes.keys() {
-                ensure!(self.nodes.contains_key(node), "{id} involves unknown {node}");
+                ensure!(
+                    self.nodes.contains_key(node),
+                    "{id} involves unknown {node}"
+                );
             }
         }
         Ok(())
@@ -222,14 +251,20 @@ impl ClusterState {
         );
         let counted: BTreeMap<&TenantName, u64> =
             self.tenants.iter().map(|(t, n)| (t, *n)).collect();
-        ensure!(tenants == counted, "tenant counts {counted:?} differ from jobs {tenants:?}");
+        ensure!(
+            tenants == counted,
+            "tenant counts {counted:?} differ from jobs {tenants:?}"
+        );
         ensure!(
             self.finished.len() <= MAX_FINISHED_JOBS_RETAINED,
             "{} finished jobs retained",
             self.finished.len()
         );
         let finished: BTreeSet<JobId> = self.finished.iter().copied().collect();
-        ensure!(finished.len() == self.finished.len(), "a finished job is listed twice");
+        ensure!(
+            finished.len() == self.finished.len(),
+            "a finished job is listed twice"
+        );
         for id in &finished {
             ensure!(
                 self.jobs.get(id).is_some_and(|j| j.phase.is_terminal()),

@@ -104,7 +104,10 @@ impl JobSpec {
         if self.max_restarts > MAX_RESTARTS_LIMIT {
             return Err(Rejection::invalid(
                 "max_restarts",
-                format!("is {}; the limit is {MAX_RESTARTS_LIMIT}", self.max_restarts),
+                format!(
+                    "is {}; the limit is {MAX_RESTARTS_LIMIT}",
+                    self.max_restarts
+                ),
             ));
         }
         match &self.run {
@@ -118,7 +121,10 @@ impl JobSpec {
                 if argv.len() > MAX_COMMAND_ARGS {
                     return Err(Rejection::invalid(
                         "command",
-                        format!("has {} arguments; the limit is {MAX_COMMAND_ARGS}", argv.len()),
+                        format!(
+                            "has {} arguments; the limit is {MAX_COMMAND_ARGS}",
+                            argv.len()
+                        ),
                     ));
                 }
                 for arg in argv {
@@ -151,7 +157,10 @@ impl JobSpec {
                 if args.len() > MAX_COMMAND_ARGS {
                     return Err(Rejection::invalid(
                         "args",
-                        format!("has {} arguments; the limit is {MAX_COMMAND_ARGS}", args.len()),
+                        format!(
+                            "has {} arguments; the limit is {MAX_COMMAND_ARGS}",
+                            args.len()
+                        ),
                     ));
                 }
                 for arg in args {
@@ -267,8 +276,8 @@ impl SlaLedger {
         if self.requested_device_ms == 0 {
             return 1_000_000;
         }
-        let ppm = u128::from(self.delivered_device_ms) * 1_000_000
-            / u128::from(self.requested_device_ms);
+        let ppm =
+            u128::from(self.delivered_device_ms) * 1_000_000 / u128::from(self.requested_device_ms);
         ppm.min(1_000_000) as u32
     }
 }

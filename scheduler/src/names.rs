@@ -21,14 +21,17 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), Rejection> {
         .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     {
         Some("must start with a lowercase letter or a digit".to_string())
-    } else if let Some(bad) = value.chars().find(|c| {
-        !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_' || *c == '.')
-    }) {
-        Some(format!(
-            "contains {bad:?}; use lowercase letters, digits, '-', '_' and '.'"
-        ))
     } else {
-        None
+        value
+            .chars()
+            .find(|c| {
+                !(c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || *c == '-'
+                    || *c == '_'
+                    || *c == '.')
+            })
+            .map(|bad| format!("contains {bad:?}; use lowercase letters, digits, '-', '_' and '.'"))
     };
     match problem {
         Some(problem) => Err(Rejection::invalid(field, format!("{value:?} {problem}"))),

@@ -42,7 +42,9 @@ impl fmt::Display for NodeStatus {
 pub enum DeviceHealth {
     Healthy,
     /// Not usable; the reason is what the agent saw (an XID error, ECC errors, lost from NVML).
-    Unhealthy { reason: String },
+    Unhealthy {
+        reason: String,
+    },
 }
 
 impl DeviceHealth {

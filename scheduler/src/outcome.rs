@@ -114,7 +114,9 @@ pub enum Rejection {
     InvalidField { field: String, problem: String },
     #[error("limit {limit} exceeded: at most {max} allowed")]
     LimitExceeded { limit: String, max: u64 },
-    #[error("entry format version {found} is not understood; this replica reads version {supported}")]
+    #[error(
+        "entry format version {found} is not understood; this replica reads version {supported}"
+    )]
     UnsupportedFormatVersion { found: u16, supported: u16 },
     #[error("client {client} sent sequence {sequence}, but its last applied sequence is {last}; use a new sequence number")]
     StaleSequence {
@@ -128,7 +130,9 @@ pub enum Rejection {
     UnknownNodeId { node: NodeId },
     #[error("node {node:?} is already registered {problem}")]
     NodeConflict { node: String, problem: String },
-    #[error("node {node:?} still holds devices of {jobs:?}; drain it and wait for them to move first")]
+    #[error(
+        "node {node:?} still holds devices of {jobs:?}; drain it and wait for them to move first"
+    )]
     NodeBusy { node: String, jobs: Vec<JobId> },
     #[error("node {node:?} is {status}: {problem}")]
     NodeState {

@@ -116,7 +116,10 @@ mod tests {
         for w in 1..200u32 {
             for t in Tier::ALL {
                 let floor = t.min_devices(w);
-                assert!(floor >= 1 && floor <= w && w % floor == 0, "{t} {w} {floor}");
+                assert!(
+                    floor >= 1 && floor <= w && w % floor == 0,
+                    "{t} {w} {floor}"
+                );
             }
         }
     }

@@ -43,10 +43,21 @@ fn samples() -> Vec<Entry> {
         Command::DeregisterNode { name: node.clone() },
         Command::ReportNodeHealth {
             name: node.clone(),
-            devices: vec![(0, DeviceHealth::Unhealthy { reason: "XID 79".into() })],
+            devices: vec![(
+                0,
+                DeviceHealth::Unhealthy {
+                    reason: "XID 79".into(),
+                },
+            )],
         },
-        Command::SetNodeDraining { name: node.clone(), draining: true },
-        Command::NodeDown { name: node, reason: "missed 5 heartbeats".into() },
+        Command::SetNodeDraining {
+            name: node.clone(),
+            draining: true,
+        },
+        Command::NodeDown {
+            name: node,
+            reason: "missed 5 heartbeats".into(),
+        },
         Command::SubmitJob { spec },
         Command::CancelJob { job: JobId(17) },
         Command::UpdateJobMetadata {
@@ -62,30 +73,45 @@ fn samples() -> Vec<Entry> {
                 actions: vec![
                     PlannedAction {
                         job: JobId(7),
-                        op: ActionOp::Resize { to: vec![device(1, 0), device(1, 1)], for_job: Some(JobId(42)) },
+                        op: ActionOp::Resize {
+                            to: vec![device(1, 0), device(1, 1)],
+                            for_job: Some(JobId(42)),
+                        },
                         reason: "shrunk from 4 to 2 devices for job 42 (premium)".into(),
                     },
                     PlannedAction {
                         job: JobId(8),
-                        op: ActionOp::Preempt { for_job: Some(JobId(42)) },
+                        op: ActionOp::Preempt {
+                            for_job: Some(JobId(42)),
+                        },
                         reason: "preempted for job 42, tier premium".into(),
                     },
                     PlannedAction {
                         job: JobId(9),
-                        op: ActionOp::Place { devices: vec![device(2, 0)] },
+                        op: ActionOp::Place {
+                            devices: vec![device(2, 0)],
+                        },
                         reason: "placed on idle capacity".into(),
                     },
                     PlannedAction {
                         job: JobId(10),
-                        op: ActionOp::Resume { devices: vec![device(2, 1)] },
+                        op: ActionOp::Resume {
+                            devices: vec![device(2, 1)],
+                        },
                         reason: "resumed from step 900".into(),
                     },
                     PlannedAction {
                         job: JobId(11),
-                        op: ActionOp::Migrate { to: vec![device(3, 0)] },
+                        op: ActionOp::Migrate {
+                            to: vec![device(3, 0)],
+                        },
                         reason: "defragment rack-2".into(),
                     },
-                    PlannedAction { job: JobId(12), op: ActionOp::Stop, reason: "cancelled".into() },
+                    PlannedAction {
+                        job: JobId(12),
+                        op: ActionOp::Stop,
+                        reason: "cancelled".into(),
+                    },
                 ],
             },
         },
@@ -93,26 +119,43 @@ fn samples() -> Vec<Entry> {
             action: ActionId(99),
             node: NodeId(2),
             progress: Progress::Checkpointed {
-                checkpoint: CheckpointRef { location: "/shared/ckpt/job-8/step-900".into(), step: 900 },
+                checkpoint: CheckpointRef {
+                    location: "/shared/ckpt/job-8/step-900".into(),
+                    step: 900,
+                },
             },
         },
         Command::ReportActionProgress {
             action: ActionId(99),
             node: NodeId(2),
-            progress: Progress::Failed { reason: "disk full".into() },
+            progress: Progress::Failed {
+                reason: "disk full".into(),
+            },
         },
-        Command::ReportJobExit { job: JobId(9), node: NodeId(2), exit: JobExit::Succeeded },
         Command::ReportJobExit {
             job: JobId(9),
             node: NodeId(2),
-            exit: JobExit::Failed { reason: "rank 3 exited with status 1".into() },
+            exit: JobExit::Succeeded,
+        },
+        Command::ReportJobExit {
+            job: JobId(9),
+            node: NodeId(2),
+            exit: JobExit::Failed {
+                reason: "rank 3 exited with status 1".into(),
+            },
         },
         Command::Tick,
     ];
     commands
         .into_iter()
         .enumerate()
-        .map(|(i, command)| Entry::new(if i % 2 == 0 { client } else { None }, 1_700_000_000_000 + i as u64, command))
+        .map(|(i, command)| {
+            Entry::new(
+                if i % 2 == 0 { client } else { None },
+                1_700_000_000_000 + i as u64,
+                command,
+            )
+        })
         .collect()
 }
 
@@ -129,7 +172,10 @@ fn unhex(text: &str) -> Vec<u8> {
 
 #[test]
 fn stored_entry_bytes_never_change_by_accident() {
-    assert_eq!(FORMAT_VERSION, 1, "a new format version needs a new golden file");
+    assert_eq!(
+        FORMAT_VERSION, 1,
+        "a new format version needs a new golden file"
+    );
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/entries-v1.hex");
     let rendered: String = samples()
         .iter()
@@ -147,7 +193,11 @@ fn stored_entry_bytes_never_change_by_accident() {
              If intended, bump FORMAT_VERSION and bless a new file (see this file's header)."
         );
     }
-    assert_eq!(stored.lines().count(), rendered.lines().count(), "sample count changed");
+    assert_eq!(
+        stored.lines().count(),
+        rendered.lines().count(),
+        "sample count changed"
+    );
     // The stored bytes still decode to the same entries.
     for (line, sample) in stored.lines().zip(samples()) {
         let bytes = unhex(line.split(' ').nth(1).unwrap());
@@ -162,7 +212,9 @@ fn decoding_refuses_bad_bytes_with_a_clear_error() {
     future[0] = 2;
     let err = Entry::decode(&future).unwrap_err().to_string();
     assert!(err.contains("format version 2"), "{err}");
-    let err = Entry::decode(&bytes[..bytes.len() - 3]).unwrap_err().to_string();
+    let err = Entry::decode(&bytes[..bytes.len() - 3])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not decode"), "{err}");
     let mut trailing = bytes.clone();
     trailing.push(0);

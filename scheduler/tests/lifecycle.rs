@@ -393,7 +393,10 @@ fn bad_submissions_name_the_field_and_change_nothing() {
     let cases: Vec<(&str, Box<dyn Fn(&mut JobSpec)>)> = vec![
         ("name", Box::new(|s| s.name = "  ".into())),
         ("world_size", Box::new(|s| s.world_size = 0)),
-        ("memory_per_rank_bytes", Box::new(|s| s.memory_per_rank_bytes = 0)),
+        (
+            "memory_per_rank_bytes",
+            Box::new(|s| s.memory_per_rank_bytes = 0),
+        ),
         (
             "command",
             Box::new(|s| {

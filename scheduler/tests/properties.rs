@@ -14,23 +14,75 @@ use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Register { node: u8, devices: u8, kind: u8 },
-    Deregister { node: u8 },
-    Health { node: u8, device: u8, healthy: bool },
-    Drain { node: u8, draining: bool },
-    Down { node: u8 },
-    Submit { tier: u8, world: u8, kind: u8, gib: u8, client: Option<(u8, u8)> },
-    Cancel { job: u8 },
-    Metadata { job: u8, expected: Option<u8>, key: u8 },
-    Plan { actions: Vec<(u8, u8, Vec<(u8, u8)>, Option<u8>)> },
-    PlaceFree { job: u8, count: u8 },
-    Progress { action: u8, node: u8, kind: u8, step: u8 },
+    Register {
+        node: u8,
+        devices: u8,
+        kind: u8,
+    },
+    Deregister {
+        node: u8,
+    },
+    Health {
+        node: u8,
+        device: u8,
+        healthy: bool,
+    },
+    Drain {
+        node: u8,
+        draining: bool,
+    },
+    Down {
+        node: u8,
+    },
+    Submit {
+        tier: u8,
+        world: u8,
+        kind: u8,
+        gib: u8,
+        client: Option<(u8, u8)>,
+    },
+    Cancel {
+        job: u8,
+    },
+    Metadata {
+        job: u8,
+        expected: Option<u8>,
+        key: u8,
+    },
+    Plan {
+        actions: Vec<(u8, u8, Vec<(u8, u8)>, Option<u8>)>,
+    },
+    PlaceFree {
+        job: u8,
+        count: u8,
+    },
+    Progress {
+        action: u8,
+        node: u8,
+        kind: u8,
+        step: u8,
+    },
     /// Reports the next correct stage of an in-flight action on one of its nodes.
-    Advance { action: u8, node: u8, step: u8 },
+    Advance {
+        action: u8,
+        node: u8,
+        step: u8,
+    },
     /// Migrates, resizes or preempts a running job onto free devices of its kind.
-    Move { job: u8, kind: u8, count: u8, for_job: Option<u8> },
-    Exit { job: u8, node: u8, ok: bool },
-    Tick { advance_ms: u16 },
+    Move {
+        job: u8,
+        kind: u8,
+        count: u8,
+        for_job: Option<u8>,
+    },
+    Exit {
+        job: u8,
+        node: u8,
+        ok: bool,
+    },
+    Tick {
+        advance_ms: u16,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -91,7 +143,11 @@ fn one_action_plan(job: JobId, op: ActionOp, reason: &str) -> Command {
         plan: Plan {
             computed_at_index: 0,
             trigger: "generated".into(),
-            actions: vec![PlannedAction { job, op, reason: reason.into() }],
+            actions: vec![PlannedAction {
+                job,
+                op,
+                reason: reason.into(),
+            }],
         },
     }
 }
@@ -103,34 +159,59 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
     let missing_job = JobId(9_999);
     let mut client = None;
     let command = match op.clone() {
-        Op::Register { node, devices, kind } => Command::RegisterNode {
+        Op::Register {
+            node,
+            devices,
+            kind,
+        } => Command::RegisterNode {
             name: node_name(node),
             domain: LocalityDomain::new(format!("d{}", node / 2)).unwrap(),
             // The first four nodes always come back with the same inventory (agent restarts).
             devices: (0..if node < 4 { 8 } else { devices })
                 .map(|_| DeviceSpec {
-                    kind: DeviceKind::new(KINDS[if node < 4 { 0 } else { usize::from(kind) }]).unwrap(),
+                    kind: DeviceKind::new(KINDS[if node < 4 { 0 } else { usize::from(kind) }])
+                        .unwrap(),
                     memory_bytes: 80 << 30,
                     uuid: String::new(),
                     health: DeviceHealth::Healthy,
                 })
                 .collect(),
         },
-        Op::Deregister { node } => Command::DeregisterNode { name: node_name(node) },
-        Op::Health { node, device, healthy } => Command::ReportNodeHealth {
+        Op::Deregister { node } => Command::DeregisterNode {
+            name: node_name(node),
+        },
+        Op::Health {
+            node,
+            device,
+            healthy,
+        } => Command::ReportNodeHealth {
             name: node_name(node),
             devices: vec![(
                 u16::from(device),
                 if healthy {
                     DeviceHealth::Healthy
                 } else {
-                    DeviceHealth::Unhealthy { reason: "ecc".into() }
+                    DeviceHealth::Unhealthy {
+                        reason: "ecc".into(),
+                    }
                 },
             )],
         },
-        Op::Drain { node, draining } => Command::SetNodeDraining { name: node_name(node), draining },
-        Op::Down { node } => Command::NodeDown { name: node_name(node), reason: "test".into() },
-        Op::Submit { tier, world, kind, gib, client: who } => {
+        Op::Drain { node, draining } => Command::SetNodeDraining {
+            name: node_name(node),
+            draining,
+        },
+        Op::Down { node } => Command::NodeDown {
+            name: node_name(node),
+            reason: "test".into(),
+        },
+        Op::Submit {
+            tier,
+            world,
+            kind,
+            gib,
+            client: who,
+        } => {
             client = who.map(|(c, seq)| ClientRequest {
                 client_id: ClientId(u128::from(c)),
                 sequence: u64::from(seq),
@@ -144,7 +225,9 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
             spec.memory_per_rank_bytes = u64::from(gib) << 30;
             Command::SubmitJob { spec }
         }
-        Op::Cancel { job } => Command::CancelJob { job: pick(&jobs, job).unwrap_or(missing_job) },
+        Op::Cancel { job } => Command::CancelJob {
+            job: pick(&jobs, job).unwrap_or(missing_job),
+        },
         Op::Metadata { job, expected, key } => Command::UpdateJobMetadata {
             job: pick(&jobs, job).unwrap_or(missing_job),
             expected_version: expected.map(u64::from),
@@ -160,7 +243,9 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
                     .map(|(job, kind, devices, for_job)| {
                         let devices: Vec<DeviceRef> = devices
                             .into_iter()
-                            .map(|(n, i)| DeviceRef::new(pick(&nodes, n).unwrap_or(NodeId(77)), u16::from(i)))
+                            .map(|(n, i)| {
+                                DeviceRef::new(pick(&nodes, n).unwrap_or(NodeId(77)), u16::from(i))
+                            })
                             .collect();
                         let for_job = for_job.map(|j| pick(&jobs, j).unwrap_or(missing_job));
                         let op = match kind {
@@ -168,7 +253,10 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
                             1 => ActionOp::Resume { devices },
                             2 => ActionOp::Preempt { for_job },
                             3 => ActionOp::Migrate { to: devices },
-                            4 => ActionOp::Resize { to: devices, for_job },
+                            4 => ActionOp::Resize {
+                                to: devices,
+                                for_job,
+                            },
                             _ => ActionOp::Stop,
                         };
                         PlannedAction {
@@ -181,34 +269,54 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
             },
         },
         Op::PlaceFree { job, count } => {
-            let pending: Vec<JobId> =
-                state.jobs().filter(|j| j.phase == JobPhase::Pending).map(|j| j.id).collect();
+            let pending: Vec<JobId> = state
+                .jobs()
+                .filter(|j| j.phase == JobPhase::Pending)
+                .map(|j| j.id)
+                .collect();
             // Mostly pending jobs; sometimes any job, to exercise wrong-phase refusals.
-            let job = if count % 4 == 0 { pick(&jobs, job) } else { pick(&pending, job) }
-                .unwrap_or(missing_job);
+            let job = if count % 4 == 0 {
+                pick(&jobs, job)
+            } else {
+                pick(&pending, job)
+            }
+            .unwrap_or(missing_job);
             let kind = state.job(job).map(|j| j.spec.device_kind.clone());
             let free = free_devices(state, kind.as_ref());
             // A device count that divides the world size and respects the tier floor, if any fits.
             let fitting = state.job(job).and_then(|j| {
                 let world = j.spec.world_size as usize;
                 let floor = j.spec.tier.min_devices(j.spec.world_size) as usize;
-                (floor..=world).rev().find(|d| world % d == 0 && *d <= free.len())
+                (floor..=world)
+                    .rev()
+                    .find(|d| world % d == 0 && *d <= free.len())
             });
-            let take = if count % 3 == 0 { usize::from(count) } else { fitting.unwrap_or(usize::from(count)) };
+            let take = if count % 3 == 0 {
+                usize::from(count)
+            } else {
+                fitting.unwrap_or(usize::from(count))
+            };
             let free: Vec<DeviceRef> = free.into_iter().take(take).collect();
             let resume = state.job(job).is_some_and(|j| j.checkpoint.is_some());
-            let op = if resume { ActionOp::Resume { devices: free } } else { ActionOp::Place { devices: free } };
+            let op = if resume {
+                ActionOp::Resume { devices: free }
+            } else {
+                ActionOp::Place { devices: free }
+            };
             one_action_plan(job, op, "fits")
         }
         Op::Advance { action, node, step } => {
             let actions: Vec<&Action> = state.actions().collect();
             match actions.get(usize::from(action) % actions.len().max(1)) {
                 Some(a) => {
-                    let nodes: Vec<(NodeId, Stage)> = a.nodes.iter().map(|(n, s)| (*n, *s)).collect();
+                    let nodes: Vec<(NodeId, Stage)> =
+                        a.nodes.iter().map(|(n, s)| (*n, *s)).collect();
                     let (node, stage) = nodes[usize::from(node) % nodes.len()];
                     let checkpoints = matches!(
                         a.op,
-                        ActionOp::Preempt { .. } | ActionOp::Migrate { .. } | ActionOp::Resize { .. }
+                        ActionOp::Preempt { .. }
+                            | ActionOp::Migrate { .. }
+                            | ActionOp::Resize { .. }
                     );
                     let progress = match stage {
                         Stage::Committed => Progress::Started,
@@ -220,14 +328,26 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
                         },
                         _ => Progress::Completed,
                     };
-                    Command::ReportActionProgress { action: a.id, node, progress }
+                    Command::ReportActionProgress {
+                        action: a.id,
+                        node,
+                        progress,
+                    }
                 }
                 None => Command::Tick,
             }
         }
-        Op::Move { job, kind, count, for_job } => {
-            let running: Vec<JobId> =
-                state.jobs().filter(|j| j.phase == JobPhase::Running).map(|j| j.id).collect();
+        Op::Move {
+            job,
+            kind,
+            count,
+            for_job,
+        } => {
+            let running: Vec<JobId> = state
+                .jobs()
+                .filter(|j| j.phase == JobPhase::Running)
+                .map(|j| j.id)
+                .collect();
             let job = pick(&running, job).unwrap_or(missing_job);
             let for_job = for_job.map(|j| pick(&jobs, j).unwrap_or(missing_job));
             let Some(current) = state.job(job) else {
@@ -254,7 +374,12 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
             };
             one_action_plan(job, op, "generated move")
         }
-        Op::Progress { action, node, kind, step } => {
+        Op::Progress {
+            action,
+            node,
+            kind,
+            step,
+        } => {
             let actions: Vec<&Action> = state.actions().collect();
             let (id, node) = match actions.get(usize::from(action) % actions.len().max(1)) {
                 Some(a) => {
@@ -266,22 +391,43 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
             let progress = match kind {
                 0 => Progress::Started,
                 1 => Progress::Checkpointed {
-                    checkpoint: CheckpointRef { location: "/ckpt".into(), step: u64::from(step) },
+                    checkpoint: CheckpointRef {
+                        location: "/ckpt".into(),
+                        step: u64::from(step),
+                    },
                 },
                 2 | 3 => Progress::Completed,
-                _ => Progress::Failed { reason: "boom".into() },
+                _ => Progress::Failed {
+                    reason: "boom".into(),
+                },
             };
-            Command::ReportActionProgress { action: id, node, progress }
+            Command::ReportActionProgress {
+                action: id,
+                node,
+                progress,
+            }
         }
         Op::Exit { job, node, ok } => {
-            let running: Vec<JobId> =
-                state.jobs().filter(|j| j.phase == JobPhase::Running).map(|j| j.id).collect();
+            let running: Vec<JobId> = state
+                .jobs()
+                .filter(|j| j.phase == JobPhase::Running)
+                .map(|j| j.id)
+                .collect();
             let job = pick(&running, job).unwrap_or(missing_job);
-            let job_nodes: Vec<NodeId> = state.job(job).map(|j| j.nodes().into_iter().collect()).unwrap_or_default();
+            let job_nodes: Vec<NodeId> = state
+                .job(job)
+                .map(|j| j.nodes().into_iter().collect())
+                .unwrap_or_default();
             Command::ReportJobExit {
                 job,
                 node: pick(&job_nodes, node).unwrap_or(NodeId(77)),
-                exit: if ok { JobExit::Succeeded } else { JobExit::Failed { reason: "crash".into() } },
+                exit: if ok {
+                    JobExit::Succeeded
+                } else {
+                    JobExit::Failed {
+                        reason: "crash".into(),
+                    }
+                },
             }
         }
         Op::Tick { .. } => Command::Tick,
@@ -291,7 +437,13 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
 
 /// Every sequence starts on a fleet of four 8-device h100 nodes in two domains.
 fn setup() -> Vec<Op> {
-    (0..4).map(|node| Op::Register { node, devices: 8, kind: 0 }).collect()
+    (0..4)
+        .map(|node| Op::Register {
+            node,
+            devices: 8,
+            kind: 0,
+        })
+        .collect()
 }
 
 proptest! {
@@ -363,7 +515,10 @@ fn generated_sequences_reach_every_part_of_the_lifecycle() {
         totals.preemptions += c.preemptions;
         totals.migrations += c.migrations;
         totals.resizes += c.resizes;
-        succeeded += state.jobs().filter(|j| j.phase == JobPhase::Succeeded).count();
+        succeeded += state
+            .jobs()
+            .filter(|j| j.phase == JobPhase::Succeeded)
+            .count();
     }
     assert!(totals.plans_committed > 100, "{totals:?}");
     assert!(totals.actions_completed > 50, "{totals:?}");
@@ -373,4 +528,3 @@ fn generated_sequences_reach_every_part_of_the_lifecycle() {
     assert!(totals.resizes > 10, "{totals:?}");
     assert!(succeeded > 5, "only {succeeded} jobs succeeded");
 }
-
