@@ -1,0 +1,254 @@
+//! Replays through the simulator: each baseline's defining behaviour on tiny hand-made traces,
+//! determinism, conservation of work and device-time, and the state's invariants after every
+//! entry in small runs of every policy.
+
+use singularity_scheduler::sim::metrics::Report;
+use singularity_scheduler::sim::{
+    parse_trace, policy_by_name, CostModel, FakeStopwatch, SimConfig, SimError, Simulator, TierMix,
+    POLICY_NAMES,
+};
+
+const HEADER: &str = "job_id,submission_time,duration,num_gpu\n";
+
+fn simulator(trace: &str, devices: u32, policy: &str) -> Simulator {
+    let trace = parse_trace(trace).expect("valid trace");
+    let policy = policy_by_name(policy).expect("known policy");
+    let mut sim = Simulator::new(
+        SimConfig::new(devices),
+        trace,
+        policy,
+        Box::new(FakeStopwatch::new(1_000)),
+    )
+    .expect("valid simulation");
+    sim.set_verify_invariants(true);
+    sim
+}
+
+fn run(trace: &str, devices: u32, policy: &str) -> Simulator {
+    let mut sim = simulator(trace, devices, policy);
+    sim.run(0, &mut |_| {}).expect("the run finishes");
+    sim
+}
+
+/// Completion time in seconds of the job with trace id `id`.
+fn completion_s(sim: &Simulator, id: &str) -> u64 {
+    let index = sim
+        .trace()
+        .iter()
+        .position(|j| j.id == id)
+        .expect("job in trace");
+    let record = sim
+        .records()
+        .iter()
+        .find(|r| r.trace_index == index)
+        .expect("job finished");
+    record.completion_ms / 1000
+}
+
+/// A deterministic synthetic trace: `jobs` jobs of 1 to 8 GPUs arriving over a few hours.
+fn synthetic_trace(jobs: u64) -> String {
+    let mut text = HEADER.to_string();
+    for n in 0..jobs {
+        let gpus = [1, 1, 2, 1, 4, 8, 1, 2][(n % 8) as usize];
+        let duration = 600 + (n * 7_919) % 20_000;
+        text.push_str(&format!("job-{n},{},{duration},{gpus}\n", n * 97));
+    }
+    text
+}
+
+fn available_policies() -> Vec<&'static str> {
+    POLICY_NAMES
+        .into_iter()
+        .filter(|name| policy_by_name(name).is_some())
+        .collect()
+}
+
+// A 4-GPU job runs; an 8-GPU job is next; a short 2-GPU job and a long 2-GPU job come after.
+const BLOCKING: &str = "job_id,submission_time,duration,num_gpu\n\
+a,0,1000,4\n\
+b,10,1000,8\n\
+c,20,100,2\n\
+d,30,5000,2\n";
+
+#[test]
+fn fifo_the_head_of_the_queue_blocks() {
+    let sim = run(BLOCKING, 8, "fifo");
+    // b waits for a (ends at 1010 s) and runs 1020..2020; c and d wait behind b.
+    assert_eq!(completion_s(&sim, "b"), 2020 - 10);
+    assert!(
+        completion_s(&sim, "c") >= 2020 - 20,
+        "c ran before the head"
+    );
+    assert_eq!(sim.report().counts.preemptions, 0);
+}
+
+#[test]
+fn backfill_fills_without_delaying_the_head() {
+    let fifo = run(BLOCKING, 8, "fifo");
+    let backfill = run(BLOCKING, 8, "backfill");
+    // c ends (by its estimate) before b's reservation at a's end: it starts at once.
+    assert_eq!(completion_s(&backfill, "c"), 110);
+    // d would still run at b's reservation: it waits, and b is not delayed.
+    assert_eq!(completion_s(&backfill, "b"), completion_s(&fifo, "b"));
+    assert!(
+        completion_s(&backfill, "d") + 30 >= 2020,
+        "d delayed the head"
+    );
+    assert_eq!(backfill.report().counts.preemptions, 0);
+}
+
+#[test]
+fn tiresias_preempts_a_long_running_job_for_a_new_one() {
+    // The new job stays below the first queue threshold (1 device-hour) for its whole run.
+    let trace = format!("{HEADER}long,0,100000,8\nnew,1000,600,1\n");
+    let tiresias = run(&trace, 8, "tiresias");
+    let report = tiresias.report();
+    assert!(report.counts.preemptions >= 1, "{report:#?}");
+    // The new job waits only for the checkpoint (10 s + 4 GiB / 2 GB/s) and its start.
+    assert!(
+        completion_s(&tiresias, "new") < 640,
+        "{}",
+        completion_s(&tiresias, "new")
+    );
+    let fifo = run(&trace, 8, "fifo");
+    assert!(completion_s(&fifo, "new") > 90_000);
+    // The long job still does all of its work: device-time is conserved.
+    assert_eq!(
+        report.device_time.delivered_device_s,
+        report.device_time.requested_work_device_s
+    );
+}
+
+#[test]
+fn same_trace_and_seed_give_the_same_report() {
+    let trace = synthetic_trace(120);
+    for policy in available_policies() {
+        let first = run(&trace, 16, policy).report();
+        let second = run(&trace, 16, policy).report();
+        assert_eq!(first, second, "{policy}");
+    }
+}
+
+fn check_conservation(report: &Report, jobs: u64) {
+    assert_eq!(report.jobs, jobs, "{}: every job finishes", report.policy);
+    let time = &report.device_time;
+    assert_eq!(
+        time.busy_device_s, time.delivered_device_s,
+        "{}: the engine's busy device-time is apply's delivered device-time",
+        report.policy
+    );
+    assert!(time.busy_device_s <= time.capacity_device_s);
+    assert!(report.utilization <= 1.0 && report.utilization_makespan <= 1.0);
+    assert_eq!(report.counts.agent_reports_rejected, 0, "{}", report.policy);
+    assert_eq!(
+        report.counts.plans_rejected, 0,
+        "{}: {:?}",
+        report.policy, report.first_rejections
+    );
+}
+
+#[test]
+fn every_job_finishes_and_device_time_adds_up() {
+    let trace = synthetic_trace(150);
+    for policy in available_policies() {
+        let report = run(&trace, 16, policy).report();
+        check_conservation(&report, 150);
+        if policy != "singularity" {
+            // No splicing: the devices ran exactly the work the trace asked for.
+            assert_eq!(
+                report.device_time.delivered_device_s, report.device_time.requested_work_device_s,
+                "{policy}"
+            );
+        }
+        let per_tier: u64 = report.tiers.iter().map(|t| t.stats.jobs).sum();
+        assert_eq!(per_tier, 150);
+    }
+}
+
+#[test]
+fn the_step_api_reports_progress() {
+    let trace = synthetic_trace(20);
+    let mut sim = simulator(&trace, 16, "fifo");
+    let mut last = 0;
+    let mut calls = 0;
+    sim.run(5, &mut |p| {
+        assert!(p.jobs_finished >= last);
+        last = p.jobs_finished;
+        calls += 1;
+    })
+    .expect("finishes");
+    assert_eq!(last, 20);
+    assert!(calls > 2);
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_reason() {
+    let trace = parse_trace(&format!("{HEADER}big,0,600,64\n")).expect("valid");
+    let make = |config: SimConfig| {
+        Simulator::new(
+            config,
+            trace.clone(),
+            policy_by_name("fifo").expect("fifo"),
+            Box::new(FakeStopwatch::new(1)),
+        )
+        .err()
+    };
+    match make(SimConfig::new(16)) {
+        Some(SimError::JobTooLarge { num_gpu: 64, .. }) => {}
+        other => panic!("expected JobTooLarge, got {other:?}"),
+    }
+    let error = make(SimConfig::new(12)).expect("12 is not whole nodes of 8");
+    assert!(error.to_string().contains("multiple of 8"), "{error}");
+    let mut config = SimConfig::new(64);
+    config.max_events = 3;
+    let mut sim = Simulator::new(
+        config,
+        trace.clone(),
+        policy_by_name("fifo").expect("fifo"),
+        Box::new(FakeStopwatch::new(1)),
+    )
+    .expect("valid");
+    let error = sim.run(0, &mut |_| {}).expect_err("event limit");
+    assert_eq!(error, SimError::EventLimit { max_events: 3 });
+}
+
+#[test]
+fn the_cost_model_matches_its_documentation() {
+    use singularity_scheduler::ActionOp;
+    let cost = CostModel::default();
+    // 10 s + 4 GiB / 2 GB/s = 12.148 s per checkpoint or restore of one rank per device.
+    assert_eq!(cost.transfer_ms(1), 12_148);
+    assert_eq!(cost.transfer_ms(2), 14_295);
+    let preempt = cost.timing(&ActionOp::Preempt { for_job: None }, 8, 8);
+    assert_eq!(
+        (preempt.checkpoint_ms, preempt.complete_ms),
+        (12_148, 12_148)
+    );
+    // Splicing 8 ranks onto 4 devices: half speed, less 3%.
+    assert_eq!(cost.rate_ppm(8, 4), 485_000);
+    assert_eq!(cost.rate_ppm(8, 8), 1_000_000);
+}
+
+#[test]
+fn tiers_come_from_the_mix() {
+    let trace = synthetic_trace(200);
+    let mut config = SimConfig::new(16);
+    config.tier_mix = "premium=0.5,basic=0.5".parse::<TierMix>().expect("valid");
+    let mut sim = Simulator::new(
+        config,
+        parse_trace(&trace).expect("valid"),
+        policy_by_name("fifo").expect("fifo"),
+        Box::new(FakeStopwatch::new(1)),
+    )
+    .expect("valid");
+    sim.run(0, &mut |_| {}).expect("finishes");
+    let report = sim.report();
+    let jobs = |i: usize| report.tiers[i].stats.jobs;
+    assert_eq!(jobs(1), 0, "no standard jobs in this mix");
+    assert!(
+        jobs(0) > 60 && jobs(2) > 60,
+        "{} premium, {} basic",
+        jobs(0),
+        jobs(2)
+    );
+}
