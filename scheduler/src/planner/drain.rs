@@ -43,7 +43,11 @@ fn evacuate(s: &mut Session, job: &Job) {
     let keep: Vec<DeviceRef> = job
         .assignment
         .iter()
-        .filter(|d| s.state.node(d.node).is_some_and(|n| n.status == NodeStatus::Up))
+        .filter(|d| {
+            s.state
+                .node(d.node)
+                .is_some_and(|n| n.status == NodeStatus::Up)
+        })
         .copied()
         .collect();
     let held = job.assignment.len();

@@ -157,7 +157,11 @@ impl fmt::Display for Explanation {
                 )?;
             }
         } else if self.devices_held > 0 {
-            writeln!(f, "holds {}", plural(self.devices_held, "device", "devices"))?;
+            writeln!(
+                f,
+                "holds {}",
+                plural(self.devices_held, "device", "devices")
+            )?;
         }
         match self.target_ppm {
             Some(target) => write!(

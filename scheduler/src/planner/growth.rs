@@ -20,7 +20,9 @@ fn local_devices(s: &Session, job: &Job, count: usize) -> Vec<DeviceRef> {
     nodes.dedup();
     let mut out = Vec::new();
     for node in nodes {
-        let Some(pos) = s.view.position(node) else { continue };
+        let Some(pos) = s.view.position(node) else {
+            continue;
+        };
         let view = &s.view.nodes[pos];
         out.extend(
             view.usable(&job.spec)

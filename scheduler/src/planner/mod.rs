@@ -20,11 +20,11 @@ mod victims;
 mod view;
 
 pub use config::*;
+pub use explain::{explain, Explanation};
 pub use feasibility::{
     check_node, DeviceKindMatches, EnoughMemory, FeasibilityCheck, FreeDevices, HealthyDevice,
     NodeRejection, NodeUp, CHECKS,
 };
-pub use explain::{explain, Explanation};
 pub use policy::{plan, SingularityPolicy};
 
 use crate::action::Plan;
@@ -42,7 +42,10 @@ pub enum Evaluation {
     NodeDown(NodeId),
     NodeDraining(NodeId),
     /// An action finished (completed or failed): capacity may have been freed.
-    ActionFinished { action: ActionId, job: JobId },
+    ActionFinished {
+        action: ActionId,
+        job: JobId,
+    },
     /// Periodic: grow shrunk jobs, rebalance, defragment.
     Tick,
 }

@@ -86,7 +86,11 @@ fn take_from(sorted: &[(usize, usize)], need: usize, picks: &mut Vec<(usize, usi
 }
 
 /// Chooses (node position, device count) pairs for a gang of `need` devices, or `None`.
-pub(crate) fn select(cands: &[Candidate], need: usize, locality: Locality) -> Option<Vec<(usize, usize)>> {
+pub(crate) fn select(
+    cands: &[Candidate],
+    need: usize,
+    locality: Locality,
+) -> Option<Vec<(usize, usize)>> {
     if need == 0 {
         return None;
     }
@@ -123,7 +127,13 @@ pub(crate) fn select(cands: &[Candidate], need: usize, locality: Locality) -> Op
             // Some untaken domain fits the rest: the one needing fewest nodes, then the fullest.
             let best = (next..domains.len())
                 .take_while(|&i| domains[i].1 >= remaining)
-                .min_by_key(|&i| (nodes_needed(&domains[i].2, remaining), domains[i].1, domains[i].0))?;
+                .min_by_key(|&i| {
+                    (
+                        nodes_needed(&domains[i].2, remaining),
+                        domains[i].1,
+                        domains[i].0,
+                    )
+                })?;
             take_from(&domains[best].2, remaining, &mut picks);
             return Some(picks);
         }
@@ -143,7 +153,10 @@ pub(crate) struct Placement {
 
 /// Describes a set of devices: "1 node in domain rack-3", "9 nodes in 2 domains (a, b)".
 pub(crate) fn describe(view: &FleetView, devices: &[DeviceRef]) -> String {
-    let mut nodes: Vec<usize> = devices.iter().filter_map(|d| view.position(d.node)).collect();
+    let mut nodes: Vec<usize> = devices
+        .iter()
+        .filter_map(|d| view.position(d.node))
+        .collect();
     nodes.sort_unstable();
     nodes.dedup();
     let mut domains: Vec<&str> = nodes

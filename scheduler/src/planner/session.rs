@@ -51,7 +51,9 @@ pub(crate) fn reservations(state: &ClusterState) -> BTreeMap<JobId, Vec<DeviceRe
         let waiting = state
             .job(beneficiary)
             .is_some_and(|j| j.phase == JobPhase::Pending);
-        let Some(victim) = state.job(action.job) else { continue };
+        let Some(victim) = state.job(action.job) else {
+            continue;
+        };
         if waiting {
             let freed = victim.assignment.iter().filter(|d| !keep.contains(d));
             reserved_for.entry(beneficiary).or_default().extend(freed);

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 /// SLA slack of a job, in parts per million: its attainment minus its tier's target (basic,
 /// best effort, has a target of zero).
 pub(crate) fn slack_ppm(job: &Job) -> i64 {
-    i64::from(job.ledger.attainment_ppm()) - i64::from(job.spec.tier.target_share_ppm().unwrap_or(0))
+    i64::from(job.ledger.attainment_ppm())
+        - i64::from(job.spec.tier.target_share_ppm().unwrap_or(0))
 }
 
 /// The order in which victims give up devices. The state records neither when a job started
@@ -48,7 +49,10 @@ pub(crate) fn sla_text(job: &Job) -> String {
             job.spec.tier,
             percent(target)
         ),
-        None => format!("tier {}, SLA attainment {attained} (best effort)", job.spec.tier),
+        None => format!(
+            "tier {}, SLA attainment {attained} (best effort)",
+            job.spec.tier
+        ),
     }
 }
 
@@ -67,7 +71,12 @@ fn useful(s: &Session, device: DeviceRef, spec: &JobSpec, target: Option<NodeId>
 
 /// The victim's devices in the order it should give them up: useful ones first, then those on
 /// nodes where it has the fewest devices (so it keeps its locality), then the highest first.
-fn give_up_order(s: &Session, victim: &Job, spec: &JobSpec, target: Option<NodeId>) -> Vec<DeviceRef> {
+fn give_up_order(
+    s: &Session,
+    victim: &Job,
+    spec: &JobSpec,
+    target: Option<NodeId>,
+) -> Vec<DeviceRef> {
     let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
     for d in &victim.assignment {
         *per_node.entry(d.node).or_default() += 1;
@@ -110,7 +119,11 @@ impl Candidate<'_> {
     }
 }
 
-fn candidates<'a>(s: &Session<'a>, beneficiary: &Job, target: Option<NodeId>) -> Vec<Candidate<'a>> {
+fn candidates<'a>(
+    s: &Session<'a>,
+    beneficiary: &Job,
+    target: Option<NodeId>,
+) -> Vec<Candidate<'a>> {
     let tier = beneficiary.spec.tier;
     let state = s.state;
     let mut jobs: Vec<&'a Job> = state
@@ -161,7 +174,13 @@ pub(crate) fn make_room(
         .collect();
     let preempt_gain: Vec<usize> = cands
         .iter()
-        .map(|c| if c.preemptable { c.gain(s, spec, target, usize::MAX) } else { 0 })
+        .map(|c| {
+            if c.preemptable {
+                c.gain(s, spec, target, usize::MAX)
+            } else {
+                0
+            }
+        })
         .collect();
     let mut shrinkable: usize = shrink_gain.iter().sum();
     let mut preempted = vec![false; cands.len()];
@@ -232,7 +251,13 @@ pub(crate) fn make_room(
                  enough; lowest tier first, then most SLA slack ({}), then least work at risk",
                 sla_text(c.job),
             );
-            planned.push((c.job.id, ActionOp::Preempt { for_job: Some(bene) }, reason));
+            planned.push((
+                c.job.id,
+                ActionOp::Preempt {
+                    for_job: Some(bene),
+                },
+                reason,
+            ));
         }
     }
     if planned.len() > budget {

@@ -34,9 +34,11 @@ impl NodeView<'_> {
 
     /// Free devices of this node that suit `spec`, in index order.
     pub fn usable<'s>(&'s self, spec: &'s JobSpec) -> impl Iterator<Item = u16> + 's {
-        self.free.iter().copied().filter(move |&i| self.suits(i, spec))
+        self.free
+            .iter()
+            .copied()
+            .filter(move |&i| self.suits(i, spec))
     }
-
 }
 
 /// The planner's view of free capacity, built once per call.
@@ -137,5 +139,4 @@ impl<'a> FleetView<'a> {
         self.capacity_cache.borrow_mut().insert(key, capacity);
         capacity
     }
-
 }

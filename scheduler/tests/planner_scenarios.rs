@@ -1,0 +1,533 @@
+//! Scenario tests of Singularity's policy with exact expected plans: each builds a small fleet
+//! through `testkit::Fleet` (real entries through `ClusterState::apply`), asks `planner::plan`
+//! for a plan, checks it action by action, and commits it to prove apply accepts all of it.
+
+use singularity_scheduler::action::{ActionOp, Plan, PlannedAction};
+use singularity_scheduler::command::Command;
+use singularity_scheduler::ids::{ActionId, DeviceRef, JobId, NodeId};
+use singularity_scheduler::names::NodeName;
+use singularity_scheduler::outcome::{Effect, Outcome};
+use singularity_scheduler::planner::{explain, plan, Evaluation};
+use singularity_scheduler::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
+use singularity_scheduler::{JobPhase, NodeStatus, Tier};
+
+/// A fleet of `nodes` nodes of 8 h100 devices, 8 nodes to a domain (`n-d0`), invariants on.
+fn fleet(nodes: usize) -> (Fleet, Vec<NodeId>) {
+    let mut fleet = Fleet::new();
+    fleet.state.set_verify_invariants(true);
+    let ids = fleet.add_nodes("n", nodes, 8, "h100", H100_MEMORY_BYTES, 8);
+    (fleet, ids)
+}
+
+fn plan_now(fleet: &Fleet, evaluation: Evaluation) -> Plan {
+    plan(&fleet.state, &evaluation, fleet.clock_ms, fleet.applied)
+}
+
+/// Commits a plan and checks that apply took every action.
+fn commit(fleet: &mut Fleet, plan: Plan) -> Vec<ActionId> {
+    match fleet.apply(Command::ApplyPlan { plan }) {
+        Outcome::Accepted(Effect::PlanApplied {
+            committed,
+            rejected,
+        }) => {
+            assert!(rejected.is_empty(), "apply rejected {rejected:?}");
+            committed.into_iter().map(|c| c.action).collect()
+        }
+        other => panic!("plan not accepted: {other:?}"),
+    }
+}
+
+fn ops(plan: &Plan) -> Vec<(JobId, ActionOp)> {
+    plan.actions.iter().map(|a| (a.job, a.op.clone())).collect()
+}
+
+fn reasons(plan: &Plan) -> Vec<&str> {
+    plan.actions.iter().map(|a| a.reason.as_str()).collect()
+}
+
+fn action(job: JobId, op: ActionOp, reason: &str) -> PlannedAction {
+    PlannedAction {
+        job,
+        op,
+        reason: reason.to_string(),
+    }
+}
+
+#[test]
+fn pending_jobs_start_in_tier_order_on_one_node_each() {
+    let (mut fleet, nodes) = fleet(2);
+    let basic = fleet.submit(job_spec("b", Tier::Basic, 8, "h100"));
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 4, "h100"));
+    let standard = fleet.submit(job_spec("s", Tier::Standard, 2, "h100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(plan.trigger, "tick");
+    assert_eq!(
+        plan.actions,
+        vec![
+            action(
+                premium,
+                ActionOp::Place {
+                    devices: devices_of(nodes[0], 0, 4)
+                },
+                "placed: 4 ranks on 1 node in domain n-d0",
+            ),
+            action(
+                standard,
+                ActionOp::Place {
+                    devices: devices_of(nodes[0], 4, 2)
+                },
+                "placed: 2 ranks on 1 node in domain n-d0",
+            ),
+            action(
+                basic,
+                ActionOp::Place {
+                    devices: devices_of(nodes[1], 0, 8)
+                },
+                "placed: 8 ranks on 1 node in domain n-d0",
+            ),
+        ]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn premium_arrival_shrinks_basic_jobs_before_it_preempts_any() {
+    let (mut fleet, nodes) = fleet(1);
+    let older = fleet.run_job(
+        job_spec("b1", Tier::Basic, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    let newer = fleet.run_job(
+        job_spec("b2", Tier::Basic, 4, "h100"),
+        devices_of(nodes[0], 4, 4),
+    );
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 4, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    // Same tier, same slack, same work delivered so far: the lower id goes first and shrinks
+    // to 1 device (3 free); the other shrinks to 2 for the last device. Nobody is preempted.
+    assert_eq!(
+        ops(&plan),
+        vec![
+            (
+                older,
+                ActionOp::Resize {
+                    to: devices_of(nodes[0], 0, 1),
+                    for_job: Some(premium)
+                }
+            ),
+            (
+                newer,
+                ActionOp::Resize {
+                    to: devices_of(nodes[0], 4, 2),
+                    for_job: Some(premium)
+                }
+            ),
+        ]
+    );
+    assert!(reasons(&plan)[0].starts_with(&format!(
+        "shrunk from 4 to 1 devices (4 ranks per device) for {premium} (premium)"
+    )));
+    let actions = commit(&mut fleet, plan);
+    // Nothing is free until the shrinks complete: the premium job waits, and holds nothing.
+    assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
+    fleet.finish_action(actions[0], 10);
+    // One shrink done, 3 devices free: 2 are held for the premium job (with the 2 on their
+    // way it has 4); the spare one is idle capacity and goes to a shrunk job.
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            older,
+            ActionOp::Resize {
+                to: vec![DeviceRef::new(nodes[0], 0), DeviceRef::new(nodes[0], 3)],
+                for_job: None
+            }
+        )]
+    );
+    fleet.finish_action(actions[1], 10);
+    let plan = plan_now(
+        &fleet,
+        Evaluation::ActionFinished {
+            action: actions[1],
+            job: newer,
+        },
+    );
+    // The premium job starts; the spare device goes to the shrunk job (the growth planned
+    // above was never committed).
+    assert_eq!(
+        plan.actions,
+        vec![
+            action(
+                premium,
+                ActionOp::Place {
+                    devices: vec![
+                        DeviceRef::new(nodes[0], 1),
+                        DeviceRef::new(nodes[0], 2),
+                        DeviceRef::new(nodes[0], 3),
+                        DeviceRef::new(nodes[0], 6),
+                    ]
+                },
+                "placed: 4 ranks on 1 node in domain n-d0",
+            ),
+            action(
+                older,
+                ActionOp::Resize {
+                    to: vec![DeviceRef::new(nodes[0], 0), DeviceRef::new(nodes[0], 7)],
+                    for_job: None,
+                },
+                "grown from 1 to 2 devices toward its world size of 4: idle devices go to \
+                 shrunk jobs",
+            ),
+        ]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn premium_preempts_only_when_shrinking_is_not_enough() {
+    let (mut fleet, nodes) = fleet(1);
+    let basic = fleet.run_job(
+        job_spec("b", Tier::Basic, 8, "h100"),
+        devices_of(nodes[0], 0, 8),
+    );
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            basic,
+            ActionOp::Preempt {
+                for_job: Some(premium)
+            }
+        )]
+    );
+    assert!(reasons(&plan)[0].starts_with(&format!("preempted for {premium} (tier premium)")));
+    let actions = commit(&mut fleet, plan);
+    fleet.finish_action(actions[0], 7);
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            premium,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 0, 8)
+            }
+        )]
+    );
+    commit(&mut fleet, plan);
+    assert_eq!(
+        fleet.state.job(basic).map(|j| j.phase),
+        Some(JobPhase::Pending)
+    );
+}
+
+#[test]
+fn standard_is_never_shrunk_below_its_floor() {
+    let (mut fleet, nodes) = fleet(1);
+    let standard = fleet.run_job(
+        job_spec("s", Tier::Standard, 8, "h100"),
+        devices_of(nodes[0], 0, 8),
+    );
+    // Two devices needed: standard halves (its floor is 4), not a quarter.
+    let small = fleet.submit(job_spec("p2", Tier::Premium, 2, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(small));
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            standard,
+            ActionOp::Resize {
+                to: devices_of(nodes[0], 0, 4),
+                for_job: Some(small)
+            }
+        )]
+    );
+    let actions = commit(&mut fleet, plan);
+    fleet.finish_action(actions[0], 3);
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            small,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 4, 2)
+            }
+        )]
+    );
+    commit(&mut fleet, plan);
+    // Now a premium job of 4 on the 2 left: shrinking the standard job below 4 is not allowed,
+    // so it is preempted.
+    let big = fleet.submit(job_spec("p4", Tier::Premium, 4, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(big));
+    assert_eq!(
+        ops(&plan),
+        vec![(standard, ActionOp::Preempt { for_job: Some(big) })]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn standard_preempts_only_basic_and_basic_preempts_nothing() {
+    let (mut fleet, nodes) = fleet(1);
+    let standard = fleet.run_job(
+        job_spec("s", Tier::Standard, 8, "h100"),
+        devices_of(nodes[0], 0, 8),
+    );
+    let other = fleet.submit(job_spec("s2", Tier::Standard, 8, "h100"));
+    let basic = fleet.submit(job_spec("b", Tier::Basic, 1, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(other));
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    assert_eq!(
+        fleet.state.job(standard).map(|j| j.phase),
+        Some(JobPhase::Running)
+    );
+    assert_eq!(
+        fleet.state.job(basic).map(|j| j.phase),
+        Some(JobPhase::Pending)
+    );
+}
+
+#[test]
+fn gangs_are_all_or_nothing() {
+    let (mut fleet, nodes) = fleet(2);
+    fleet.run_job(
+        job_spec("x", Tier::Premium, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    fleet.run_job(
+        job_spec("y", Tier::Premium, 4, "h100"),
+        devices_of(nodes[1], 0, 4),
+    );
+    // 8 devices are free (4 + 4) and nothing may be preempted for anyone: a premium gang of
+    // 12 gets no partial placement, and waits without holding anything.
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 12, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    // A basic gang of 8 behind it gets all 8 ranks, across both nodes.
+    let wide = fleet.submit(job_spec("w", Tier::Basic, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(wide));
+    let mut devices = devices_of(nodes[0], 4, 4);
+    devices.extend(devices_of(nodes[1], 4, 4));
+    assert_eq!(
+        plan.actions,
+        vec![action(
+            wide,
+            ActionOp::Place { devices },
+            "placed: 8 ranks on 2 nodes in domain n-d0",
+        )]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn drain_moves_every_job_off_the_node() {
+    let (mut fleet, nodes) = fleet(2);
+    let a = fleet.run_job(
+        job_spec("a", Tier::Standard, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    let b = fleet.run_job(
+        job_spec("b", Tier::Basic, 2, "h100"),
+        devices_of(nodes[0], 4, 2),
+    );
+    fleet.apply(Command::SetNodeDraining {
+        name: NodeName::new("n-0").expect("valid"),
+        draining: true,
+    });
+    let plan = plan_now(&fleet, Evaluation::NodeDraining(nodes[0]));
+    assert_eq!(
+        plan.actions,
+        vec![
+            action(
+                a,
+                ActionOp::Migrate {
+                    to: devices_of(nodes[1], 0, 4)
+                },
+                "migrated off draining node n-0 to 1 node in domain n-d0",
+            ),
+            action(
+                b,
+                ActionOp::Migrate {
+                    to: devices_of(nodes[1], 4, 2)
+                },
+                "migrated off draining node n-0 to 1 node in domain n-d0",
+            ),
+        ]
+    );
+    let actions = commit(&mut fleet, plan);
+    for action in actions {
+        fleet.finish_action(action, 5);
+    }
+    let node = fleet.state.node(nodes[0]).expect("node");
+    assert_eq!(node.status, NodeStatus::Draining);
+    assert!(node.devices.iter().all(|d| d.holder.is_none()));
+}
+
+#[test]
+fn drain_preempts_what_cannot_move_and_nothing_targets_a_draining_node() {
+    let (mut fleet, nodes) = fleet(2);
+    let a = fleet.run_job(
+        job_spec("a", Tier::Premium, 8, "h100"),
+        devices_of(nodes[0], 0, 8),
+    );
+    fleet.run_job(
+        job_spec("b", Tier::Premium, 8, "h100"),
+        devices_of(nodes[1], 0, 8),
+    );
+    fleet.apply(Command::SetNodeDraining {
+        name: NodeName::new("n-0").expect("valid"),
+        draining: true,
+    });
+    let plan = plan_now(&fleet, Evaluation::NodeDraining(nodes[0]));
+    assert_eq!(ops(&plan), vec![(a, ActionOp::Preempt { for_job: None })]);
+    let actions = commit(&mut fleet, plan);
+    fleet.finish_action(actions[0], 9);
+    // Eight devices are free on the draining node, and the preempted job waits: it must not be
+    // resumed there, nor anything else placed there.
+    fleet.submit(job_spec("c", Tier::Basic, 2, "h100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    for action in &plan.actions {
+        for device in action.op.target_devices().unwrap_or(&[]) {
+            assert_ne!(device.node, nodes[0], "{action} targets the draining node");
+        }
+    }
+    assert!(plan.actions.is_empty());
+}
+
+#[test]
+fn a_lost_job_resumes_elsewhere_from_its_checkpoint() {
+    let (mut fleet, nodes) = fleet(2);
+    let job = fleet.run_job(
+        job_spec("j", Tier::Standard, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    // A migration within the node leaves a checkpoint at step 50.
+    let moved = fleet.commit(
+        job,
+        ActionOp::Migrate {
+            to: devices_of(nodes[0], 4, 4),
+        },
+        "test",
+    );
+    fleet.finish_action(moved, 50);
+    fleet.apply(Command::NodeDown {
+        name: NodeName::new("n-0").expect("valid"),
+        reason: "missed heartbeats".into(),
+    });
+    assert_eq!(
+        fleet.state.job(job).map(|j| j.phase),
+        Some(JobPhase::Pending)
+    );
+    let plan = plan_now(&fleet, Evaluation::NodeDown(nodes[0]));
+    assert_eq!(
+        plan.actions,
+        vec![action(
+            job,
+            ActionOp::Resume {
+                devices: devices_of(nodes[1], 0, 4)
+            },
+            "resumed from its checkpoint at step 50: 4 ranks on 1 node in domain n-d0",
+        )]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn shrunk_jobs_grow_back_when_capacity_frees() {
+    let (mut fleet, nodes) = fleet(1);
+    let small = fleet.run_job(
+        job_spec("x", Tier::Basic, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    let wide = fleet.submit(job_spec("w", Tier::Standard, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(wide));
+    assert_eq!(
+        plan.actions,
+        vec![action(
+            wide,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 4, 4)
+            },
+            "placed: 8 ranks spliced onto 4 devices (2 per device) on 1 node in domain n-d0; \
+             the whole gang did not fit, it grows back when devices free up",
+        )]
+    );
+    let actions = commit(&mut fleet, plan);
+    fleet.finish_action(actions[0], 0);
+    fleet.succeed(small);
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    let mut to = devices_of(nodes[0], 4, 4);
+    to.extend(devices_of(nodes[0], 0, 4));
+    assert_eq!(
+        plan.actions,
+        vec![action(
+            wide,
+            ActionOp::Resize { to, for_job: None },
+            "grown from 4 to 8 devices toward its world size of 8: idle devices go to shrunk jobs",
+        )]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn cancelled_running_jobs_are_stopped_and_nothing_else() {
+    let (mut fleet, nodes) = fleet(1);
+    let job = fleet.run_job(
+        job_spec("x", Tier::Basic, 2, "h100"),
+        devices_of(nodes[0], 0, 2),
+    );
+    fleet.apply(Command::CancelJob { job });
+    let plan = plan_now(&fleet, Evaluation::JobCancelled(job));
+    assert_eq!(
+        plan.actions,
+        vec![action(
+            job,
+            ActionOp::Stop,
+            "stopped: cancelled by a client"
+        )]
+    );
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn a_pending_job_is_explained() {
+    let mut fleet = Fleet::new();
+    fleet.add_nodes("a", 3, 8, "a100", H100_MEMORY_BYTES, 8);
+    let nodes = fleet.add_nodes("h", 2, 8, "h100", H100_MEMORY_BYTES, 8);
+    fleet.run_job(
+        job_spec("x", Tier::Premium, 6, "h100"),
+        devices_of(nodes[0], 0, 6),
+    );
+    fleet.run_job(
+        job_spec("y", Tier::Premium, 8, "h100"),
+        devices_of(nodes[1], 0, 8),
+    );
+    let job = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
+    fleet.clock_ms += 10_000;
+    fleet.apply(Command::Tick);
+    let explanation = explain(&fleet.state, job);
+    assert_eq!(
+        explanation.rejections,
+        vec![
+            ("device kind a100 \u{2260} h100".to_string(), 3),
+            ("no free devices, needs 8".to_string(), 1),
+            ("only 2 free devices, needs 8".to_string(), 1),
+        ]
+    );
+    assert_eq!(explanation.attainment_ppm, 0);
+    let text = explanation.to_string();
+    assert!(
+        text.contains("3 nodes: device kind a100 \u{2260} h100"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 node: only 2 free devices, needs 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SLA attainment 0% (target 95% for premium)"),
+        "{text}"
+    );
+    assert!(explain(&fleet.state, JobId(999))
+        .to_string()
+        .contains("not known"));
+}
