@@ -17,13 +17,19 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Replay a job trace through a scheduling policy on a simulated fleet and report
+    /// utilization, completion times and SLA attainment.
+    Simulate(crate::simulate::SimulateArgs),
+}
 
 /// Runs the binary: exit 0 on success, 1 on a failure the error message explains, 2 on a usage
 /// error (clap's convention).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Simulate(args) => crate::simulate::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -2,6 +2,7 @@
 //! library crate should own; each subcommand's module is a thin adapter over a library.
 
 mod cli;
+mod simulate;
 
 fn main() -> std::process::ExitCode {
     cli::main()
