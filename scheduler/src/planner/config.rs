@@ -14,6 +14,8 @@ pub const DEFAULT_MAX_PENDING_CONSIDERED: usize = 512;
 pub const DEFAULT_MAX_GROWTHS_PER_PLAN: usize = 64;
 /// Jobs one plan may move to open a node for a gang that does not fit otherwise.
 pub const DEFAULT_MAX_DEFRAG_MIGRATIONS_PER_PLAN: usize = 8;
+/// Blocked premium or standard jobs that may make room (or hold devices) in one plan.
+pub const DEFAULT_MAX_ROOM_ATTEMPTS_PER_PLAN: usize = 8;
 /// Victim candidates one pending job may examine when it needs room.
 pub const DEFAULT_MAX_VICTIMS_CONSIDERED: usize = 4_096;
 
@@ -29,6 +31,9 @@ pub struct PolicyConfig {
     pub max_growths_per_plan: usize,
     /// Migrations per plan made only to defragment (default 8; 0 turns defragmentation off).
     pub max_defrag_migrations_per_plan: usize,
+    /// Blocked premium or standard jobs that may make room per plan, highest priority first
+    /// (default 8); the others wait for a later plan.
+    pub max_room_attempts_per_plan: usize,
     /// Running jobs examined as victims for one pending job (default 4,096).
     pub max_victims_considered: usize,
     /// Let basic and standard jobs start on fewer devices than their world size (down to the
@@ -45,6 +50,7 @@ impl Default for PolicyConfig {
             max_pending_considered: DEFAULT_MAX_PENDING_CONSIDERED,
             max_growths_per_plan: DEFAULT_MAX_GROWTHS_PER_PLAN,
             max_defrag_migrations_per_plan: DEFAULT_MAX_DEFRAG_MIGRATIONS_PER_PLAN,
+            max_room_attempts_per_plan: DEFAULT_MAX_ROOM_ATTEMPTS_PER_PLAN,
             max_victims_considered: DEFAULT_MAX_VICTIMS_CONSIDERED,
             start_shrunk: true,
             grow_shrunk: true,

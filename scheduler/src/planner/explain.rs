@@ -81,7 +81,7 @@ pub fn explain(state: &ClusterState, job: JobId) -> Explanation {
     let mut feasible_free_devices = 0;
     if record.phase == JobPhase::Pending {
         for node in &view.nodes {
-            match check_node(node.node, &node.free, spec, need_on_node) {
+            match check_node(node.node, &node.free.to_vec(), spec, need_on_node) {
                 Ok(free) => {
                     feasible_nodes += 1;
                     feasible_free_devices += free;

@@ -9,7 +9,7 @@ use super::pending::find;
 use super::session::Session;
 use crate::action::ActionOp;
 use crate::ids::DeviceRef;
-use crate::job::{Job, JobPhase};
+use crate::job::Job;
 use crate::node::NodeStatus;
 use std::cmp::Reverse;
 
@@ -42,14 +42,24 @@ fn grow(s: &mut Session, job: &Job) -> bool {
     let world = job.spec.world_size as usize;
     for size in (held + 1..=world).rev().filter(|d| world % d == 0) {
         let extra = size - held;
+        if extra > s.view.free_total {
+            continue;
+        }
         let mut new = local_devices(s, job, extra);
         if new.len() < extra {
+            let rest = extra - new.len();
+            if s.known_not_to_fit(&job.spec, rest) {
+                continue;
+            }
             s.view.take(&new);
-            let more = find(s, &job.spec, extra - new.len(), true);
+            let more = find(s, &job.spec, rest, true);
             s.view.give_back(&new);
             match more {
                 Some(p) => new.extend(p.devices),
-                None => continue,
+                None => {
+                    s.remember_no_fit(&job.spec, rest);
+                    continue;
+                }
             }
         }
         let mut to = job.assignment.clone();
@@ -72,11 +82,12 @@ pub(crate) fn grow_shrunk(s: &mut Session) {
         return;
     }
     let state = s.state;
-    let mut jobs: Vec<&Job> = state
-        .jobs()
+    let mut jobs: Vec<&Job> = s
+        .running
+        .iter()
+        .copied()
         .filter(|j| {
-            j.phase == JobPhase::Running
-                && !j.assignment.is_empty()
+            !j.assignment.is_empty()
                 && j.assignment.len() < j.spec.world_size as usize
                 && s.is_free(j)
                 && j.assignment.iter().all(|d| {
@@ -92,7 +103,7 @@ pub(crate) fn grow_shrunk(s: &mut Session) {
         if s.full() || grown >= s.config.max_growths_per_plan {
             break;
         }
-        if s.view.nodes.iter().all(|n| n.free.is_empty()) {
+        if s.view.free_total == 0 {
             break;
         }
         if grow(s, job) {

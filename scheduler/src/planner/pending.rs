@@ -6,12 +6,12 @@
 //! devices, down to their tier floor. It never targets a node that is not up (the view only
 //! holds free devices of up nodes) and never gives away devices reserved for a higher job.
 
-use super::select::{place, Locality, Placement};
+use super::select::{candidates, place, Candidate, Locality, Placement};
 use super::session::Session;
 use super::victims::make_room;
 use crate::action::ActionOp;
 use crate::ids::{DeviceRef, NodeId};
-use crate::job::{Job, JobPhase, JobSpec};
+use crate::job::{Job, JobSpec};
 use crate::node::NodeStatus;
 use crate::tier::Tier;
 use std::cmp::Reverse;
@@ -44,11 +44,7 @@ pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Localit
 
 /// Pending jobs in scheduling order: tier (premium first), then submission order.
 pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
-    let mut jobs: Vec<&Job> = s
-        .state
-        .jobs()
-        .filter(|j| j.phase == JobPhase::Pending && j.action.is_none() && !j.cancel_requested)
-        .collect();
+    let mut jobs = s.pending.clone();
     jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.tier), j.id));
     jobs.truncate(s.config.max_pending_considered);
     jobs
@@ -57,10 +53,21 @@ pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
 /// Finds devices for `job` at `count` devices: on one node if that is where it belongs, or,
 /// when `relax` is set, spread over the fewest domains and nodes.
 pub(crate) fn find(s: &Session, spec: &JobSpec, count: usize, relax: bool) -> Option<Placement> {
+    find_among(s, spec, &candidates(&s.view, spec, 1), count, relax)
+}
+
+/// `find` over candidates already computed for this spec (nodes with any suitable free device).
+fn find_among(
+    s: &Session,
+    spec: &JobSpec,
+    cands: &[Candidate],
+    count: usize,
+    relax: bool,
+) -> Option<Placement> {
     let locality = locality_for(s, spec, count);
-    place(&s.view, spec, count, locality).or_else(|| {
+    place(&s.view, spec, cands, count, locality).or_else(|| {
         (relax && locality == Locality::OneNode)
-            .then(|| place(&s.view, spec, count, Locality::Spread))
+            .then(|| place(&s.view, spec, cands, count, Locality::Spread))
             .flatten()
     })
 }
@@ -101,8 +108,15 @@ pub(crate) fn start(s: &mut Session, job: &Job, placement: Placement, why: &str)
 /// Tries to start `job` on free devices; true when a start was proposed.
 pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
     let allow_shrunk = s.config.start_shrunk && job.spec.tier != Tier::Premium;
-    for (i, count) in start_sizes(&job.spec, allow_shrunk).into_iter().enumerate() {
-        if let Some(placement) = find(s, &job.spec, count, true) {
+    let sizes = start_sizes(&job.spec, allow_shrunk);
+    let smallest = sizes.last().copied().unwrap_or(usize::MAX);
+    // Free devices only go away within a plan: a shape that did not fit does not fit later.
+    if smallest > s.view.free_total || s.known_not_to_fit(&job.spec, smallest) {
+        return false;
+    }
+    let cands = candidates(&s.view, &job.spec, 1);
+    for (i, &count) in sizes.iter().enumerate() {
+        if let Some(placement) = find_among(s, &job.spec, &cands, count, true) {
             let why = if i == 0 {
                 ""
             } else {
@@ -111,6 +125,7 @@ pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
             return start(s, job, placement, why);
         }
     }
+    s.remember_no_fit(&job.spec, smallest);
     false
 }
 
@@ -122,7 +137,11 @@ pub(crate) fn schedule_pending(s: &mut Session) {
         if s.full() {
             break;
         }
-        if !try_start(s, job) && job.spec.tier != Tier::Basic {
+        if !try_start(s, job)
+            && job.spec.tier != Tier::Basic
+            && s.room_attempts < s.config.max_room_attempts_per_plan
+        {
+            s.room_attempts += 1;
             wait_for_room(s, job);
         }
     }
@@ -135,7 +154,7 @@ fn room_needed(spec: &JobSpec) -> usize {
 
 /// The node a one-node gang will wait for: the one its reserved devices are on, else the up
 /// node that needs the fewest devices reclaimed from lower tiers (ties: lowest node id).
-fn target_node(s: &Session, job: &Job, need: usize) -> Option<NodeId> {
+fn target_node(s: &mut Session, job: &Job, need: usize) -> Option<NodeId> {
     let spec = &job.spec;
     let mut reserved: BTreeMap<NodeId, usize> = BTreeMap::new();
     for d in s.reserved(job.id) {
@@ -144,17 +163,19 @@ fn target_node(s: &Session, job: &Job, need: usize) -> Option<NodeId> {
     if let Some((&node, _)) = reserved.iter().max_by_key(|(n, c)| (**c, Reverse(**n))) {
         return Some(node);
     }
-    let mut reclaimable: BTreeMap<NodeId, usize> = BTreeMap::new();
-    for other in s.state.jobs() {
-        if other.phase == JobPhase::Running && other.spec.tier < spec.tier && s.is_free(other) {
-            for d in &other.assignment {
-                *reclaimable.entry(d.node).or_default() += 1;
-            }
-        }
-    }
-    reclaimable
+    let lower: Vec<usize> = Tier::ALL
         .iter()
-        .filter_map(|(&node, &held)| {
+        .filter(|t| **t < spec.tier)
+        .map(|t| t.index())
+        .collect();
+    let reclaimable: Vec<(NodeId, usize)> = s
+        .held_by_tier()
+        .iter()
+        .map(|(&node, held)| (node, lower.iter().map(|&i| held[i]).sum()))
+        .collect();
+    reclaimable
+        .into_iter()
+        .filter_map(|(node, held)| {
             let view = &s.view.nodes[s.view.position(node)?];
             if view.node.status != NodeStatus::Up {
                 return None;

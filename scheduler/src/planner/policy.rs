@@ -13,7 +13,6 @@ use super::pending::schedule_pending;
 use super::session::Session;
 use super::{Evaluation, Policy};
 use crate::action::{ActionOp, Plan};
-use crate::job::JobPhase;
 use crate::state::ClusterState;
 
 /// Singularity's policy (DESIGN.md; issue 4): gang placement with locality, tiers, shrinking
@@ -59,15 +58,12 @@ impl SingularityPolicy {
 
 /// Running jobs a client cancelled get a `Stop` (and nothing else).
 fn stop_cancelled(s: &mut Session) {
-    let state = s.state;
-    for job in state.jobs() {
-        if job.cancel_requested && job.phase == JobPhase::Running && job.action.is_none() {
-            s.push(
-                job.id,
-                ActionOp::Stop,
-                "stopped: cancelled by a client".to_string(),
-            );
-        }
+    for job in s.cancelled.clone() {
+        s.push(
+            job.id,
+            ActionOp::Stop,
+            "stopped: cancelled by a client".to_string(),
+        );
     }
 }
 

@@ -39,13 +39,18 @@ pub(crate) fn candidates(view: &FleetView, spec: &JobSpec, need_on_node: usize) 
         .enumerate()
         .filter(|(_, n)| n.free.len() >= need_on_node)
         .filter_map(|(pos, n)| {
-            check_node(n.node, &n.free, spec, need_on_node)
-                .ok()
-                .map(|usable| Candidate {
-                    pos,
-                    domain: n.domain,
-                    usable,
-                })
+            // Free devices are healthy and on up nodes, so a uniform node of the right kind and
+            // memory passes every check with all its free devices: no need to run them.
+            let usable = match view.uniform_fit(n, spec) {
+                Some(true) => n.free.len(),
+                Some(false) => return None,
+                None => check_node(n.node, &n.free.to_vec(), spec, need_on_node).ok()?,
+            };
+            Some(Candidate {
+                pos,
+                domain: n.domain,
+                usable,
+            })
         })
         .collect()
 }
@@ -183,20 +188,16 @@ pub(crate) fn describe(view: &FleetView, devices: &[DeviceRef]) -> String {
     }
 }
 
-/// Runs the pipeline for a gang of `count` devices: feasibility, scoring, selection. Returns
-/// the devices or `None` (all or nothing).
+/// Selection over candidates computed once (`candidates(view, spec, 1)`): the devices of a
+/// gang of `count`, or `None` (all or nothing).
 pub(crate) fn place(
     view: &FleetView,
     spec: &JobSpec,
+    cands: &[Candidate],
     count: usize,
     locality: Locality,
 ) -> Option<Placement> {
-    let need_on_node = match locality {
-        Locality::OneNode => count,
-        Locality::Spread => 1,
-    };
-    let cands = candidates(view, spec, need_on_node);
-    let picks = select(&cands, count, locality)?;
+    let picks = select(cands, count, locality)?;
     let mut devices = Vec::with_capacity(count);
     for (pos, take) in picks {
         let node = &view.nodes[pos];

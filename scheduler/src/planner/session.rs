@@ -5,10 +5,11 @@
 //! It lives for one call and is never shared; it reads the state and never changes it.
 
 use super::config::PolicyConfig;
+use super::victims::victim_key;
 use super::view::FleetView;
 use crate::action::{ActionOp, PlannedAction};
-use crate::ids::{DeviceRef, JobId};
-use crate::job::{Job, JobPhase};
+use crate::ids::{DeviceRef, JobId, NodeId};
+use crate::job::{Job, JobPhase, JobSpec};
 use crate::limits::MAX_REASON_BYTES;
 use crate::state::ClusterState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,20 @@ pub(crate) struct Session<'a> {
     pub touched: BTreeSet<JobId>,
     /// Devices that actions in flight (preempts, shrinks) will free for a pending job.
     pub reserved_for: BTreeMap<JobId, Vec<DeviceRef>>,
+    /// Per (device kind, memory per rank): the smallest gang found not to fit in this plan.
+    no_fit: BTreeMap<(String, u64), usize>,
+    /// Pending jobs with nothing in flight, not cancelled, in id order.
+    pub pending: Vec<&'a Job>,
+    /// Running jobs with nothing in flight, not cancelled, in id order.
+    pub running: Vec<&'a Job>,
+    /// Running jobs a client cancelled, with nothing in flight.
+    pub cancelled: Vec<&'a Job>,
+    /// Running jobs in victim order (built on first use).
+    victim_pool: Option<Vec<&'a Job>>,
+    /// Devices held per node by running jobs, per tier index (built on first use).
+    held_by_tier: Option<BTreeMap<NodeId, [usize; 3]>>,
+    /// Blocked jobs that tried to make room in this plan.
+    pub room_attempts: usize,
 }
 
 /// Cuts a reason to the apply limit on a character boundary.
@@ -65,13 +80,32 @@ pub(crate) fn reservations(state: &ClusterState) -> BTreeMap<JobId, Vec<DeviceRe
 impl<'a> Session<'a> {
     pub fn new(state: &'a ClusterState, config: &'a PolicyConfig) -> Self {
         let reserved_for = reservations(state);
+        let (mut pending, mut running, mut cancelled) = (Vec::new(), Vec::new(), Vec::new());
+        for job in state.jobs() {
+            if job.action.is_some() {
+                continue;
+            }
+            match (job.phase, job.cancel_requested) {
+                (JobPhase::Pending, false) => pending.push(job),
+                (JobPhase::Running, false) => running.push(job),
+                (JobPhase::Running, true) => cancelled.push(job),
+                _ => {}
+            }
+        }
         Session {
+            pending,
+            running,
+            cancelled,
             state,
             config,
             view: FleetView::build(state),
             actions: Vec::new(),
             touched: BTreeSet::new(),
             reserved_for,
+            no_fit: BTreeMap::new(),
+            victim_pool: None,
+            held_by_tier: None,
+            room_attempts: 0,
         }
     }
 
@@ -102,6 +136,50 @@ impl<'a> Session<'a> {
             reason: bounded(reason),
         });
         true
+    }
+
+    fn shape(spec: &JobSpec) -> (String, u64) {
+        (
+            spec.device_kind.as_str().to_string(),
+            spec.memory_per_rank_bytes,
+        )
+    }
+
+    /// Whether a gang of `count` devices of this spec's shape is known not to fit now.
+    pub fn known_not_to_fit(&self, spec: &JobSpec, count: usize) -> bool {
+        self.no_fit
+            .get(&Self::shape(spec))
+            .is_some_and(|&smallest| count >= smallest)
+    }
+
+    /// Records that no gang of `count` devices of this spec's shape fits now.
+    pub fn remember_no_fit(&mut self, spec: &JobSpec, count: usize) {
+        let entry = self.no_fit.entry(Self::shape(spec)).or_insert(count);
+        *entry = (*entry).min(count);
+    }
+
+    /// Running jobs without an action in flight, in victim order (`victims::victim_key`).
+    pub fn victim_pool(&mut self) -> Vec<&'a Job> {
+        if self.victim_pool.is_none() {
+            let mut pool = self.running.clone();
+            pool.sort_by_key(|j| victim_key(j));
+            self.victim_pool = Some(pool);
+        }
+        self.victim_pool.clone().unwrap_or_default()
+    }
+
+    /// Devices held on each node by running jobs without an action in flight, per tier index.
+    pub fn held_by_tier(&mut self) -> &BTreeMap<NodeId, [usize; 3]> {
+        let running = &self.running;
+        self.held_by_tier.get_or_insert_with(|| {
+            let mut held: BTreeMap<NodeId, [usize; 3]> = BTreeMap::new();
+            for job in running {
+                for d in &job.assignment {
+                    held.entry(d.node).or_default()[job.spec.tier.index()] += 1;
+                }
+            }
+            held
+        })
     }
 
     /// Devices in flight toward `job` (it is pending and others are making room for it).

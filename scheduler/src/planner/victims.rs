@@ -10,7 +10,7 @@
 use super::session::Session;
 use crate::action::ActionOp;
 use crate::ids::{DeviceRef, JobId, NodeId};
-use crate::job::{Job, JobPhase, JobSpec};
+use crate::job::{Job, JobSpec};
 use crate::node::NodeStatus;
 use crate::tier::Tier;
 use std::cmp::Reverse;
@@ -119,42 +119,54 @@ impl Candidate<'_> {
     }
 }
 
+impl<'a> Candidate<'a> {
+    fn new(s: &Session, job: &'a Job, beneficiary: &Job, target: Option<NodeId>) -> Self {
+        let tier = beneficiary.spec.tier;
+        let held = job.assignment.len();
+        let world = job.spec.world_size as usize;
+        let floor = job.spec.tier.min_devices(job.spec.world_size) as usize;
+        let shrink_sizes = if job.spec.tier.may_be_shrunk_for(tier) {
+            (floor..held).rev().filter(|d| world % d == 0).collect()
+        } else {
+            Vec::new()
+        };
+        Candidate {
+            order: give_up_order(s, job, &beneficiary.spec, target),
+            job,
+            shrink_sizes,
+            preemptable: job.spec.tier.may_be_preempted_for(tier),
+        }
+    }
+}
+
+/// Victims for `beneficiary` in victim order: running, strictly lower tier, free to act, on
+/// the target node if there is one. The walk stops early once shrinking alone would free
+/// `shortfall` devices (shrinks are preferred, so later victims would not be asked).
 fn candidates<'a>(
-    s: &Session<'a>,
+    s: &mut Session<'a>,
     beneficiary: &Job,
+    shortfall: usize,
     target: Option<NodeId>,
 ) -> Vec<Candidate<'a>> {
     let tier = beneficiary.spec.tier;
-    let state = s.state;
-    let mut jobs: Vec<&'a Job> = state
-        .jobs()
-        .filter(|j| {
-            j.phase == JobPhase::Running
-                && j.spec.tier < tier
-                && s.is_free(j)
-                && target.map_or(true, |t| j.assignment.iter().any(|d| d.node == t))
-        })
-        .collect();
-    jobs.sort_by_key(|j| victim_key(j));
-    jobs.truncate(s.config.max_victims_considered);
-    jobs.into_iter()
-        .map(|job| {
-            let held = job.assignment.len();
-            let world = job.spec.world_size as usize;
-            let floor = job.spec.tier.min_devices(job.spec.world_size) as usize;
-            let shrink_sizes = if job.spec.tier.may_be_shrunk_for(tier) {
-                (floor..held).rev().filter(|d| world % d == 0).collect()
-            } else {
-                Vec::new()
-            };
-            Candidate {
-                order: give_up_order(s, job, &beneficiary.spec, target),
-                job,
-                shrink_sizes,
-                preemptable: job.spec.tier.may_be_preempted_for(tier),
-            }
-        })
-        .collect()
+    let pool = s.victim_pool();
+    let mut out = Vec::new();
+    let mut shrinkable = 0;
+    for job in pool {
+        if out.len() >= s.config.max_victims_considered || shrinkable >= shortfall {
+            break;
+        }
+        let eligible = job.spec.tier < tier
+            && s.is_free(job)
+            && target.map_or(true, |t| job.assignment.iter().any(|d| d.node == t));
+        if !eligible {
+            continue;
+        }
+        let candidate = Candidate::new(s, job, beneficiary, target);
+        shrinkable += candidate.max_shrink_gain(s, &beneficiary.spec, target);
+        out.push(candidate);
+    }
+    out
 }
 
 /// Proposes shrinks (first) and preemptions that free `shortfall` useful devices for
@@ -167,7 +179,7 @@ pub(crate) fn make_room(
     target: Option<NodeId>,
 ) -> bool {
     let spec = &beneficiary.spec;
-    let cands = candidates(s, beneficiary, target);
+    let cands = candidates(s, beneficiary, shortfall, target);
     let shrink_gain: Vec<usize> = cands
         .iter()
         .map(|c| c.max_shrink_gain(s, spec, target))

@@ -18,9 +18,68 @@ pub(crate) struct NodeView<'a> {
     pub node: &'a Node,
     /// The node's locality domain, numbered in order of first appearance (node id order).
     pub domain: u32,
-    /// Indices of free devices (healthy, unheld, node up), ascending; shrinks as the plan
-    /// hands devices out.
-    pub free: Vec<u16>,
+    /// Free devices (healthy, unheld, node up) as a bit set: bit `i` is device `i`. A node has
+    /// at most `MAX_DEVICES_PER_NODE` (64) devices, so one word holds them all and building
+    /// the view allocates nothing per node. Bits clear as the plan hands devices out.
+    pub free: FreeSet,
+    /// When every device of the node has the same kind and memory: (kind number, memory).
+    /// Lets feasibility of the common, uniform node be decided without comparing strings.
+    /// Only set on nodes with free devices (the only ones that are ever candidates).
+    pub uniform: Option<(u32, u64)>,
+}
+
+/// A set of device indices below 64.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FreeSet(u64);
+
+/// Devices a `FreeSet` can hold (the apply limit on devices per node).
+const FREE_SET_BITS: usize = crate::limits::MAX_DEVICES_PER_NODE;
+const _: () = assert!(FREE_SET_BITS <= 64);
+
+impl FreeSet {
+    pub fn insert(&mut self, index: u16) {
+        if usize::from(index) < FREE_SET_BITS {
+            self.0 |= 1 << index;
+        }
+    }
+
+    /// Removes an index; true when it was there.
+    pub fn remove(&mut self, index: u16) -> bool {
+        let there = self.contains(index);
+        if there {
+            self.0 &= !(1 << index);
+        }
+        there
+    }
+
+    pub fn contains(&self, index: u16) -> bool {
+        usize::from(index) < FREE_SET_BITS && self.0 & (1 << index) != 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The indices, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u16> {
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let index = bits.trailing_zeros() as u16;
+            bits &= bits - 1;
+            Some(index)
+        })
+    }
+
+    pub fn to_vec(self) -> Vec<u16> {
+        self.iter().collect()
+    }
 }
 
 impl NodeView<'_> {
@@ -34,17 +93,34 @@ impl NodeView<'_> {
 
     /// Free devices of this node that suit `spec`, in index order.
     pub fn usable<'s>(&'s self, spec: &'s JobSpec) -> impl Iterator<Item = u16> + 's {
-        self.free
-            .iter()
-            .copied()
-            .filter(move |&i| self.suits(i, spec))
+        self.free.iter().filter(move |&i| self.suits(i, spec))
     }
+}
+
+/// The kind and memory shared by every device of `node`, if they all share them.
+fn uniform_class(node: &Node) -> Option<(&str, u64)> {
+    let first = node.devices.first()?;
+    let kind = first.kind.as_str().as_bytes();
+    let same = node.devices.iter().all(|d| {
+        let other = d.kind.as_str().as_bytes();
+        // Kinds are short: a byte loop beats a call to memcmp here.
+        d.memory_bytes == first.memory_bytes
+            && other.len() == kind.len()
+            && other.iter().zip(kind).all(|(a, b)| a == b)
+    });
+    same.then(|| (first.kind.as_str(), first.memory_bytes))
 }
 
 /// The planner's view of free capacity, built once per call.
 pub(crate) struct FleetView<'a> {
     /// Every node, in id order.
     pub nodes: Vec<NodeView<'a>>,
+    /// Device kinds, numbered in order of first appearance.
+    kinds: BTreeMap<&'a str, u32>,
+    /// Free devices over all nodes (any kind), kept as devices are taken and given back.
+    pub free_total: usize,
+    /// The most devices any node has.
+    max_node_devices: usize,
     /// `node_capacity` answers by (device kind, memory need).
     capacity_cache: RefCell<BTreeMap<(String, u64), usize>>,
 }
@@ -55,6 +131,10 @@ impl<'a> FleetView<'a> {
         let mut nodes = Vec::with_capacity(state.nodes().size_hint().0);
         let mut domains: BTreeMap<&'a str, u32> = BTreeMap::new();
         let mut last: Option<(&'a str, u32)> = None;
+        let mut kinds: BTreeMap<&'a str, u32> = BTreeMap::new();
+        let mut last_kind: Option<(&'a str, u32)> = None;
+        let mut free_total = 0;
+        let mut max_node_devices = 0;
         for node in state.nodes() {
             let name = node.domain.as_str();
             let domain = match last {
@@ -66,22 +146,59 @@ impl<'a> FleetView<'a> {
                     id
                 }
             };
-            let free = if node.status == NodeStatus::Up {
-                node.devices
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, d)| d.holder.is_none() && d.health.is_healthy())
-                    .map(|(i, _)| i as u16)
-                    .collect()
+            let mut free = FreeSet::default();
+            if node.status == NodeStatus::Up {
+                // The holder is read first: most devices are held, and for those the health
+                // (on another cache line) is never read. This loop is the planner's hot spot.
+                for (i, d) in node.devices.iter().enumerate() {
+                    if d.holder.is_none() && d.health.is_healthy() {
+                        free.insert(i as u16);
+                    }
+                }
+            }
+            max_node_devices = max_node_devices.max(node.devices.len());
+            // Only nodes with free devices are ever candidates; the others need no class.
+            let uniform = if free.is_empty() {
+                None
             } else {
-                Vec::new()
+                uniform_class(node).map(|(kind, memory_bytes)| {
+                    let id = match last_kind {
+                        Some((prev, id)) if prev == kind => id,
+                        _ => {
+                            let next = kinds.len() as u32;
+                            let id = *kinds.entry(kind).or_insert(next);
+                            last_kind = Some((kind, id));
+                            id
+                        }
+                    };
+                    (id, memory_bytes)
+                })
             };
-            nodes.push(NodeView { node, domain, free });
+            free_total += free.len();
+            nodes.push(NodeView {
+                node,
+                domain,
+                free,
+                uniform,
+            });
         }
         FleetView {
             nodes,
+            kinds,
+            free_total,
+            max_node_devices,
             capacity_cache: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// For a uniform node, whether its devices are of `spec`'s kind with enough memory
+    /// (health aside); `None` for a node of mixed devices, which needs the per-device checks.
+    pub fn uniform_fit(&self, node: &NodeView, spec: &JobSpec) -> Option<bool> {
+        let (kind, memory_bytes) = node.uniform?;
+        Some(
+            self.kinds.get(spec.device_kind.as_str()) == Some(&kind)
+                && memory_bytes >= spec.memory_per_rank_bytes,
+        )
     }
 
     /// The position of a node in `nodes` (nodes are in id order).
@@ -93,9 +210,8 @@ impl<'a> FleetView<'a> {
     pub fn take(&mut self, devices: &[DeviceRef]) {
         for device in devices {
             if let Some(pos) = self.position(device.node) {
-                let free = &mut self.nodes[pos].free;
-                if let Ok(i) = free.binary_search(&device.index) {
-                    free.remove(i);
+                if self.nodes[pos].free.remove(device.index) {
+                    self.free_total -= 1;
                 }
             }
         }
@@ -106,8 +222,9 @@ impl<'a> FleetView<'a> {
         for device in devices {
             if let Some(pos) = self.position(device.node) {
                 let free = &mut self.nodes[pos].free;
-                if let Err(i) = free.binary_search(&device.index) {
-                    free.insert(i, device.index);
+                if !free.contains(device.index) {
+                    free.insert(device.index);
+                    self.free_total += 1;
                 }
             }
         }
@@ -123,19 +240,32 @@ impl<'a> FleetView<'a> {
         if let Some(&known) = self.capacity_cache.borrow().get(&key) {
             return known;
         }
-        let capacity = self
+        let mut capacity = 0;
+        for n in self
             .nodes
             .iter()
             .filter(|n| n.node.status == NodeStatus::Up)
-            .map(|n| {
-                n.node
+        {
+            let here = match self.uniform_fit(n, spec) {
+                Some(false) => 0,
+                Some(true) => n
+                    .node
+                    .devices
+                    .iter()
+                    .filter(|d| d.health.is_healthy())
+                    .count(),
+                None => n
+                    .node
                     .devices
                     .iter()
                     .filter(|d| device_suits(d, spec))
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
+                    .count(),
+            };
+            capacity = capacity.max(here);
+            if capacity >= self.max_node_devices {
+                break;
+            }
+        }
         self.capacity_cache.borrow_mut().insert(key, capacity);
         capacity
     }
