@@ -103,8 +103,8 @@ mod tests {
         assert!(DeviceKind::new("h100").is_ok());
         let err = NodeName::new("").unwrap_err().to_string();
         assert!(err.contains("node") && err.contains("empty"), "{err}");
-        let err = TenantName::new("Team A").unwrap_err().to_string();
-        assert!(err.contains("tenant") && err.contains("'T'"), "{err}");
+        let err = TenantName::new("team A").unwrap_err().to_string();
+        assert!(err.contains("tenant") && err.contains("'A'"), "{err}");
         let err = DeviceKind::new("-h100").unwrap_err().to_string();
         assert!(err.contains("must start"), "{err}");
         let long = "a".repeat(MAX_NAME_CHARS + 1);
