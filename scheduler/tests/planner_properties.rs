@@ -155,7 +155,12 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
                 continue;
             }
             let status = fleet.state.node(device.node).map(|n| n.status);
-            prop_assert_eq!(status, Some(NodeStatus::Up), "{} targets a node not up", action);
+            prop_assert_eq!(
+                status,
+                Some(NodeStatus::Up),
+                "{} targets a node not up",
+                action
+            );
         }
         if job.cancel_requested {
             prop_assert_eq!(&action.op, &ActionOp::Stop);

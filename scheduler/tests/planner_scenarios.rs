@@ -531,3 +531,37 @@ fn a_pending_job_is_explained() {
         .to_string()
         .contains("not known"));
 }
+
+#[test]
+fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
+    let (mut fleet, nodes) = fleet(2);
+    let a = fleet.run_job(job_spec("a", Tier::Basic, 4, "h100"), devices_of(nodes[0], 0, 4));
+    fleet.run_job(job_spec("b", Tier::Basic, 4, "h100"), devices_of(nodes[1], 0, 4));
+    // 8 devices are free, 4 on each node: the premium gang of 8 belongs on one node, so a
+    // small job moves to clear one instead of the gang being spread.
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    assert_eq!(
+        plan.actions,
+        vec![action(
+            a,
+            ActionOp::Migrate { to: devices_of(nodes[1], 4, 4) },
+            &format!(
+                "migrated to 1 node in domain n-d0 to defragment: node n-0 is being cleared for \
+                 {premium} (premium), whose 8-device gang needs one node"
+            ),
+        )]
+    );
+    let actions = commit(&mut fleet, plan);
+    // While the migration is in flight, the gang waits for that node and nothing else moves.
+    let submitted = fleet.submit(job_spec("c", Tier::Basic, 2, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(submitted));
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    fleet.finish_action(actions[0], 4);
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan)[0],
+        (premium, ActionOp::Place { devices: devices_of(nodes[0], 0, 8) })
+    );
+    commit(&mut fleet, plan);
+}

@@ -8,6 +8,7 @@
 //! every action a reason an operator understands.
 
 mod config;
+mod defrag;
 mod drain;
 mod explain;
 mod feasibility;

@@ -6,6 +6,7 @@
 //! devices, down to their tier floor. It never targets a node that is not up (the view only
 //! holds free devices of up nodes) and never gives away devices reserved for a higher job.
 
+use super::defrag::{defragment, wait_for_cleared_node};
 use super::select::{candidates, place, Candidate, Locality, Placement};
 use super::session::Session;
 use super::victims::make_room;
@@ -105,10 +106,16 @@ pub(crate) fn start(s: &mut Session, job: &Job, placement: Placement, why: &str)
     s.push(job.id, op, reason)
 }
 
-/// Tries to start `job` on free devices; true when a start was proposed.
+/// Tries to start `job` on free devices; true when a start was proposed, or when the job waits
+/// for a node being cleared for it (`defrag`).
 pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
     let allow_shrunk = s.config.start_shrunk && job.spec.tier != Tier::Premium;
     let sizes = start_sizes(&job.spec, allow_shrunk);
+    let whole = job.spec.world_size as usize;
+    let one_node = locality_for(s, &job.spec, whole) == Locality::OneNode;
+    if one_node && wait_for_cleared_node(s, job, whole) {
+        return true;
+    }
     let smallest = sizes.last().copied().unwrap_or(usize::MAX);
     // Free devices only go away within a plan: a shape that did not fit does not fit later.
     if smallest > s.view.free_total || s.known_not_to_fit(&job.spec, smallest) {
@@ -116,6 +123,16 @@ pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
     }
     let cands = candidates(&s.view, &job.spec, 1);
     for (i, &count) in sizes.iter().enumerate() {
+        if i == 0 && one_node {
+            // The whole gang belongs on one node: there, or on a node cleared for it, before
+            // it is spread over several.
+            if let Some(placement) = place(&s.view, &job.spec, &cands, count, Locality::OneNode) {
+                return start(s, job, placement, "");
+            }
+            if defragment(s, job, count) {
+                return true;
+            }
+        }
         if let Some(placement) = find_among(s, &job.spec, &cands, count, true) {
             let why = if i == 0 {
                 ""

@@ -21,6 +21,14 @@ pub(crate) struct Candidate {
     pub usable: usize,
 }
 
+/// Free suitable devices of one locality domain: its nodes as (usable, position), largest
+/// first once sorted.
+struct DomainFree {
+    id: u32,
+    total: usize,
+    nodes: Vec<(usize, usize)>,
+}
+
 /// Where a gang may go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Locality {
@@ -74,8 +82,8 @@ fn take_from(sorted: &[(usize, usize)], need: usize, picks: &mut Vec<(usize, usi
     let mut remaining = need;
     while remaining > 0 {
         let fit = (0..sorted.len())
-            .filter(|&i| !used[i] && sorted[i].0 >= remaining)
-            .last();
+            .rev()
+            .find(|&i| !used[i] && sorted[i].0 >= remaining);
         let i = match fit {
             Some(i) => i,
             None => match (0..sorted.len()).find(|&i| !used[i]) {
@@ -106,44 +114,45 @@ pub(crate) fn select(
             .min_by_key(|c| (c.usable, c.pos))
             .map(|c| vec![(c.pos, need)]);
     }
-    let mut domains: BTreeMap<u32, (usize, Vec<(usize, usize)>)> = BTreeMap::new();
+    let mut by_domain: BTreeMap<u32, DomainFree> = BTreeMap::new();
     for c in cands {
-        let entry = domains.entry(c.domain).or_default();
-        entry.0 += c.usable;
-        entry.1.push((c.usable, c.pos));
+        let entry = by_domain.entry(c.domain).or_insert(DomainFree {
+            id: c.domain,
+            total: 0,
+            nodes: Vec::new(),
+        });
+        entry.total += c.usable;
+        entry.nodes.push((c.usable, c.pos));
     }
-    let mut domains: Vec<(u32, usize, Vec<(usize, usize)>)> = domains
-        .into_iter()
-        .map(|(d, (total, mut nodes))| {
-            nodes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            (d, total, nodes)
-        })
-        .collect();
-    if domains.iter().map(|d| d.1).sum::<usize>() < need {
+    let mut domains: Vec<DomainFree> = by_domain.into_values().collect();
+    for d in &mut domains {
+        d.nodes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    if domains.iter().map(|d| d.total).sum::<usize>() < need {
         return None;
     }
     // Largest domains first; ties by domain number.
-    domains.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    domains.sort_by(|a, b| b.total.cmp(&a.total).then(a.id.cmp(&b.id)));
     let mut picks = Vec::new();
     let mut remaining = need;
     let mut next = 0;
     while remaining > 0 && next < domains.len() {
-        if domains[next].1 >= remaining {
+        if domains[next].total >= remaining {
             // Some untaken domain fits the rest: the one needing fewest nodes, then the fullest.
             let best = (next..domains.len())
-                .take_while(|&i| domains[i].1 >= remaining)
+                .take_while(|&i| domains[i].total >= remaining)
                 .min_by_key(|&i| {
                     (
-                        nodes_needed(&domains[i].2, remaining),
-                        domains[i].1,
-                        domains[i].0,
+                        nodes_needed(&domains[i].nodes, remaining),
+                        domains[i].total,
+                        domains[i].id,
                     )
                 })?;
-            take_from(&domains[best].2, remaining, &mut picks);
+            take_from(&domains[best].nodes, remaining, &mut picks);
             return Some(picks);
         }
-        take_from(&domains[next].2, domains[next].1, &mut picks);
-        remaining -= domains[next].1;
+        take_from(&domains[next].nodes, domains[next].total, &mut picks);
+        remaining -= domains[next].total;
         next += 1;
     }
     (remaining == 0).then_some(picks)
