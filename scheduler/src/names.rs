@@ -103,7 +103,7 @@ mod tests {
         assert!(DeviceKind::new("h100").is_ok());
         let err = NodeName::new("").unwrap_err().to_string();
         assert!(err.contains("node") && err.contains("empty"), "{err}");
-        let err = TenantName::new("team A").unwrap_err().to_string();
+        let err = TenantName::new("teamA").unwrap_err().to_string();
         assert!(err.contains("tenant") && err.contains("'A'"), "{err}");
         let err = DeviceKind::new("-h100").unwrap_err().to_string();
         assert!(err.contains("must start"), "{err}");
