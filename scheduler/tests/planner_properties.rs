@@ -2,8 +2,9 @@
 //! completions and failures of actions, successes, cancellations, drains, nodes lost, devices
 //! turning unhealthy, time passing) run through `planner::plan` and `ClusterState::apply` with
 //! every invariant checked after every entry. Every plan the policy proposes on a fresh state
-//! must be accepted whole (no rejected action), must never target a node that is not up, must
-//! give each job at most one action, and must be the same when computed twice.
+//! must be accepted whole (no rejected action), must never target a device on a node that is not
+//! up (not even one the job keeps), must give each job at most one action, must make room only
+//! for a pending job of a strictly higher tier, and must be the same when computed twice.
 
 use proptest::prelude::*;
 use singularity_scheduler::action::{ActionOp, Plan, Progress};
@@ -151,9 +152,6 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
         prop_assert!(!action.reason.trim().is_empty());
         let job = fleet.state.job(action.job).expect("planned job exists");
         for device in action.op.target_devices().unwrap_or(&[]) {
-            if job.assignment.contains(device) {
-                continue;
-            }
             let status = fleet.state.node(device.node).map(|n| n.status);
             prop_assert_eq!(
                 status,
@@ -164,6 +162,14 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
         }
         if job.cancel_requested {
             prop_assert_eq!(&action.op, &ActionOp::Stop);
+        }
+        // Room is made only for a pending job of a strictly higher tier.
+        if let ActionOp::Preempt { for_job: Some(b) } | ActionOp::Resize { for_job: Some(b), .. } =
+            &action.op
+        {
+            let beneficiary = fleet.state.job(*b).expect("beneficiary exists");
+            prop_assert!(beneficiary.spec.tier > job.spec.tier, "{}", action);
+            prop_assert_eq!(beneficiary.phase, singularity_scheduler::JobPhase::Pending);
         }
     }
     if plan.actions.is_empty() {

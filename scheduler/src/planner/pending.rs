@@ -154,10 +154,14 @@ pub(crate) fn schedule_pending(s: &mut Session) {
         if s.full() {
             break;
         }
-        if !try_start(s, job)
-            && job.spec.tier != Tier::Basic
-            && s.room_attempts < s.config.max_room_attempts_per_plan
-        {
+        if try_start(s, job) || job.spec.tier == Tier::Basic {
+            continue;
+        }
+        // A job others are already making room for always holds what it will use; the bound
+        // is on new rounds of making room.
+        if !s.reserved(job.id).is_empty() {
+            wait_for_room(s, job);
+        } else if s.room_attempts < s.config.max_room_attempts_per_plan {
             s.room_attempts += 1;
             wait_for_room(s, job);
         }

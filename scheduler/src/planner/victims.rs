@@ -125,7 +125,14 @@ impl<'a> Candidate<'a> {
         let held = job.assignment.len();
         let world = job.spec.world_size as usize;
         let floor = job.spec.tier.min_devices(job.spec.world_size) as usize;
-        let shrink_sizes = if job.spec.tier.may_be_shrunk_for(tier) {
+        // A shrink keeps some of the job's devices: never ones on a node that is not up (the
+        // drain step moves such jobs; here they may only be preempted).
+        let all_up = job.assignment.iter().all(|d| {
+            s.view
+                .position(d.node)
+                .is_some_and(|p| s.view.nodes[p].node.status == NodeStatus::Up)
+        });
+        let shrink_sizes = if all_up && job.spec.tier.may_be_shrunk_for(tier) {
             (floor..held).rev().filter(|d| world % d == 0).collect()
         } else {
             Vec::new()
