@@ -8,14 +8,15 @@
 use crate::error::{Error, Result};
 use crate::format::read_history_file;
 use crate::history::History;
-use crate::limits::{MAX_CHECK_THREADS, MAX_WINDOW_OPS, PARALLEL_MIN_OPS};
+use crate::limits::{MAX_CHECK_THREADS, MAX_WINDOW_OPS, PARALLEL_MIN_OPS, STEPS_PER_SLICE};
 use crate::model::ModelKind;
 use crate::pairing::{build_problems, KeyProblem};
 use crate::report::{CheckReport, FailureWindow, Progress, Validity, WindowOp};
-use crate::search::{search, Refutation, SearchOutcome, StopReason};
+use crate::search::{KeySearch, Refutation, SearchOutcome, StopReason};
 use crate::value::Value;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,12 @@ pub fn check_history(history: &History, options: &CheckOptions) -> Result<CheckR
     };
     if let Some((index, refutation)) = refuted {
         report.valid = Validity::NotLinearizable;
-        report.failure = Some(failure_window(&problems.keys[index], refutation));
+        report.failure = Some(failure_window(
+            history,
+            problems.independent,
+            &problems.keys[index],
+            refutation,
+        ));
     } else if let Some(index) = outcomes.iter().position(|o| !decided(o)) {
         let (reason, max_linearized) = match &outcomes[index] {
             Some(SearchOutcome::Unknown {
@@ -113,68 +119,68 @@ pub fn check_history(history: &History, options: &CheckOptions) -> Result<CheckR
     Ok(report)
 }
 
-/// Searches every key; `None` for a key that was not searched because another was refuted
-/// or the time ran out first.
+/// Searches every key, interleaving them in slices of `STEPS_PER_SLICE` steps (on several
+/// threads when `parallel`); `None` for a key that was not decided because another was
+/// refuted first.
 fn run_searches(
     keys: &mut [KeyProblem],
     deadline: Option<Instant>,
     parallel: bool,
 ) -> Vec<Option<SearchOutcome>> {
+    let count = keys.len();
     let stop = AtomicBool::new(false);
-    let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_CHECK_THREADS)
-        .min(keys.len());
-    if !parallel || threads <= 1 {
-        let mut outcomes = Vec::with_capacity(keys.len());
-        for key in keys.iter_mut() {
-            if stop.load(Ordering::Relaxed) || past_deadline() {
-                outcomes.push(None);
-                continue;
-            }
-            let (outcome, _) = search(key, deadline, &stop);
-            if matches!(outcome, SearchOutcome::NotLinearizable(_)) {
-                stop.store(true, Ordering::Relaxed);
-            }
-            outcomes.push(Some(outcome));
+    let queue: Mutex<VecDeque<(usize, KeySearch<'_>)>> = Mutex::new(
+        keys.iter_mut()
+            .enumerate()
+            .map(|(i, key)| (i, KeySearch::new(key)))
+            .collect(),
+    );
+    let results: Mutex<Vec<Option<SearchOutcome>>> = Mutex::new(vec![None; count]);
+    let worker = || loop {
+        let Some((index, mut key)) = lock(&queue).pop_front() else {
+            break;
+        };
+        if stop.load(Ordering::Relaxed) {
+            continue;
         }
-        return outcomes;
-    }
-    // Largest keys first, so that the threads finish together.
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(keys[i].ops.len()));
-    let cells: Vec<Mutex<&mut KeyProblem>> = keys.iter_mut().map(Mutex::new).collect();
-    let results: Vec<Mutex<Option<SearchOutcome>>> =
-        (0..cells.len()).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let slot = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&index) = order.get(slot) else {
-                    break;
-                };
-                if stop.load(Ordering::Relaxed) || past_deadline() {
-                    continue;
-                }
-                let mut key = cells[index].lock().unwrap_or_else(|e| e.into_inner());
-                let (outcome, _) = search(&mut key, deadline, &stop);
+        match key.run(STEPS_PER_SLICE, deadline, &stop) {
+            Some(outcome) => {
                 if matches!(outcome, SearchOutcome::NotLinearizable(_)) {
                     stop.store(true, Ordering::Relaxed);
                 }
-                *results[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-            });
+                lock(&results)[index] = Some(outcome.clone());
+            }
+            None => lock(&queue).push_back((index, key)),
         }
-    });
-    results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_CHECK_THREADS)
+        .min(count);
+    if parallel && threads > 1 {
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(worker);
+            }
+        });
+    } else {
+        worker();
+    }
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The failing op, the ops concurrent with it and the last ops linearized before it.
-fn failure_window(key: &KeyProblem, refutation: &Refutation) -> FailureWindow {
+fn failure_window(
+    history: &History,
+    independent: bool,
+    key: &KeyProblem,
+    refutation: &Refutation,
+) -> FailureWindow {
+    let view = |pair, role| WindowOp::from_paired(history, independent, pair, role);
     let ops = &key.ops;
     let mut linearized = vec![false; ops.len()];
     for &i in &refutation.linearized {
@@ -197,14 +203,14 @@ fn failure_window(key: &KeyProblem, refutation: &Refutation) -> FailureWindow {
             ops_in_key: ops.len(),
             linearized_before: refutation.linearized.len(),
             state_before: key.stepper.value(refutation.state).to_string(),
-            failing_op: WindowOp::from_paired(&ops[0], "failing"),
+            failing_op: view(&ops[0], "failing"),
             window: Vec::new(),
         };
     };
     let mut members: Vec<usize> = (0..ops.len())
         .filter(|&i| {
             i == refutation.failing_op
-                || (ops[i].call_pos < failing.ret_pos && ops[i].ret_pos > failing.call_pos)
+                || (ops[i].call_pos() < failing.ret_pos && ops[i].ret_pos > failing.call_pos())
         })
         .collect();
     for &i in refutation.linearized.iter().rev().take(3) {
@@ -213,19 +219,19 @@ fn failure_window(key: &KeyProblem, refutation: &Refutation) -> FailureWindow {
         }
     }
     if members.len() > MAX_WINDOW_OPS {
-        members.sort_by_key(|&i| ops[i].call_pos.abs_diff(failing.call_pos));
+        members.sort_by_key(|&i| ops[i].call_pos().abs_diff(failing.call_pos()));
         members.truncate(MAX_WINDOW_OPS);
     }
-    members.sort_by_key(|&i| ops[i].call_pos);
+    members.sort_by_key(|&i| ops[i].call_pos());
     FailureWindow {
         key: key.key.to_string(),
         ops_in_key: ops.len(),
         linearized_before: refutation.linearized.len(),
         state_before: key.stepper.value(refutation.state).to_string(),
-        failing_op: WindowOp::from_paired(failing, "failing"),
+        failing_op: view(failing, "failing"),
         window: members
             .into_iter()
-            .map(|i| WindowOp::from_paired(&ops[i], role(i)))
+            .map(|i| view(&ops[i], role(i)))
             .collect(),
     }
 }

@@ -10,6 +10,34 @@ use crate::error::{Error, Result};
 use crate::limits::MAX_EDN_DEPTH;
 use crate::value::Value;
 
+/// A form read by [`EdnReader::read_item`]: keywords stay borrowed from the text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item<'a> {
+    /// A keyword's name, without the colon.
+    Keyword(&'a str),
+    /// Any other value.
+    Value(Value),
+}
+
+impl Item<'_> {
+    /// The name of a keyword, string or symbol.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Item::Keyword(k) => Some(k),
+            Item::Value(Value::Keyword(k) | Value::Str(k) | Value::Symbol(k)) => Some(k),
+            Item::Value(_) => None,
+        }
+    }
+
+    /// The item as an owned value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Item::Keyword(k) => Value::Keyword(k.to_string()),
+            Item::Value(v) => v,
+        }
+    }
+}
+
 /// Reads EDN forms from a string.
 pub struct EdnReader<'a> {
     bytes: &'a [u8],
@@ -66,7 +94,7 @@ impl<'a> EdnReader<'a> {
 
     /// Opens a top-level collection: if the next form starts with `[` or `(`, consumes the
     /// bracket and returns its closing byte. The elements are then read with
-    /// [`EdnReader::next_in_collection`].
+    /// [`EdnReader::try_close`] and [`EdnReader::read_item`].
     pub fn open_top_collection(&mut self) -> Result<Option<u8>> {
         self.skip_blank()?;
         match self.peek() {
@@ -82,24 +110,69 @@ impl<'a> EdnReader<'a> {
         }
     }
 
-    /// The next element of a collection opened by [`EdnReader::open_top_collection`], or `None`
-    /// when its closing byte is reached.
-    pub fn next_in_collection(&mut self, close: u8) -> Result<Option<(usize, Value)>> {
+    /// Skips blanks; true (and consumes it) when the next byte is `close`. An end of text
+    /// before it is an error.
+    pub fn try_close(&mut self, close: u8) -> Result<bool> {
         self.skip_blank()?;
         match self.peek() {
             None => Err(self.error(&format!(
-                "the history's collection is not closed: expected '{}' before the end of the text",
+                "unexpected end of text: '{}' expected",
                 close as char
             ))),
             Some(b) if b == close => {
                 self.bump();
-                Ok(None)
+                Ok(true)
             }
-            Some(_) => {
-                let line = self.line;
-                Ok(Some((line, self.read_form(1)?)))
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// Skips blanks; true at the end of the text.
+    pub fn at_end(&mut self) -> Result<bool> {
+        self.skip_blank()?;
+        Ok(self.pos >= self.bytes.len())
+    }
+
+    /// If the next form is a map (plain or tagged, as `#jepsen.history.Op{...}`), consumes up
+    /// to its opening brace and returns true; otherwise consumes nothing.
+    pub fn open_map(&mut self) -> Result<bool> {
+        self.skip_blank()?;
+        let mut probe = self.pos;
+        if self.peek() == Some(b'#') && self.bytes.get(probe + 1).is_some_and(u8::is_ascii_alphabetic) {
+            probe += 1;
+            while self.bytes.get(probe).is_some_and(|&b| !is_delimiter(b)) {
+                probe += 1;
             }
         }
+        if self.bytes.get(probe) != Some(&b'{') {
+            return Ok(false);
+        }
+        self.pos = probe + 1;
+        Ok(true)
+    }
+
+    /// Reads one form, returning a keyword as a name borrowed from the text (no allocation).
+    pub fn read_item(&mut self) -> Result<Item<'a>> {
+        self.skip_blank()?;
+        if self.peek() == Some(b':') {
+            self.bump();
+            let name = self.token();
+            if name.is_empty() {
+                return Err(self.error("a keyword needs a name after ':'"));
+            }
+            return Ok(Item::Keyword(name));
+        }
+        Ok(Item::Value(self.read_form(1)?))
+    }
+
+    /// Reads one form.
+    pub fn read_value(&mut self) -> Result<Value> {
+        self.read_form(1)
+    }
+
+    /// An error at the reader's position.
+    pub fn error_here(&self, message: &str) -> Error {
+        self.error(message)
     }
 
     /// Fails unless only blanks and comments remain.
@@ -216,15 +289,21 @@ impl<'a> EdnReader<'a> {
     }
 
     fn read_seq(&mut self, close: u8, depth: usize) -> Result<Vec<Value>> {
+        let (line, column) = (self.line, self.column().saturating_sub(1).max(1));
         let mut items = Vec::new();
         loop {
             self.skip_blank()?;
             match self.peek() {
                 None => {
-                    return Err(self.error(&format!(
-                        "unexpected end of text: '{}' expected",
-                        close as char
-                    )))
+                    return Err(Error::Syntax {
+                        line,
+                        column,
+                        message: format!(
+                            "the collection opened here is not closed: '{}' expected before the \
+                             end of the text",
+                            close as char
+                        ),
+                    })
                 }
                 Some(b) if b == close => {
                     self.bump();
@@ -274,6 +353,7 @@ impl<'a> EdnReader<'a> {
     }
 
     fn read_string(&mut self) -> Result<Value> {
+        let (line, column) = (self.line, self.column());
         self.bump();
         let mut out = String::new();
         loop {
@@ -286,7 +366,14 @@ impl<'a> EdnReader<'a> {
             }
             out.push_str(self.text.get(start..self.pos).unwrap_or(""));
             match self.peek() {
-                None => return Err(self.error("unexpected end of text inside a string")),
+                None => {
+                    return Err(Error::Syntax {
+                        line,
+                        column,
+                        message: "the string that starts here is not closed (missing '\"')"
+                            .to_string(),
+                    })
+                }
                 Some(b'"') => {
                     self.bump();
                     return Ok(Value::Str(out));

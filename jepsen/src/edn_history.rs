@@ -3,7 +3,7 @@
 //!
 //! It must not pair or judge operations. `:nemesis` records are skipped and counted.
 
-use crate::edn::EdnReader;
+use crate::edn::{EdnReader, Item};
 use crate::error::{Error, Result};
 use crate::format::{check_event_count, check_text_limits};
 use crate::history::History;
@@ -16,21 +16,24 @@ pub fn read_edn(text: &str) -> Result<History> {
     check_text_limits(text)?;
     let mut reader = EdnReader::new(text);
     let mut history = History::new(Vec::new());
-    if let Some(close) = reader.open_top_collection()? {
-        while let Some((line, form)) = reader.next_in_collection(close)? {
-            push_form(&mut history, form, line)?;
+    match reader.open_top_collection()? {
+        Some(close) => {
+            while !reader.try_close(close)? {
+                push_op(&mut history, read_op(&mut reader)?)?;
+            }
+            reader.expect_end("the history's closing bracket")?;
         }
-        reader.expect_end("the history's closing bracket")?;
-    } else {
-        while let Some((line, form)) = reader.next_form()? {
-            push_form(&mut history, form, line)?;
+        None => {
+            while !reader.at_end()? {
+                push_op(&mut history, read_op(&mut reader)?)?;
+            }
         }
     }
     Ok(history)
 }
 
-fn push_form(history: &mut History, form: Value, line: usize) -> Result<()> {
-    match op_from_value(form, line)? {
+fn push_op(history: &mut History, op: Option<Op>) -> Result<()> {
+    match op {
         Some(op) => {
             check_event_count(history.ops.len() + 1)?;
             history.ops.push(op);
@@ -40,98 +43,122 @@ fn push_form(history: &mut History, form: Value, line: usize) -> Result<()> {
     Ok(())
 }
 
-fn field_name(key: &Value) -> Option<&str> {
-    match key {
-        Value::Keyword(k) | Value::Str(k) | Value::Symbol(k) => Some(k),
-        _ => None,
+/// Reads one op map straight from the text (keywords are not allocated).
+fn read_op(reader: &mut EdnReader<'_>) -> Result<Option<Op>> {
+    let line = reader.line();
+    if !reader.open_map()? {
+        let form = reader.read_value()?;
+        return Err(not_an_op_map(&form, line));
     }
+    let mut builder = OpBuilder::default();
+    while !reader.try_close(b'}')? {
+        let key = reader.read_item()?;
+        if reader.try_close(b'}')? {
+            return Err(reader.error_here("a map needs an even number of forms (a value for every key)"));
+        }
+        let value = reader.read_item()?;
+        builder.set(key.name(), value);
+    }
+    builder.finish(line)
 }
 
-fn name_of<'v>(value: &'v Value, field: &str, line: usize) -> Result<&'v str> {
-    field_name(value).ok_or_else(|| {
-        Error::bad_op(
+fn not_an_op_map(form: &Value, line: usize) -> Error {
+    Error::bad_op(
+        line,
+        format!("expected an op map like {{:process 0, :type :invoke, :f :read, :value nil}}, found {form}"),
+    )
+}
+
+/// Collects the fields of one op map, from EDN or JSON.
+#[derive(Default)]
+pub struct OpBuilder<'a> {
+    process: Option<Item<'a>>,
+    kind: Option<Item<'a>>,
+    f: Option<Item<'a>>,
+    value: Option<Item<'a>>,
+    key: Option<Item<'a>>,
+    time: Option<Item<'a>>,
+}
+
+impl<'a> OpBuilder<'a> {
+    /// Records the field `name` (other fields, like `:index`, are ignored).
+    pub fn set(&mut self, name: Option<&str>, value: Item<'a>) {
+        let slot = match name {
+            Some("process") => &mut self.process,
+            Some("type") => &mut self.kind,
+            Some("f") => &mut self.f,
+            Some("value") => &mut self.value,
+            Some("key") => &mut self.key,
+            Some("time") => &mut self.time,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    /// The op, or `None` for a `:nemesis` record; errors name `line`.
+    pub fn finish(self, line: usize) -> Result<Option<Op>> {
+        let process = match self.process {
+            None => return Err(Error::bad_op(line, "the op map has no :process")),
+            Some(Item::Value(Value::Int(p))) => p,
+            Some(ref item) if item.name() == Some("nemesis") => return Ok(None),
+            Some(item) => {
+                return Err(Error::bad_op(
+                    line,
+                    format!(":process must be an integer or :nemesis, found {}", item.into_value()),
+                ))
+            }
+        };
+        let Some(kind) = self.kind else {
+            return Err(Error::bad_op(line, "the op map has no :type (one of :invoke :ok :fail :info)"));
+        };
+        let Some(kind) = kind.name().and_then(OpType::from_name) else {
+            return Err(Error::bad_op(
+                line,
+                format!(":type must be one of :invoke :ok :fail :info, found {}", kind.into_value()),
+            ));
+        };
+        let Some(f) = self.f else {
+            return Err(Error::bad_op(line, "the op map has no :f (e.g. :read, :write, :cas)"));
+        };
+        let Some(f) = f.name().map(str::to_string) else {
+            return Err(Error::bad_op(
+                line,
+                format!(":f must be a keyword such as :read, found {}", f.into_value()),
+            ));
+        };
+        let time_ns = match self.time.map(Item::into_value) {
+            None | Some(Value::Nil) => None,
+            Some(Value::Int(t)) => Some(t),
+            Some(v) => {
+                return Err(Error::bad_op(
+                    line,
+                    format!(":time must be an integer number of nanoseconds, found {v}"),
+                ))
+            }
+        };
+        Ok(Some(Op {
+            process,
+            kind,
+            f,
+            value: self.value.map_or(Value::Nil, Item::into_value),
+            key: self.key.map(Item::into_value),
+            time_ns,
             line,
-            format!("{field} must be a keyword such as :{}, found {value}", example_for(field)),
-        )
-    })
-}
-
-fn example_for(field: &str) -> &'static str {
-    match field {
-        ":type" => "invoke",
-        _ => "read",
+        }))
     }
 }
 
-/// Turns an op map into an [`Op`]; `None` for a `:nemesis` record.
+/// Turns an op map value into an [`Op`]; `None` for a `:nemesis` record.
 pub fn op_from_value(form: Value, line: usize) -> Result<Option<Op>> {
     let Value::Map(entries) = form else {
-        return Err(Error::bad_op(
-            line,
-            format!("expected an op map like {{:process 0, :type :invoke, :f :read, :value nil}}, found {form}"),
-        ));
+        return Err(not_an_op_map(&form, line));
     };
-    let mut process = None;
-    let mut kind = None;
-    let mut f = None;
-    let mut value = Value::Nil;
-    let mut key = None;
-    let mut time_ns = None;
+    let mut builder = OpBuilder::default();
     for (k, v) in entries {
-        match field_name(&k) {
-            Some("process") => process = Some(v),
-            Some("type") => kind = Some(v),
-            Some("f") => f = Some(v),
-            Some("value") => value = v,
-            Some("key") => key = Some(v),
-            Some("time") => time_ns = Some(v),
-            _ => {}
-        }
+        let name = Item::Value(k);
+        builder.set(name.name(), Item::Value(v));
     }
-    let process = match process {
-        None => return Err(Error::bad_op(line, "the op map has no :process")),
-        Some(Value::Int(p)) => p,
-        Some(ref v) if field_name(v) == Some("nemesis") => return Ok(None),
-        Some(v) => {
-            return Err(Error::bad_op(
-                line,
-                format!(":process must be an integer or :nemesis, found {v}"),
-            ))
-        }
-    };
-    let Some(kind) = kind else {
-        return Err(Error::bad_op(line, "the op map has no :type (one of :invoke :ok :fail :info)"));
-    };
-    let kind_name = name_of(&kind, ":type", line)?;
-    let Some(kind) = OpType::from_name(kind_name) else {
-        return Err(Error::bad_op(
-            line,
-            format!(":type must be one of :invoke :ok :fail :info, found :{kind_name}"),
-        ));
-    };
-    let Some(f) = f else {
-        return Err(Error::bad_op(line, "the op map has no :f (e.g. :read, :write, :cas)"));
-    };
-    let f = name_of(&f, ":f", line)?.to_string();
-    let time_ns = match time_ns {
-        None | Some(Value::Nil) => None,
-        Some(Value::Int(t)) => Some(t),
-        Some(v) => {
-            return Err(Error::bad_op(
-                line,
-                format!(":time must be an integer number of nanoseconds, found {v}"),
-            ))
-        }
-    };
-    Ok(Some(Op {
-        process,
-        kind,
-        f,
-        value,
-        key,
-        time_ns,
-        line,
-    }))
+    builder.finish(line)
 }
 
 /// Appends one op as an EDN map (without a newline).

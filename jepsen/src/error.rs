@@ -60,22 +60,20 @@ pub enum Error {
     #[error("bad initial value: {0}")]
     BadInitial(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An error inside a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     InFile {
         /// The file.
         path: PathBuf,
         /// The error inside it.
-        #[source]
-        source: Box<Error>,
+        error: Box<Error>,
     },
 }
 
@@ -92,7 +90,7 @@ impl Error {
     pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
         Error::InFile {
             path: path.into(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }

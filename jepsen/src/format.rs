@@ -67,9 +67,9 @@ pub fn read_history(text: &str, format: Option<Format>) -> Result<History> {
 /// Reads a history file, detecting its format unless one is given; errors name the file.
 pub fn read_history_file(path: &Path, format: Option<Format>) -> Result<History> {
     let size_bytes = std::fs::metadata(path)
-        .map_err(|source| Error::Io {
+        .map_err(|error| Error::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?
         .len();
     if size_bytes > MAX_INPUT_BYTES as u64 {
@@ -81,9 +81,9 @@ pub fn read_history_file(path: &Path, format: Option<Format>) -> Result<History>
         }
         .in_file(path));
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     read_history(&text, format).map_err(|e| e.in_file(path))
 }

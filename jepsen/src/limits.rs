@@ -39,3 +39,7 @@ pub const PARALLEL_MIN_OPS: usize = 1000;
 
 /// Most threads the checker uses for the keys of one history.
 pub const MAX_CHECK_THREADS: usize = 8;
+
+/// Search steps one key gets before the checker turns to the next key, so that a key that is
+/// quick to refute is found even when another key is slow.
+pub const STEPS_PER_SLICE: u64 = 1 << 14;

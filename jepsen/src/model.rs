@@ -82,7 +82,7 @@ pub enum Step {
 /// Interned values and the transition function of one key's search.
 pub struct Stepper {
     values: Vec<Value>,
-    index: HashMap<Value, u32>,
+    index: HashMap<Value, u32, FastBuildHasher>,
     append_memo: HashMap<(u32, u32), u32, FastBuildHasher>,
 }
 
@@ -97,7 +97,7 @@ impl Stepper {
     pub fn new() -> Self {
         Stepper {
             values: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             append_memo: HashMap::default(),
         }
     }

@@ -5,6 +5,7 @@
 //! without an observed value) are dropped here and counted.
 
 use crate::error::{Error, Result};
+use crate::fast_hash::FastBuildHasher;
 use crate::history::{History, Semantics};
 use crate::limits::MAX_OPS_PER_KEY;
 use crate::model::{ModelKind, Step, Stepper};
@@ -15,32 +16,38 @@ use std::collections::HashMap;
 /// Position given to the return of an operation that may take effect until the very end.
 pub const PENDING_POS: u64 = u64::MAX;
 
-/// An invocation with its completion, as the search and the reports see it.
-#[derive(Debug, Clone, PartialEq)]
+/// An invocation with its completion, as indexes into the history's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairedOp {
-    /// The client process.
-    pub process: i64,
-    /// The function, e.g. `cas`.
-    pub f: String,
-    /// The invocation's value (without the key of an independent tuple).
-    pub input: Value,
-    /// The completion's value, if there was a completion.
-    pub output: Option<Value>,
-    /// The completion's type; `None` when the history ended before it.
-    pub completion: Option<OpType>,
-    /// The invocation's position in the history (record index).
-    pub call_pos: u64,
-    /// The completion's position, or [`PENDING_POS`] for `:info` and missing completions.
+    /// The invocation's record index (also its position in real-time order).
+    pub invoke: usize,
+    /// The completion's record index, if there was a completion.
+    pub complete: Option<usize>,
+    /// The position of the op's return: the completion's index, or [`PENDING_POS`] for
+    /// `:info` and missing completions (the op may take effect until the very end).
     pub ret_pos: u64,
-    /// The invocation's source line.
-    pub invoke_line: usize,
-    /// The completion's source line, if any.
-    pub complete_line: Option<usize>,
-    /// The invocation's time, if recorded.
-    pub invoke_time_ns: Option<i64>,
-    /// The completion's time, if recorded.
-    pub complete_time_ns: Option<i64>,
 }
+
+impl PairedOp {
+    /// The invocation's position.
+    pub fn call_pos(&self) -> u64 {
+        self.invoke as u64
+    }
+}
+
+/// Splits a record's value into (key, value): the explicit `:key`, else the tuple's parts when
+/// the history uses Jepsen independent tuples, else (`nil`, the value).
+pub fn split_key<'h>(op: &'h Op, independent: bool) -> (&'h Value, &'h Value) {
+    if let Some(key) = &op.key {
+        return (key, &op.value);
+    }
+    match (independent, op.value.as_pair()) {
+        (true, Some((k, v))) => (k, v),
+        _ => (&NIL, &op.value),
+    }
+}
+
+static NIL: Value = Value::Nil;
 
 /// One key's sub-history, ready to search.
 pub struct KeyProblem {
@@ -64,11 +71,8 @@ pub struct Problems {
     pub keys: Vec<KeyProblem>,
     /// All paired operations, dropped ones included.
     pub ops_total: usize,
-}
-
-struct Open {
-    op: PairedOp,
-    key: Value,
+    /// Whether values are Jepsen independent `[key value]` tuples.
+    pub independent: bool,
 }
 
 /// True when the history uses Jepsen `independent` tuples: no record has `:key`, every value
@@ -87,48 +91,31 @@ fn uses_independent_tuples(ops: &[Op]) -> bool {
 /// Splits a history by key and compiles every operation for `model`.
 pub fn build_problems(history: &History, model: ModelKind, initial: &Value) -> Result<Problems> {
     model.check_initial(initial)?;
-    let independent = uses_independent_tuples(&history.ops);
-    let split = |op: &Op| -> (Value, Value) {
-        if let Some(key) = &op.key {
-            return (key.clone(), op.value.clone());
-        }
-        match (independent, op.value.as_pair()) {
-            (true, Some((k, v))) => (k.clone(), v.clone()),
-            _ => (Value::Nil, op.value.clone()),
-        }
-    };
-    let mut open: HashMap<i64, Open> = HashMap::new();
-    let mut paired: Vec<(Value, PairedOp)> = Vec::new();
-    for (pos, op) in history.ops.iter().enumerate() {
-        let (key, value) = split(op);
+    let ops = &history.ops;
+    let independent = uses_independent_tuples(ops);
+    let mut open: HashMap<i64, usize, FastBuildHasher> = HashMap::default();
+    let mut paired: Vec<PairedOp> = Vec::with_capacity(ops.len() / 2 + 1);
+    for (index, op) in ops.iter().enumerate() {
         if op.kind == OpType::Invoke {
-            if let Some(previous) = open.get(&op.process) {
+            if let Some(&previous) = open.get(&op.process) {
                 return Err(Error::bad_op(
                     op.line,
                     format!(
                         "process {} invokes :{} while its :{} invoked at line {} has no completion; \
                          a process runs one operation at a time",
-                        op.process, op.f, previous.op.f, previous.op.invoke_line
+                        op.process, op.f, ops[paired[previous].invoke].f, ops[paired[previous].invoke].line
                     ),
                 ));
             }
-            let paired_op = PairedOp {
-                process: op.process,
-                f: op.f.clone(),
-                input: value,
-                output: None,
-                completion: None,
-                call_pos: pos as u64,
+            open.insert(op.process, paired.len());
+            paired.push(PairedOp {
+                invoke: index,
+                complete: None,
                 ret_pos: PENDING_POS,
-                invoke_line: op.line,
-                complete_line: None,
-                invoke_time_ns: op.time_ns,
-                complete_time_ns: None,
-            };
-            open.insert(op.process, Open { op: paired_op, key });
+            });
             continue;
         }
-        let Some(mut entry) = open.remove(&op.process) else {
+        let Some(slot) = open.remove(&op.process) else {
             return Err(Error::bad_op(
                 op.line,
                 format!(
@@ -137,34 +124,29 @@ pub fn build_problems(history: &History, model: ModelKind, initial: &Value) -> R
                 ),
             ));
         };
-        if entry.op.f != op.f {
+        let entry = &mut paired[slot];
+        let invoked = &ops[entry.invoke];
+        if invoked.f != op.f {
             return Err(Error::bad_op(
                 op.line,
                 format!(
                     "process {} completes :{} but invoked :{} at line {}",
-                    op.process, op.f, entry.op.f, entry.op.invoke_line
+                    op.process, op.f, invoked.f, invoked.line
                 ),
             ));
         }
-        entry.op.output = Some(value);
-        entry.op.completion = Some(op.kind);
-        entry.op.complete_line = Some(op.line);
-        entry.op.complete_time_ns = op.time_ns;
+        entry.complete = Some(index);
         if op.kind != OpType::Info {
-            entry.op.ret_pos = pos as u64;
+            entry.ret_pos = index as u64;
         }
-        paired.push((entry.key, entry.op));
     }
-    let mut rest: Vec<Open> = open.into_values().collect();
-    rest.sort_by_key(|o| o.op.call_pos);
-    paired.extend(rest.into_iter().map(|o| (o.key, o.op)));
-    paired.sort_by_key(|(_, op)| op.call_pos);
 
     let ops_total = paired.len();
     let mut keys: Vec<KeyProblem> = Vec::new();
-    let mut key_index: HashMap<Value, usize> = HashMap::new();
-    for (key, op) in paired {
-        let index = match key_index.get(&key) {
+    let mut key_index: HashMap<&Value, usize, FastBuildHasher> = HashMap::default();
+    for pair in paired {
+        let (key, _) = split_key(&ops[pair.invoke], independent);
+        let index = match key_index.get(key) {
             Some(&i) => i,
             None => {
                 let mut stepper = Stepper::new();
@@ -182,7 +164,7 @@ pub fn build_problems(history: &History, model: ModelKind, initial: &Value) -> R
             }
         };
         let problem = &mut keys[index];
-        match compile(&op, model, history.semantics, &mut problem.stepper)? {
+        match compile(history, &pair, independent, model, &mut problem.stepper)? {
             Some(step) => {
                 if problem.ops.len() >= MAX_OPS_PER_KEY {
                     return Err(Error::Limit {
@@ -192,27 +174,32 @@ pub fn build_problems(history: &History, model: ModelKind, initial: &Value) -> R
                         name: "MAX_OPS_PER_KEY",
                     });
                 }
-                problem.ops.push(op);
+                problem.ops.push(pair);
                 problem.steps.push(step);
             }
             None => problem.dropped_ops += 1,
         }
     }
-    Ok(Problems { keys, ops_total })
+    Ok(Problems {
+        keys,
+        ops_total,
+        independent,
+    })
 }
 
-fn model_error(op: &PairedOp, model: ModelKind, message: String) -> Error {
+fn model_error(op: &Op, model: ModelKind, message: String) -> Error {
     Error::Model {
-        line: op.invoke_line,
+        line: op.line,
         model: model.name(),
         message,
     }
 }
 
-fn string_value(op: &PairedOp, model: ModelKind, value: &Value) -> Result<Value> {
+fn string_value<'v>(op: &Op, model: ModelKind, value: &'v Value) -> Result<&'v Value> {
+    static EMPTY: Value = Value::Str(String::new());
     match value {
-        Value::Str(_) => Ok(value.clone()),
-        Value::Nil => Ok(Value::Str(String::new())),
+        Value::Str(_) => Ok(value),
+        Value::Nil => Ok(&EMPTY),
         other => Err(model_error(
             op,
             model,
@@ -223,12 +210,17 @@ fn string_value(op: &PairedOp, model: ModelKind, value: &Value) -> Result<Value>
 
 /// The step of one operation, or `None` when it cannot change the verdict.
 fn compile(
-    op: &PairedOp,
+    history: &History,
+    pair: &PairedOp,
+    independent: bool,
     model: ModelKind,
-    semantics: Semantics,
     stepper: &mut Stepper,
 ) -> Result<Option<Step>> {
-    let completed = op.completion;
+    let op = &history.ops[pair.invoke];
+    let (_, input) = split_key(op, independent);
+    let completion = pair.complete.map(|i| &history.ops[i]);
+    let completed = completion.map(|c| c.kind);
+    let semantics = history.semantics;
     let ok = completed == Some(OpType::Ok);
     let failed = completed == Some(OpType::Fail);
     let etcd = semantics == Semantics::PorcupineEtcd;
@@ -237,7 +229,7 @@ fn compile(
         // unknown output, which constrains nothing either.)
         return Ok(None);
     }
-    let observed = op.output.as_ref().unwrap_or(&Value::Nil);
+    let observed = completion.map_or(&NIL, |c| split_key(c, independent).1);
     let f = match (model, op.f.as_str()) {
         (ModelKind::Kv, "read") => "get",
         (ModelKind::Kv, "write") => "put",
@@ -251,14 +243,14 @@ fn compile(
             Step::Read(stepper.intern(observed))
         }
         (ModelKind::Register | ModelKind::CasRegister, "write") => {
-            Step::Write(stepper.intern(&op.input))
+            Step::Write(stepper.intern(input))
         }
         (ModelKind::CasRegister, "cas") => {
-            let Some((from, to)) = op.input.as_pair() else {
+            let Some((from, to)) = input.as_pair() else {
                 return Err(model_error(
                     op,
                     model,
-                    format!("needs :cas values [from to], found {}", op.input),
+                    format!("needs :cas values [from to], found {input}"),
                 ));
             };
             let from = stepper.intern(from);
@@ -273,11 +265,11 @@ fn compile(
             if !ok {
                 return Ok(None);
             }
-            Step::Read(stepper.intern(&string_value(op, model, observed)?))
+            Step::Read(stepper.intern(string_value(op, model, observed)?))
         }
-        (ModelKind::Kv, "put") => Step::Write(stepper.intern(&string_value(op, model, &op.input)?)),
+        (ModelKind::Kv, "put") => Step::Write(stepper.intern(string_value(op, model, input)?)),
         (ModelKind::Kv, "append") => {
-            Step::Append(stepper.intern(&string_value(op, model, &op.input)?))
+            Step::Append(stepper.intern(string_value(op, model, input)?))
         }
         (ModelKind::Register, "cas") => {
             return Err(model_error(

@@ -3,8 +3,9 @@
 //!
 //! It must not search or read input. JSON's `valid` is `true`, `false` or `"unknown"`.
 
+use crate::history::History;
 use crate::op::OpType;
-use crate::pairing::{PairedOp, PENDING_POS};
+use crate::pairing::{split_key, PairedOp, PENDING_POS};
 use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
 
@@ -60,20 +61,23 @@ pub struct WindowOp {
 }
 
 impl WindowOp {
-    /// The report view of a paired op.
-    pub fn from_paired(op: &PairedOp, role: &str) -> Self {
+    /// The report view of a paired op of `history` (`independent`: values are
+    /// `[key value]` tuples).
+    pub fn from_paired(history: &History, independent: bool, pair: &PairedOp, role: &str) -> Self {
+        let invoke = &history.ops[pair.invoke];
+        let complete = pair.complete.map(|i| &history.ops[i]);
         WindowOp {
-            process: op.process,
-            f: op.f.clone(),
-            input: op.input.to_string(),
-            output: op.output.as_ref().map(ToString::to_string),
-            completion: op.completion.map_or("pending", OpType::name).to_string(),
-            call_pos: op.call_pos,
-            ret_pos: (op.ret_pos != PENDING_POS).then_some(op.ret_pos),
-            invoke_line: op.invoke_line,
-            complete_line: op.complete_line,
-            invoke_time_ns: op.invoke_time_ns,
-            complete_time_ns: op.complete_time_ns,
+            process: invoke.process,
+            f: invoke.f.clone(),
+            input: split_key(invoke, independent).1.to_string(),
+            output: complete.map(|c| split_key(c, independent).1.to_string()),
+            completion: complete.map_or("pending", |c| OpType::name(c.kind)).to_string(),
+            call_pos: pair.call_pos(),
+            ret_pos: (pair.ret_pos != PENDING_POS).then_some(pair.ret_pos),
+            invoke_line: invoke.line,
+            complete_line: complete.map(|c| c.line),
+            invoke_time_ns: invoke.time_ns,
+            complete_time_ns: complete.and_then(|c| c.time_ns),
             role: role.to_string(),
         }
     }

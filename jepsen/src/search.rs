@@ -78,154 +78,245 @@ pub struct SearchStats {
     pub cache_entries: usize,
 }
 
-const NO_SEED: u64 = 0x5EED_0F_5EA2C4;
+const ZOBRIST_SEED: u64 = 0x5EED_0F_5EA2C4;
 
-/// Searches one key's history for a linearization.
+/// A resumable search over one key: [`KeySearch::run`] works for a bounded number of steps,
+/// so the checker can interleave keys and stop at the first refuted one.
+pub struct KeySearch<'p> {
+    problem: &'p mut KeyProblem,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    pending: Vec<bool>,
+    zobrist: Vec<u64>,
+    bits: Vec<u64>,
+    set_hash: u64,
+    cache: VisitedCache,
+    stack: Vec<(u32, u32)>,
+    state: u32,
+    best: Option<Refutation>,
+    max_linearized: usize,
+    remaining: usize,
+    node: u32,
+    countdown: u32,
+    stats: SearchStats,
+    outcome: Option<SearchOutcome>,
+}
+
+impl<'p> KeySearch<'p> {
+    /// Prepares the search of one key: builds the event list and the empty cache.
+    pub fn new(problem: &'p mut KeyProblem) -> Self {
+        let n = problem.ops.len();
+        let head = (2 * n) as u32;
+        let tail = head + 1;
+        let mut events: Vec<(u64, u32)> = Vec::with_capacity(2 * n);
+        let mut remaining = 0usize;
+        for (i, op) in problem.ops.iter().enumerate() {
+            events.push((op.call_pos(), (2 * i) as u32));
+            if op.ret_pos != PENDING_POS {
+                events.push((op.ret_pos, (2 * i + 1) as u32));
+                remaining += 1;
+            }
+        }
+        events.sort_unstable();
+        let mut next = vec![tail; 2 * n + 2];
+        let mut prev = vec![head; 2 * n + 2];
+        let mut last = head;
+        for &(_, node) in &events {
+            next[last as usize] = node;
+            prev[node as usize] = last;
+            last = node;
+        }
+        next[last as usize] = tail;
+        prev[tail as usize] = last;
+        let words = n.div_ceil(64).max(1);
+        KeySearch {
+            pending: problem.ops.iter().map(|op| op.ret_pos == PENDING_POS).collect(),
+            zobrist: (0..n as u64).map(|i| mix64(i ^ ZOBRIST_SEED)).collect(),
+            bits: vec![0u64; words],
+            set_hash: 0,
+            cache: VisitedCache::new(words, 2 * n),
+            stack: Vec::with_capacity(n),
+            state: problem.initial,
+            best: None,
+            max_linearized: 0,
+            remaining,
+            node: next[head as usize],
+            countdown: STEPS_PER_DEADLINE_CHECK,
+            stats: SearchStats::default(),
+            outcome: None,
+            next,
+            prev,
+            problem,
+        }
+    }
+
+    /// The search's counters so far.
+    pub fn stats(&self) -> SearchStats {
+        SearchStats {
+            cache_entries: self.cache.len(),
+            ..self.stats
+        }
+    }
+
+    /// The outcome, once decided (or stopped).
+    pub fn outcome(&self) -> Option<&SearchOutcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Searches for at most `max_steps` steps: the outcome when decided or stopped (time
+    /// limit, memory limits, `stop`), `None` when paused with work left.
+    pub fn run(
+        &mut self,
+        max_steps: u64,
+        deadline: Option<Instant>,
+        stop: &AtomicBool,
+    ) -> Option<&SearchOutcome> {
+        if self.outcome.is_none() {
+            self.outcome = self.work(max_steps, deadline, stop);
+        }
+        self.outcome.as_ref()
+    }
+
+    fn work(
+        &mut self,
+        max_steps: u64,
+        deadline: Option<Instant>,
+        stop: &AtomicBool,
+    ) -> Option<SearchOutcome> {
+        let KeySearch {
+            problem,
+            next,
+            prev,
+            pending,
+            zobrist,
+            bits,
+            set_hash,
+            cache,
+            stack,
+            state,
+            best,
+            max_linearized,
+            remaining,
+            node,
+            countdown,
+            stats,
+            ..
+        } = self;
+        let steps: &[Step] = &problem.steps;
+        let stepper: &mut Stepper = &mut problem.stepper;
+        let head = (2 * steps.len()) as usize;
+        let mut budget = max_steps;
+        let unknown = |reason, max_linearized: &usize| {
+            Some(SearchOutcome::Unknown {
+                reason,
+                max_linearized: *max_linearized,
+            })
+        };
+        while *remaining > 0 {
+            if budget == 0 {
+                return None;
+            }
+            budget -= 1;
+            stats.steps += 1;
+            *countdown -= 1;
+            if *countdown == 0 {
+                *countdown = STEPS_PER_DEADLINE_CHECK;
+                if stop.load(Ordering::Relaxed) {
+                    return unknown(StopReason::Stopped, max_linearized);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return unknown(StopReason::TimeLimit, max_linearized);
+                }
+            }
+            let current = *node as usize;
+            let op = current >> 1;
+            if current & 1 == 0 {
+                let Ok(outcome) = stepper.step(*state, steps[op]) else {
+                    return unknown(StopReason::StateLimit, max_linearized);
+                };
+                let Some(new_state) = outcome else {
+                    *node = next[current];
+                    continue;
+                };
+                let (word, bit) = (op >> 6, 1u64 << (op & 63));
+                bits[word] |= bit;
+                let new_hash = *set_hash ^ zobrist[op];
+                match cache.insert(bits, new_hash, new_state) {
+                    Ok(true) => {
+                        stack.push((op as u32, *state));
+                        *max_linearized = (*max_linearized).max(stack.len());
+                        *state = new_state;
+                        *set_hash = new_hash;
+                        // Lift the call node and (if any) the return node out of the list.
+                        next[prev[current] as usize] = next[current];
+                        prev[next[current] as usize] = prev[current];
+                        if !pending[op] {
+                            let ret = current + 1;
+                            next[prev[ret] as usize] = next[ret];
+                            prev[next[ret] as usize] = prev[ret];
+                            *remaining -= 1;
+                        }
+                        *node = next[head];
+                    }
+                    Ok(false) => {
+                        bits[word] &= !bit;
+                        *node = next[current];
+                    }
+                    Err(_) => return unknown(StopReason::CacheLimit, max_linearized),
+                }
+            } else {
+                // The return of an op that is not linearized: this branch is stuck.
+                if best
+                    .as_ref()
+                    .map_or(true, |b| stack.len() > b.linearized.len())
+                {
+                    *best = Some(Refutation {
+                        failing_op: op,
+                        linearized: stack.iter().map(|&(o, _)| o as usize).collect(),
+                        state: *state,
+                    });
+                }
+                let Some((top, previous_state)) = stack.pop() else {
+                    let refutation = best.take().unwrap_or(Refutation {
+                        failing_op: op,
+                        linearized: Vec::new(),
+                        state: *state,
+                    });
+                    return Some(SearchOutcome::NotLinearizable(refutation));
+                };
+                let top = top as usize;
+                bits[top >> 6] &= !(1u64 << (top & 63));
+                *set_hash ^= zobrist[top];
+                *state = previous_state;
+                let call = 2 * top;
+                if !pending[top] {
+                    let ret = call + 1;
+                    next[prev[ret] as usize] = ret as u32;
+                    prev[next[ret] as usize] = ret as u32;
+                    *remaining += 1;
+                }
+                next[prev[call] as usize] = call as u32;
+                prev[next[call] as usize] = call as u32;
+                *node = next[call];
+            }
+        }
+        Some(SearchOutcome::Linearizable)
+    }
+}
+
+/// Searches one key's history to the end (or the deadline, or `stop`).
 pub fn search(
     problem: &mut KeyProblem,
     deadline: Option<Instant>,
     stop: &AtomicBool,
 ) -> (SearchOutcome, SearchStats) {
-    let n = problem.ops.len();
-    let mut stats = SearchStats::default();
-    if n == 0 {
-        return (SearchOutcome::Linearizable, stats);
-    }
-    let head = (2 * n) as u32;
-    let tail = head + 1;
-    let mut events: Vec<(u64, u32)> = Vec::with_capacity(2 * n);
-    let mut remaining = 0usize;
-    for (i, op) in problem.ops.iter().enumerate() {
-        events.push((op.call_pos, (2 * i) as u32));
-        if op.ret_pos != PENDING_POS {
-            events.push((op.ret_pos, (2 * i + 1) as u32));
-            remaining += 1;
-        }
-    }
-    events.sort_unstable();
-    let mut next = vec![tail; 2 * n + 2];
-    let mut prev = vec![head; 2 * n + 2];
-    let mut last = head;
-    for &(_, node) in &events {
-        next[last as usize] = node;
-        prev[node as usize] = last;
-        last = node;
-    }
-    next[last as usize] = tail;
-    prev[tail as usize] = last;
-    let pending: Vec<bool> = problem.ops.iter().map(|op| op.ret_pos == PENDING_POS).collect();
-    let zobrist: Vec<u64> = (0..n as u64).map(|i| mix64(i ^ NO_SEED)).collect();
-    let words = n.div_ceil(64);
-    let mut bits = vec![0u64; words];
-    let mut set_hash = 0u64;
-    let mut cache = VisitedCache::new(words);
-    let mut stack: Vec<(u32, u32)> = Vec::with_capacity(n);
-    let mut state = problem.initial;
-    let mut best: Option<Refutation> = None;
-    let mut max_linearized = 0usize;
-    let mut countdown = STEPS_PER_DEADLINE_CHECK;
-    let steps: &[Step] = &problem.steps;
-    let stepper: &mut Stepper = &mut problem.stepper;
-    let mut node = next[head as usize];
-
-    macro_rules! unknown {
-        ($reason:expr) => {{
-            stats.cache_entries = cache.len();
-            return (
-                SearchOutcome::Unknown {
-                    reason: $reason,
-                    max_linearized,
-                },
-                stats,
-            );
-        }};
-    }
-
-    while remaining > 0 {
-        stats.steps += 1;
-        countdown -= 1;
-        if countdown == 0 {
-            countdown = STEPS_PER_DEADLINE_CHECK;
-            if stop.load(Ordering::Relaxed) {
-                unknown!(StopReason::Stopped);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                unknown!(StopReason::TimeLimit);
-            }
-        }
-        let op = (node >> 1) as usize;
-        if node & 1 == 0 {
-            let Ok(outcome) = stepper.step(state, steps[op]) else {
-                unknown!(StopReason::StateLimit);
-            };
-            let Some(new_state) = outcome else {
-                node = next[node as usize];
-                continue;
-            };
-            let (word, bit) = (op >> 6, 1u64 << (op & 63));
-            bits[word] |= bit;
-            let new_hash = set_hash ^ zobrist[op];
-            match cache.insert(&bits, new_hash, new_state) {
-                Ok(true) => {
-                    stack.push((op as u32, state));
-                    max_linearized = max_linearized.max(stack.len());
-                    state = new_state;
-                    set_hash = new_hash;
-                    // Lift the call node and (if any) the return node out of the list.
-                    let call = node as usize;
-                    next[prev[call] as usize] = next[call];
-                    prev[next[call] as usize] = prev[call];
-                    if !pending[op] {
-                        let ret = call + 1;
-                        next[prev[ret] as usize] = next[ret];
-                        prev[next[ret] as usize] = prev[ret];
-                        remaining -= 1;
-                    }
-                    node = next[head as usize];
-                }
-                Ok(false) => {
-                    bits[word] &= !bit;
-                    node = next[node as usize];
-                }
-                Err(_) => unknown!(StopReason::CacheLimit),
-            }
-        } else {
-            // The return of an op that is not linearized: this branch is stuck.
-            if best
-                .as_ref()
-                .map_or(true, |b| stack.len() > b.linearized.len())
-            {
-                best = Some(Refutation {
-                    failing_op: op,
-                    linearized: stack.iter().map(|&(o, _)| o as usize).collect(),
-                    state,
-                });
-            }
-            let Some((top, previous_state)) = stack.pop() else {
-                stats.cache_entries = cache.len();
-                let refutation = best.unwrap_or(Refutation {
-                    failing_op: op,
-                    linearized: Vec::new(),
-                    state,
-                });
-                return (SearchOutcome::NotLinearizable(refutation), stats);
-            };
-            let top = top as usize;
-            bits[top >> 6] &= !(1u64 << (top & 63));
-            set_hash ^= zobrist[top];
-            state = previous_state;
-            let call = 2 * top;
-            if !pending[top] {
-                let ret = call + 1;
-                next[prev[ret] as usize] = ret as u32;
-                prev[next[ret] as usize] = ret as u32;
-                remaining += 1;
-            }
-            next[prev[call] as usize] = call as u32;
-            prev[next[call] as usize] = call as u32;
-            node = next[call];
-        }
-    }
-    stats.cache_entries = cache.len();
-    (SearchOutcome::Linearizable, stats)
+    let mut key = KeySearch::new(problem);
+    let outcome = key
+        .run(u64::MAX, deadline, stop)
+        .cloned()
+        .unwrap_or(SearchOutcome::Unknown {
+            reason: StopReason::Stopped,
+            max_linearized: 0,
+        });
+    (outcome, key.stats())
 }

@@ -31,8 +31,8 @@ pub struct VisitedCache {
 }
 
 impl VisitedCache {
-    /// An empty cache for bitsets of `words` words.
-    pub fn new(words: usize) -> Self {
+    /// An empty cache for bitsets of `words` words, sized for about `expected` pairs.
+    pub fn new(words: usize, expected: usize) -> Self {
         VisitedCache {
             words: words.max(1),
             slots: vec![
@@ -41,10 +41,10 @@ impl VisitedCache {
                     set: EMPTY,
                     state: 0
                 };
-                1024
+                (expected * 2).clamp(64, 1 << 16).next_power_of_two()
             ],
             len: 0,
-            arena: Vec::new(),
+            arena: Vec::with_capacity(expected.min(1 << 16) * words.max(1)),
         }
     }
 

@@ -1,0 +1,280 @@
+//! Unit tests of the models and the checker on small hand-made histories: linearizable and
+//! not, Knossos `:fail`/`:info` semantics, the etcd log's semantics, keys, model errors and the
+//! time limit.
+
+use singularity_jepsen::edn_history::read_edn;
+use singularity_jepsen::model::{Step, Stepper};
+use singularity_jepsen::{
+    check_history, read_history, CheckOptions, CheckReport, Error, ModelKind, Validity, Value,
+};
+
+fn check(text: &str, model: ModelKind) -> CheckReport {
+    let history = read_history(text, None).unwrap_or_else(|e| panic!("{e}"));
+    check_history(&history, &CheckOptions::new(model)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn valid(text: &str, model: ModelKind) -> Validity {
+    check(text, model).valid
+}
+
+/// Builds EDN lines from `process type f value` shorthand, e.g. `"0 invoke write 1"`.
+fn edn(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let (p, t, f, v) = (
+                parts.next().unwrap_or("0"),
+                parts.next().unwrap_or("invoke"),
+                parts.next().unwrap_or("read"),
+                parts.next().unwrap_or("nil"),
+            );
+            format!("{{:process {p}, :type :{t}, :f :{f}, :value {v}}}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn register_steps() {
+    let mut stepper = Stepper::new();
+    let (nil, one) = (stepper.intern(&Value::Nil), stepper.intern(&Value::Int(1)));
+    assert_eq!(stepper.step(nil, Step::Read(nil)), Ok(Some(nil)));
+    assert_eq!(stepper.step(nil, Step::Read(one)), Ok(None));
+    assert_eq!(stepper.step(nil, Step::Write(one)), Ok(Some(one)));
+}
+
+#[test]
+fn cas_steps() {
+    let mut stepper = Stepper::new();
+    let (a, b) = (stepper.intern(&Value::Int(1)), stepper.intern(&Value::Int(2)));
+    assert_eq!(stepper.step(a, Step::Cas(a, b)), Ok(Some(b)));
+    assert_eq!(stepper.step(b, Step::Cas(a, b)), Ok(None));
+    assert_eq!(stepper.step(a, Step::CasFailed(a)), Ok(None));
+    assert_eq!(stepper.step(b, Step::CasFailed(a)), Ok(Some(b)));
+    assert_eq!(stepper.step(a, Step::CasMaybe(a, b)), Ok(Some(b)));
+    assert_eq!(stepper.step(b, Step::CasMaybe(a, b)), Ok(Some(b)));
+}
+
+#[test]
+fn kv_steps() {
+    let mut stepper = Stepper::new();
+    let empty = stepper.intern(&Value::Str(String::new()));
+    let x = stepper.intern(&Value::Str("x".into()));
+    let xx = stepper.intern(&Value::Str("xx".into()));
+    let Ok(Some(after_x)) = stepper.step(empty, Step::Append(x)) else {
+        panic!("append failed")
+    };
+    assert_eq!(after_x, x);
+    assert_eq!(stepper.step(after_x, Step::Append(x)), Ok(Some(xx)));
+    assert_eq!(stepper.step(xx, Step::Read(xx)), Ok(Some(xx)));
+    assert_eq!(stepper.step(xx, Step::Write(empty)), Ok(Some(empty)));
+}
+
+#[test]
+fn register_linearizable_and_not() {
+    let sequential = edn(&["0 invoke write 1", "0 ok write 1", "1 invoke read", "1 ok read 1"]);
+    assert_eq!(valid(&sequential, ModelKind::Register), Validity::Linearizable);
+    let stale = edn(&["0 invoke write 1", "0 ok write 1", "1 invoke read", "1 ok read nil"]);
+    let report = check(&stale, ModelKind::Register);
+    assert_eq!(report.valid, Validity::NotLinearizable);
+    let failure = report.failure.unwrap_or_else(|| panic!("no window"));
+    assert_eq!(failure.failing_op.f, "read");
+    assert_eq!(failure.failing_op.invoke_line, 3);
+    assert_eq!(failure.state_before, "1");
+    // A read concurrent with a write may see either value.
+    let concurrent = edn(&["0 invoke write 1", "1 invoke read", "1 ok read nil", "0 ok write 1"]);
+    assert_eq!(valid(&concurrent, ModelKind::Register), Validity::Linearizable);
+    // Two reads that see the write, then not: not linearizable.
+    let flip = edn(&[
+        "0 invoke write 1",
+        "1 invoke read",
+        "1 ok read 1",
+        "2 invoke read",
+        "2 ok read nil",
+        "0 ok write 1",
+    ]);
+    assert_eq!(valid(&flip, ModelKind::Register), Validity::NotLinearizable);
+}
+
+#[test]
+fn fail_means_it_did_not_happen() {
+    let failed_write = edn(&["0 invoke write 2", "0 fail write 2", "1 invoke read", "1 ok read 2"]);
+    assert_eq!(valid(&failed_write, ModelKind::Register), Validity::NotLinearizable);
+    let failed_read = edn(&["1 invoke read", "1 fail read", "0 invoke write 2", "0 ok write 2"]);
+    assert_eq!(valid(&failed_read, ModelKind::Register), Validity::Linearizable);
+    // Knossos: a failed cas did not happen, whatever the state.
+    let failed_cas = edn(&["0 invoke write 1", "0 ok write 1", "0 invoke cas [1 2]", "0 fail cas [1 2]"]);
+    assert_eq!(valid(&failed_cas, ModelKind::CasRegister), Validity::Linearizable);
+}
+
+#[test]
+fn info_may_happen_later_or_never() {
+    let later = edn(&[
+        "0 invoke write 2",
+        "0 info write 2",
+        "1 invoke read",
+        "1 ok read nil",
+        "1 invoke read",
+        "1 ok read 2",
+    ]);
+    assert_eq!(valid(&later, ModelKind::Register), Validity::Linearizable);
+    let never = edn(&["0 invoke write 2", "0 info write 2", "1 invoke read", "1 ok read nil"]);
+    assert_eq!(valid(&never, ModelKind::Register), Validity::Linearizable);
+    let undone = edn(&[
+        "0 invoke write 2",
+        "0 info write 2",
+        "1 invoke read",
+        "1 ok read 2",
+        "1 invoke read",
+        "1 ok read nil",
+    ]);
+    assert_eq!(valid(&undone, ModelKind::Register), Validity::NotLinearizable);
+    // An info cas whose comparison can never succeed simply never happened.
+    let impossible_cas = edn(&["0 invoke cas [7 8]", "0 info cas [7 8]", "1 invoke read", "1 ok read nil"]);
+    assert_eq!(valid(&impossible_cas, ModelKind::CasRegister), Validity::Linearizable);
+    // A missing completion is like info.
+    let pending = edn(&["0 invoke write 3", "1 invoke read", "1 ok read 3"]);
+    assert_eq!(valid(&pending, ModelKind::Register), Validity::Linearizable);
+}
+
+#[test]
+fn cas_register() {
+    let ok = edn(&[
+        "0 invoke write 1",
+        "0 ok write 1",
+        "0 invoke cas [1 2]",
+        "0 ok cas [1 2]",
+        "1 invoke read",
+        "1 ok read 2",
+    ]);
+    assert_eq!(valid(&ok, ModelKind::CasRegister), Validity::Linearizable);
+    let wrong_from = edn(&["0 invoke write 1", "0 ok write 1", "0 invoke cas [3 2]", "0 ok cas [3 2]"]);
+    assert_eq!(valid(&wrong_from, ModelKind::CasRegister), Validity::NotLinearizable);
+}
+
+#[test]
+fn etcd_log_semantics() {
+    let log = |lines: &[&str]| {
+        lines
+            .iter()
+            .map(|l| format!("INFO  jepsen.util - {}\n", l.replace(' ', "\t")))
+            .collect::<String>()
+    };
+    // A failed cas observed a different value: impossible right after writing 1.
+    let failed_cas = log(&["0 :invoke :write 1", "0 :ok :write 1", "0 :invoke :cas [1 2]", "0 :fail :cas [1 2]"]);
+    assert_eq!(valid(&failed_cas, ModelKind::CasRegister), Validity::NotLinearizable);
+    let failed_cas_ok = log(&["0 :invoke :write 1", "0 :ok :write 1", "0 :invoke :cas [3 2]", "0 :fail :cas [3 2]"]);
+    assert_eq!(valid(&failed_cas_ok, ModelKind::CasRegister), Validity::Linearizable);
+    // A timed-out read constrains nothing; a timed-out write may land later.
+    let timeouts = log(&[
+        "0 :invoke :read nil",
+        "0 :fail :read :timed-out",
+        "1 :invoke :write 4",
+        "1 :info :write :timed-out",
+        "2 :invoke :read nil",
+        "2 :ok :read 4",
+    ]);
+    assert_eq!(valid(&timeouts, ModelKind::CasRegister), Validity::Linearizable);
+}
+
+#[test]
+fn keys_are_checked_independently() {
+    let text = "{:process 0, :type :invoke, :f :put, :key \"a\", :value \"1\"}\n\
+                {:process 0, :type :ok, :f :put, :key \"a\", :value \"1\"}\n\
+                {:process 1, :type :invoke, :f :get, :key \"b\", :value nil}\n\
+                {:process 1, :type :ok, :f :get, :key \"b\", :value \"1\"}\n\
+                {:process 2, :type :invoke, :f :append, :key \"a\", :value \"2\"}\n\
+                {:process 2, :type :ok, :f :append, :key \"a\", :value \"2\"}\n\
+                {:process 2, :type :invoke, :f :get, :key \"a\", :value nil}\n\
+                {:process 2, :type :ok, :f :get, :key \"a\", :value \"12\"}\n";
+    let report = check(text, ModelKind::Kv);
+    assert_eq!(report.valid, Validity::NotLinearizable);
+    assert_eq!(report.keys, 2);
+    assert_eq!(report.failure.map(|f| f.key), Some("\"b\"".to_string()));
+    // Jepsen independent tuples [key value].
+    let tuples = edn(&[
+        "0 invoke write [1 5]",
+        "0 ok write [1 5]",
+        "1 invoke cas [2 [nil 3]]",
+        "1 ok cas [2 [nil 3]]",
+        "2 invoke read [1 nil]",
+        "2 ok read [1 5]",
+        "2 invoke read [2 nil]",
+        "2 ok read [2 3]",
+    ]);
+    let report = check(&tuples, ModelKind::CasRegister);
+    assert_eq!((report.valid, report.keys), (Validity::Linearizable, 2));
+}
+
+#[test]
+fn model_errors_name_the_line() {
+    let history = read_edn(&edn(&["0 invoke write 1", "0 ok write 1", "0 invoke cas [1 2]"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match check_history(&history, &CheckOptions::new(ModelKind::Register)) {
+        Err(Error::Model { line, message, .. }) => {
+            assert_eq!(line, 3);
+            assert!(message.contains("cas-register"), "{message}");
+        }
+        other => panic!("expected a model error, got {other:?}"),
+    }
+    let orphan = read_edn(&edn(&["0 invoke write 1", "1 ok write 1"])).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        check_history(&orphan, &CheckOptions::new(ModelKind::Register)),
+        Err(Error::BadOp { line: 2, .. })
+    ));
+    let kv_initial = CheckOptions {
+        initial: Some(Value::Int(0)),
+        ..CheckOptions::new(ModelKind::Kv)
+    };
+    assert!(matches!(check_history(&orphan, &kv_initial), Err(Error::BadInitial(_))));
+    let empty = read_edn("").unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        check_history(&empty, &CheckOptions::new(ModelKind::Register)),
+        Err(Error::EmptyHistory)
+    ));
+}
+
+#[test]
+fn initial_value_is_used() {
+    let text = edn(&["0 invoke read", "0 ok read 0"]);
+    let history = read_edn(&text).unwrap_or_else(|e| panic!("{e}"));
+    let with_zero = CheckOptions {
+        initial: Some(Value::Int(0)),
+        ..CheckOptions::new(ModelKind::Register)
+    };
+    let report = check_history(&history, &with_zero).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.valid, Validity::Linearizable);
+    assert_eq!(valid(&text, ModelKind::Register), Validity::NotLinearizable);
+}
+
+/// 40 concurrent writes, then a read of a value nobody wrote: refuting it means visiting
+/// about 2^40 subsets, so a 1 ms limit must answer unknown with its progress, never a verdict.
+pub fn hard_history() -> String {
+    let mut lines = Vec::new();
+    for p in 0..40 {
+        lines.push(format!("{p} invoke write {p}"));
+    }
+    for p in 0..40 {
+        lines.push(format!("{p} ok write {p}"));
+    }
+    lines.push("99 invoke read".to_string());
+    lines.push("99 ok read 999".to_string());
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    edn(&refs)
+}
+
+#[test]
+fn time_limit_gives_unknown() {
+    let history = read_edn(&hard_history()).unwrap_or_else(|e| panic!("{e}"));
+    let options = CheckOptions {
+        time_limit_ms: Some(1),
+        ..CheckOptions::new(ModelKind::Register)
+    };
+    let report = check_history(&history, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.valid, Validity::Unknown);
+    assert!(report.failure.is_none());
+    let progress = report.unknown.unwrap_or_else(|| panic!("no progress"));
+    assert_eq!(progress.ops_in_key, 41);
+    assert!(progress.max_linearized >= 1);
+    assert!(progress.reason.contains("time limit"), "{}", progress.reason);
+}
