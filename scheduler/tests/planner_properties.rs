@@ -164,8 +164,10 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
             prop_assert_eq!(&action.op, &ActionOp::Stop);
         }
         // Room is made only for a pending job of a strictly higher tier.
-        if let ActionOp::Preempt { for_job: Some(b) } | ActionOp::Resize { for_job: Some(b), .. } =
-            &action.op
+        if let ActionOp::Preempt { for_job: Some(b) }
+        | ActionOp::Resize {
+            for_job: Some(b), ..
+        } = &action.op
         {
             let beneficiary = fleet.state.job(*b).expect("beneficiary exists");
             prop_assert!(beneficiary.spec.tier > job.spec.tier, "{}", action);

@@ -535,8 +535,14 @@ fn a_pending_job_is_explained() {
 #[test]
 fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
     let (mut fleet, nodes) = fleet(2);
-    let a = fleet.run_job(job_spec("a", Tier::Basic, 4, "h100"), devices_of(nodes[0], 0, 4));
-    fleet.run_job(job_spec("b", Tier::Basic, 4, "h100"), devices_of(nodes[1], 0, 4));
+    let a = fleet.run_job(
+        job_spec("a", Tier::Basic, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    fleet.run_job(
+        job_spec("b", Tier::Basic, 4, "h100"),
+        devices_of(nodes[1], 0, 4),
+    );
     // 8 devices are free, 4 on each node: the premium gang of 8 belongs on one node, so a
     // small job moves to clear one instead of the gang being spread.
     let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
@@ -545,7 +551,9 @@ fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
         plan.actions,
         vec![action(
             a,
-            ActionOp::Migrate { to: devices_of(nodes[1], 4, 4) },
+            ActionOp::Migrate {
+                to: devices_of(nodes[1], 4, 4)
+            },
             &format!(
                 "migrated to 1 node in domain n-d0 to defragment: node n-0 is being cleared for \
                  {premium} (premium), whose 8-device gang needs one node"
@@ -561,7 +569,12 @@ fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
     let plan = plan_now(&fleet, Evaluation::Tick);
     assert_eq!(
         ops(&plan)[0],
-        (premium, ActionOp::Place { devices: devices_of(nodes[0], 0, 8) })
+        (
+            premium,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 0, 8)
+            }
+        )
     );
     commit(&mut fleet, plan);
 }
