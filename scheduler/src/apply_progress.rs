@@ -90,6 +90,7 @@ impl ClusterState {
                 self.fail_run(job, &format!("{what} failed on {node}: {reason}"), now_ms);
                 return Ok(Effect::ProgressRecorded {
                     action: id,
+                    job,
                     finished: true,
                     job_phase: self.jobs[&job].phase,
                 });
@@ -121,6 +122,7 @@ impl ClusterState {
         }
         Ok(Effect::ProgressRecorded {
             action: id,
+            job: job_id,
             finished,
             job_phase: self.jobs[&job_id].phase,
         })

@@ -94,6 +94,7 @@ pub enum Effect {
     },
     ProgressRecorded {
         action: ActionId,
+        job: JobId,
         /// The action finished (completed everywhere, or failed) and is no longer in flight.
         finished: bool,
         job_phase: JobPhase,

@@ -390,7 +390,8 @@ fn metadata_compare_and_set() {
 fn bad_submissions_name_the_field_and_change_nothing() {
     let (mut fleet, _) = fleet(1);
     let before = fleet.state.digest();
-    let cases: Vec<(&str, Box<dyn Fn(&mut JobSpec)>)> = vec![
+    type BreakSpec = Box<dyn Fn(&mut JobSpec)>;
+    let cases: Vec<(&str, BreakSpec)> = vec![
         ("name", Box::new(|s| s.name = "  ".into())),
         ("world_size", Box::new(|s| s.world_size = 0)),
         (

@@ -12,6 +12,9 @@ use proptest::prelude::*;
 use singularity_scheduler::*;
 use std::collections::BTreeMap;
 
+/// A random plan action: job pick, op kind, device picks (node, index), beneficiary pick.
+type RandomAction = (u8, u8, Vec<(u8, u8)>, Option<u8>);
+
 #[derive(Clone, Debug)]
 enum Op {
     Register {
@@ -50,7 +53,7 @@ enum Op {
         key: u8,
     },
     Plan {
-        actions: Vec<(u8, u8, Vec<(u8, u8)>, Option<u8>)>,
+        actions: Vec<RandomAction>,
     },
     PlaceFree {
         job: u8,
@@ -130,10 +133,13 @@ fn free_devices(state: &ClusterState, kind: Option<&DeviceKind>) -> Vec<DeviceRe
         .nodes()
         .filter(|n| n.status == NodeStatus::Up)
         .flat_map(|n| {
-            n.devices.iter().enumerate().filter_map(move |(i, d)| {
-                (d.holder.is_none() && d.health.is_healthy() && Some(&d.kind) == kind)
-                    .then(|| DeviceRef::new(n.id, i as u16))
-            })
+            n.devices
+                .iter()
+                .enumerate()
+                .filter(move |(_, d)| {
+                    d.holder.is_none() && d.health.is_healthy() && Some(&d.kind) == kind
+                })
+                .map(move |(i, _)| DeviceRef::new(n.id, i as u16))
         })
         .collect()
 }
