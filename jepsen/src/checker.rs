@@ -202,7 +202,7 @@ fn failure_window(
             key: key.key.to_string(),
             ops_in_key: ops.len(),
             linearized_before: refutation.linearized.len(),
-            state_before: key.stepper.value(refutation.state).to_string(),
+            state_before: key.stepper.state_text(refutation.state),
             failing_op: view(&ops[0], "failing"),
             window: Vec::new(),
         };
@@ -227,7 +227,7 @@ fn failure_window(
         key: key.key.to_string(),
         ops_in_key: ops.len(),
         linearized_before: refutation.linearized.len(),
-        state_before: key.stepper.value(refutation.state).to_string(),
+        state_before: key.stepper.state_text(refutation.state),
         failing_op: view(failing, "failing"),
         window: members
             .into_iter()

@@ -42,4 +42,4 @@ pub const MAX_CHECK_THREADS: usize = 8;
 
 /// Search steps one key gets before the checker turns to the next key, so that a key that is
 /// quick to refute is found even when another key is slow.
-pub const STEPS_PER_SLICE: u64 = 1 << 14;
+pub const STEPS_PER_SLICE: u64 = 1 << 11;

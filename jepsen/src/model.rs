@@ -65,9 +65,10 @@ impl ModelKind {
 /// change nothing (reads with unknown output) never become steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Legal iff the state is the value; the state stays.
+    /// Register read: legal iff the state is the value; the state stays.
     Read(u32),
-    /// Always legal; the state becomes the value.
+    /// Always legal; the state becomes the given state (a value for registers, a base state
+    /// for kv).
     Write(u32),
     /// Legal iff the state is `from`; the state becomes `to`.
     Cas(u32, u32),
@@ -75,30 +76,80 @@ pub enum Step {
     CasFailed(u32),
     /// A cas with unknown outcome: always legal; the state becomes `to` if it was `from`.
     CasMaybe(u32, u32),
+    /// kv get: legal iff the state's string equals the value's; the state stays.
+    Get(u32),
     /// kv append: always legal; the state becomes the state's string followed by the value's.
     Append(u32),
 }
 
-/// Interned values and the transition function of one key's search.
-pub struct Stepper {
-    values: Vec<Value>,
-    index: HashMap<Value, u32, FastBuildHasher>,
-    append_memo: HashMap<(u32, u32), u32, FastBuildHasher>,
+/// Base of the kv strings' polynomial hash (odd, so powers never vanish modulo 2^64).
+const TEXT_HASH_BASE: u64 = 0x100_0000_01B3;
+const NO_PARENT: u32 = u32::MAX;
+
+/// A kv string's length and hash, and the base's power for its length.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TextHash {
+    len: usize,
+    hash: u64,
+    power: u64,
 }
 
-impl Default for Stepper {
-    fn default() -> Self {
-        Self::new()
+impl TextHash {
+    fn of(text: &str) -> Self {
+        let mut h = TextHash {
+            len: text.len(),
+            hash: 0,
+            power: 1,
+        };
+        for &b in text.as_bytes() {
+            h.hash = h.hash.wrapping_mul(TEXT_HASH_BASE).wrapping_add(u64::from(b) + 1);
+            h.power = h.power.wrapping_mul(TEXT_HASH_BASE);
+        }
+        h
+    }
+
+    fn then(self, suffix: TextHash) -> Self {
+        TextHash {
+            len: self.len + suffix.len,
+            hash: self.hash.wrapping_mul(suffix.power).wrapping_add(suffix.hash),
+            power: self.power.wrapping_mul(suffix.power),
+        }
     }
 }
 
+/// A kv state: a base string (initial or put) followed by a chain of appends. Equal strings
+/// reached by different chains are different states; that only costs cache hits, never a
+/// wrong verdict, as gets compare the strings themselves.
+#[derive(Debug, Clone, Copy)]
+struct KvState {
+    parent: u32,
+    value: u32,
+    text: TextHash,
+}
+
+/// Interned values and the transition function of one key's search. Register states are
+/// value ids; kv states are ids of [`KvState`]s, built without allocating strings.
+pub struct Stepper {
+    kv: bool,
+    values: Vec<Value>,
+    index: HashMap<Value, u32, FastBuildHasher>,
+    texts: Vec<TextHash>,
+    kv_states: Vec<KvState>,
+    kv_bases: HashMap<u32, u32, FastBuildHasher>,
+    kv_children: HashMap<(u32, u32), u32, FastBuildHasher>,
+}
+
 impl Stepper {
-    /// An empty table.
-    pub fn new() -> Self {
+    /// An empty table for `model`.
+    pub fn new(model: ModelKind) -> Self {
         Stepper {
+            kv: model == ModelKind::Kv,
             values: Vec::new(),
             index: HashMap::default(),
-            append_memo: HashMap::default(),
+            texts: Vec::new(),
+            kv_states: Vec::new(),
+            kv_bases: HashMap::default(),
+            kv_children: HashMap::default(),
         }
     }
 
@@ -109,17 +160,51 @@ impl Stepper {
         }
         let id = self.values.len() as u32;
         self.values.push(value.clone());
+        self.texts.push(TextHash::of(value.as_str().unwrap_or("")));
         self.index.insert(value.clone(), id);
         id
     }
 
-    /// The value of an id.
-    pub fn value(&self, id: u32) -> &Value {
-        &self.values[id as usize]
+    /// The state in which the data holds `value`: the value's id for registers, a base kv
+    /// state for kv (non-strings count as "").
+    pub fn state_of(&mut self, value: &Value) -> u32 {
+        let id = self.intern(value);
+        if !self.kv {
+            return id;
+        }
+        if let Some(&state) = self.kv_bases.get(&id) {
+            return state;
+        }
+        let state = self.kv_states.len() as u32;
+        self.kv_states.push(KvState {
+            parent: NO_PARENT,
+            value: id,
+            text: self.texts[id as usize],
+        });
+        self.kv_bases.insert(id, state);
+        state
+    }
+
+    /// A state as EDN text, for reports.
+    pub fn state_text(&self, state: u32) -> String {
+        if !self.kv {
+            return self
+                .values
+                .get(state as usize)
+                .map_or_else(|| "?".to_string(), ToString::to_string);
+        }
+        let mut parts = Vec::new();
+        let mut current = state;
+        while let Some(node) = self.kv_states.get(current as usize) {
+            parts.push(self.values[node.value as usize].as_str().unwrap_or(""));
+            current = node.parent;
+        }
+        parts.reverse();
+        Value::Str(parts.concat()).to_string()
     }
 
     /// Applies `step` to `state`: the new state, or `None` if the step is not legal there.
-    /// `Err` only when the kv model would intern more than `MAX_KV_STATES` states.
+    /// `Err` only when the kv model would make more than `MAX_KV_STATES` states.
     #[inline]
     pub fn step(&mut self, state: u32, step: Step) -> std::result::Result<Option<u32>, ()> {
         Ok(match step {
@@ -128,21 +213,53 @@ impl Stepper {
             Step::Cas(from, to) => (state == from).then_some(to),
             Step::CasFailed(from) => (state != from).then_some(state),
             Step::CasMaybe(from, to) => Some(if state == from { to } else { state }),
+            Step::Get(v) => self.kv_equals(state, v).then_some(state),
             Step::Append(v) => Some(self.append(state, v)?),
         })
     }
 
+    /// True when kv state `state` spells the string of value `v`: hashes first, then the
+    /// bytes, chunk by chunk from the end.
+    fn kv_equals(&self, state: u32, v: u32) -> bool {
+        let Some(node) = self.kv_states.get(state as usize) else {
+            return false;
+        };
+        let expected = self.texts[v as usize];
+        if node.text.len != expected.len || node.text.hash != expected.hash {
+            return false;
+        }
+        let target = self.values[v as usize].as_str().unwrap_or("").as_bytes();
+        let mut end = target.len();
+        let mut current = state;
+        while let Some(node) = self.kv_states.get(current as usize) {
+            let piece = self.values[node.value as usize].as_str().unwrap_or("").as_bytes();
+            if piece.len() > end || target[end - piece.len()..end] != *piece {
+                return false;
+            }
+            end -= piece.len();
+            current = node.parent;
+        }
+        end == 0
+    }
+
     fn append(&mut self, state: u32, v: u32) -> std::result::Result<u32, ()> {
-        if let Some(&next) = self.append_memo.get(&(state, v)) {
+        if let Some(&next) = self.kv_children.get(&(state, v)) {
             return Ok(next);
         }
-        if self.values.len() >= MAX_KV_STATES {
+        if self.kv_states.len() >= MAX_KV_STATES {
             return Err(());
         }
-        let mut text = self.values[state as usize].as_str().unwrap_or("").to_string();
-        text.push_str(self.values[v as usize].as_str().unwrap_or(""));
-        let next = self.intern(&Value::Str(text));
-        self.append_memo.insert((state, v), next);
+        let parent_text = self
+            .kv_states
+            .get(state as usize)
+            .map_or(TextHash::of(""), |n| n.text);
+        let next = self.kv_states.len() as u32;
+        self.kv_states.push(KvState {
+            parent: state,
+            value: v,
+            text: parent_text.then(self.texts[v as usize]),
+        });
+        self.kv_children.insert((state, v), next);
         Ok(next)
     }
 }

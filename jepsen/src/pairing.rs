@@ -149,8 +149,8 @@ pub fn build_problems(history: &History, model: ModelKind, initial: &Value) -> R
         let index = match key_index.get(key) {
             Some(&i) => i,
             None => {
-                let mut stepper = Stepper::new();
-                let initial = stepper.intern(initial);
+                let mut stepper = Stepper::new(model);
+                let initial = stepper.state_of(initial);
                 keys.push(KeyProblem {
                     key: key.clone(),
                     ops: Vec::new(),
@@ -265,9 +265,9 @@ fn compile(
             if !ok {
                 return Ok(None);
             }
-            Step::Read(stepper.intern(string_value(op, model, observed)?))
+            Step::Get(stepper.intern(string_value(op, model, observed)?))
         }
-        (ModelKind::Kv, "put") => Step::Write(stepper.intern(string_value(op, model, input)?)),
+        (ModelKind::Kv, "put") => Step::Write(stepper.state_of(string_value(op, model, input)?)),
         (ModelKind::Kv, "append") => {
             Step::Append(stepper.intern(string_value(op, model, input)?))
         }

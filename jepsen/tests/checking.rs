@@ -36,7 +36,7 @@ fn edn(lines: &[&str]) -> String {
 
 #[test]
 fn register_steps() {
-    let mut stepper = Stepper::new();
+    let mut stepper = Stepper::new(ModelKind::Register);
     let (nil, one) = (stepper.intern(&Value::Nil), stepper.intern(&Value::Int(1)));
     assert_eq!(stepper.step(nil, Step::Read(nil)), Ok(Some(nil)));
     assert_eq!(stepper.step(nil, Step::Read(one)), Ok(None));
@@ -45,7 +45,7 @@ fn register_steps() {
 
 #[test]
 fn cas_steps() {
-    let mut stepper = Stepper::new();
+    let mut stepper = Stepper::new(ModelKind::CasRegister);
     let (a, b) = (stepper.intern(&Value::Int(1)), stepper.intern(&Value::Int(2)));
     assert_eq!(stepper.step(a, Step::Cas(a, b)), Ok(Some(b)));
     assert_eq!(stepper.step(b, Step::Cas(a, b)), Ok(None));
@@ -57,17 +57,26 @@ fn cas_steps() {
 
 #[test]
 fn kv_steps() {
-    let mut stepper = Stepper::new();
-    let empty = stepper.intern(&Value::Str(String::new()));
+    let mut stepper = Stepper::new(ModelKind::Kv);
+    let empty = stepper.state_of(&Value::Str(String::new()));
     let x = stepper.intern(&Value::Str("x".into()));
     let xx = stepper.intern(&Value::Str("xx".into()));
     let Ok(Some(after_x)) = stepper.step(empty, Step::Append(x)) else {
         panic!("append failed")
     };
-    assert_eq!(after_x, x);
-    assert_eq!(stepper.step(after_x, Step::Append(x)), Ok(Some(xx)));
-    assert_eq!(stepper.step(xx, Step::Read(xx)), Ok(Some(xx)));
-    assert_eq!(stepper.step(xx, Step::Write(empty)), Ok(Some(empty)));
+    assert_eq!(stepper.step(after_x, Step::Get(x)), Ok(Some(after_x)));
+    assert_eq!(stepper.step(after_x, Step::Get(xx)), Ok(None));
+    let Ok(Some(after_xx)) = stepper.step(after_x, Step::Append(x)) else {
+        panic!("append failed")
+    };
+    assert_eq!(stepper.step(after_x, Step::Append(x)), Ok(Some(after_xx)));
+    assert_eq!(stepper.step(after_xx, Step::Get(xx)), Ok(Some(after_xx)));
+    assert_eq!(stepper.state_text(after_xx), "\"xx\"");
+    // A put of "xx" is a different state spelling the same string.
+    let put_xx = stepper.state_of(&Value::Str("xx".into()));
+    assert_eq!(stepper.step(after_xx, Step::Write(put_xx)), Ok(Some(put_xx)));
+    assert_eq!(stepper.step(put_xx, Step::Get(xx)), Ok(Some(put_xx)));
+    assert_eq!(stepper.step(empty, Step::Get(x)), Ok(None));
 }
 
 #[test]
