@@ -18,6 +18,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a control-plane replica (Raft over RocksDB, gRPC API).
+    Server(crate::server::ServerArgs),
+    /// Submit, list, inspect, cancel jobs and update their metadata.
+    Job(crate::client::job::JobArgs),
+    /// Inspect nodes.
+    Node(crate::client::node::NodeArgs),
+    /// Inspect the cluster's scheduler state.
+    Cluster(crate::client::cluster::ClusterArgs),
+    /// Raft status and membership, snapshots, the decoded log.
+    Operator(crate::operator::OperatorArgs),
     /// Replay a job trace through a scheduling policy on a simulated fleet and report
     /// utilization, completion times and SLA attainment.
     Simulate(crate::simulate::SimulateArgs),
@@ -28,6 +38,11 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Server(args) => crate::server::run(args),
+        Command::Job(args) => crate::client::job::run(args),
+        Command::Node(args) => crate::client::node::run(args),
+        Command::Cluster(args) => crate::client::cluster::run(args),
+        Command::Operator(args) => crate::operator::run(args),
         Command::Simulate(args) => crate::simulate::run(args),
     };
     match result {

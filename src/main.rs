@@ -2,6 +2,10 @@
 //! library crate should own; each subcommand's module is a thin adapter over a library.
 
 mod cli;
+mod client;
+mod logging;
+mod operator;
+mod server;
 mod simulate;
 
 fn main() -> std::process::ExitCode {

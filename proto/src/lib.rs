@@ -1,6 +1,22 @@
-//! Singularity's wire contract: the `.proto` files of the client, operator, agent and
-//! replica-to-replica gRPC services, the tonic/prost code generated from them, and conversions
-//! between those messages and `singularity-scheduler` model types.
+//! Singularity's wire contract: the `.proto` files of the client, operator and
+//! replica-to-replica gRPC services, the tonic/prost code generated from them, and the small
+//! conventions around them (the leader-hint header).
 //!
-//! It must not hold logic beyond conversion and validation of wire messages: no scheduling
-//! decisions, no storage, no I/O. Nothing lives here yet; the control-plane issue fills it.
+//! It must not hold logic beyond wire conventions: no scheduling decisions, no storage, no I/O.
+
+/// Generated messages, clients and servers of package `singularity.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("singularity.v1");
+}
+
+/// The response header in which a follower names the leader's address.
+pub const LEADER_HEADER: &str = "x-singularity-leader";
+
+/// Read queries the `Control.Read` RPC understands.
+pub mod query {
+    pub const JOBS: &str = "jobs";
+    pub const JOB: &str = "job";
+    pub const NODES: &str = "nodes";
+    pub const CLUSTER: &str = "cluster";
+}

@@ -1,7 +1,18 @@
 //! The replicated control plane: openraft's type configuration, the RocksDB log store and the
 //! state machine that wraps `singularity_scheduler::ClusterState`, the tonic network between
-//! replicas, and the server (client API, leader scheduling loop, linearizable reads).
+//! replicas, and the server (client API, operator API, linearizable reads, metrics).
 //!
 //! It must not make scheduling decisions of its own (the pure `scheduler` crate does) and must
-//! never acknowledge a log append before RocksDB has synced it. Nothing lives here yet; the
-//! control-plane issue fills it.
+//! never acknowledge a log append or a vote before RocksDB has synced it (DESIGN.md rule 2).
+
+pub mod client;
+pub mod error;
+pub mod limits;
+pub mod network;
+pub mod oplog;
+pub mod server;
+pub mod store;
+pub mod types;
+
+pub use error::RaftError;
+pub use types::{LogId, NodeId, Raft, TypeConfig};

@@ -1,0 +1,313 @@
+//! `Client`: the client side of the `Control` API used by the CLI and by tests. It keeps one
+//! channel per endpoint, follows the leader hint a follower returns, retries a write with the
+//! same client id and sequence number (so it takes effect once, DESIGN.md rule 5), and gives
+//! up after a bounded number of attempts. It must not invent results: every answer comes from
+//! a replica.
+
+use crate::error::RaftError;
+use crate::limits::{CLIENT_RPC_TIMEOUT_MS, MAX_CLIENT_ATTEMPTS, MAX_GRPC_MESSAGE_BYTES};
+use crate::network::channel;
+use singularity_proto::v1::control_client::ControlClient;
+use singularity_proto::v1::*;
+use singularity_proto::LEADER_HEADER;
+use singularity_scheduler::{ClientId, ClientRequest, Command, Entry, Outcome};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tonic::transport::Channel;
+
+/// Longest pause between attempts, in milliseconds.
+const MAX_BACKOFF_MS: u64 = 500;
+
+/// The result of a committed write.
+#[derive(Clone, Debug)]
+pub struct WriteResult {
+    pub outcome: Outcome,
+    pub log_index: u64,
+}
+
+/// A client of a Singularity cluster.
+pub struct Client {
+    endpoints: Vec<String>,
+    /// Index into `endpoints` of the replica to try next.
+    current: usize,
+    channels: HashMap<String, ControlClient<Channel>>,
+    client_id: ClientId,
+    next_sequence: u64,
+    rpc_timeout: Duration,
+}
+
+/// Clients created by this process so far; part of each new client id.
+static CLIENTS_CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// A client id unlikely to collide with another client's: a hash of the time, the process id
+/// and a per-process counter.
+fn fresh_client_id() -> ClientId {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&nanos.to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(
+        &CLIENTS_CREATED
+            .fetch_add(1, Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.as_bytes()[..16]);
+    ClientId(u128::from_le_bytes(bytes))
+}
+
+impl Client {
+    /// A client of the replicas at `endpoints` (`host:port`).
+    pub fn new(endpoints: Vec<String>) -> Result<Client, RaftError> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim().trim_start_matches("http://").to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(RaftError::Config(
+                "no endpoints; give --endpoints HOST:PORT[,HOST:PORT...] or SINGULARITY_ENDPOINTS"
+                    .into(),
+            ));
+        }
+        Ok(Client {
+            endpoints,
+            current: 0,
+            channels: HashMap::new(),
+            client_id: fresh_client_id(),
+            next_sequence: 1,
+            rpc_timeout: Duration::from_millis(CLIENT_RPC_TIMEOUT_MS),
+        })
+    }
+
+    /// Uses a given client id and first sequence number (to resume a session).
+    pub fn with_session(mut self, client_id: ClientId, next_sequence: u64) -> Client {
+        self.client_id = client_id;
+        self.next_sequence = next_sequence.max(1);
+        self
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.client_id
+    }
+
+    fn connect(&mut self, endpoint: &str) -> Result<ControlClient<Channel>, RaftError> {
+        if let Some(client) = self.channels.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let channel = channel(endpoint, self.rpc_timeout)
+            .map_err(|e| RaftError::Transport(format!("{endpoint}: {e}")))?;
+        let client = ControlClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        self.channels.insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Runs `call` against the current endpoint, following leader hints and moving to the next
+    /// endpoint on transport errors, for at most `MAX_CLIENT_ATTEMPTS` attempts.
+    async fn with_retries<T, F, Fut>(&mut self, mut call: F) -> Result<T, RaftError>
+    where
+        F: FnMut(ControlClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last_error = String::new();
+        for attempt in 0..MAX_CLIENT_ATTEMPTS {
+            let endpoint = self.endpoints[self.current].clone();
+            let client = self.connect(&endpoint)?;
+            match call(client).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => {
+                    let retryable = matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                            | tonic::Code::Unknown
+                            | tonic::Code::Aborted
+                    );
+                    if !retryable {
+                        return Err(RaftError::Rpc {
+                            endpoint,
+                            code: format!("{:?}", status.code()),
+                            message: status.message().to_string(),
+                        });
+                    }
+                    last_error = format!("{endpoint}: {}", status.message());
+                    let hint = status
+                        .metadata()
+                        .get(LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    match hint {
+                        Some(leader) if leader != endpoint => {
+                            if !self.endpoints.contains(&leader) {
+                                self.endpoints.push(leader.clone());
+                            }
+                            self.current = self
+                                .endpoints
+                                .iter()
+                                .position(|e| e == &leader)
+                                .unwrap_or(0);
+                            continue;
+                        }
+                        _ => self.current = (self.current + 1) % self.endpoints.len(),
+                    }
+                    let backoff = (50u64 << attempt.min(4)).min(MAX_BACKOFF_MS);
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+            }
+        }
+        Err(RaftError::Exhausted {
+            attempts: MAX_CLIENT_ATTEMPTS,
+            last: last_error,
+        })
+    }
+
+    /// Proposes `command` once, retrying with the same sequence number until it commits.
+    pub async fn write(&mut self, command: Command) -> Result<WriteResult, RaftError> {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let entry = Entry::new(
+            Some(ClientRequest {
+                client_id: self.client_id,
+                sequence,
+            }),
+            0,
+            command,
+        );
+        self.write_entry(&entry).await
+    }
+
+    /// Sends an already built entry (a retry of an earlier write keeps its sequence).
+    pub async fn write_entry(&mut self, entry: &Entry) -> Result<WriteResult, RaftError> {
+        let bytes = entry.encode()?;
+        let reply = self
+            .with_retries(|mut client| {
+                let request = WriteRequest {
+                    entry: bytes.clone(),
+                };
+                async move { client.write(request).await }
+            })
+            .await?;
+        let outcome: Outcome =
+            serde_json::from_str(&reply.outcome_json).map_err(|e| RaftError::Decode {
+                what: "write outcome",
+                detail: e.to_string(),
+            })?;
+        Ok(WriteResult {
+            outcome,
+            log_index: reply.log_index,
+        })
+    }
+
+    /// A read of `query` (see `singularity_proto::query`); linearizable unless `stale`.
+    pub async fn read(
+        &mut self,
+        query: &str,
+        job_id: u64,
+        stale: bool,
+    ) -> Result<ReadReply, RaftError> {
+        let request = ReadRequest {
+            query: query.to_string(),
+            job_id,
+            stale,
+        };
+        self.with_retries(|mut client| {
+            let request = request.clone();
+            async move { client.read(request).await }
+        })
+        .await
+    }
+
+    /// The status of the replica at the current endpoint (no leader following).
+    pub async fn status_of(&mut self, endpoint: &str) -> Result<String, RaftError> {
+        let mut client = self.connect(endpoint)?;
+        client
+            .status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner().json)
+            .map_err(|status| RaftError::Rpc {
+                endpoint: endpoint.to_string(),
+                code: format!("{:?}", status.code()),
+                message: status.message().to_string(),
+            })
+    }
+
+    /// The endpoints this client knows.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Adds a learner through the leader.
+    pub async fn add_learner(&mut self, node_id: u64, addr: &str) -> Result<String, RaftError> {
+        let request = AddLearnerRequest {
+            node_id,
+            addr: addr.to_string(),
+        };
+        let reply = self
+            .with_retries(|mut client| {
+                let request = request.clone();
+                async move { client.add_learner(request).await }
+            })
+            .await?;
+        Ok(reply.json)
+    }
+
+    /// Changes the voters through the leader.
+    pub async fn change_membership(
+        &mut self,
+        voters: Vec<u64>,
+        retain: bool,
+    ) -> Result<String, RaftError> {
+        let request = ChangeMembershipRequest { voters, retain };
+        let reply = self
+            .with_retries(|mut client| {
+                let request = request.clone();
+                async move { client.change_membership(request).await }
+            })
+            .await?;
+        Ok(reply.json)
+    }
+
+    /// Downloads a snapshot of the current endpoint's applied state.
+    pub async fn snapshot(&mut self) -> Result<Vec<u8>, RaftError> {
+        let endpoint = self.endpoints[self.current].clone();
+        let mut client = self.connect(&endpoint)?;
+        let rpc = |status: tonic::Status| RaftError::Rpc {
+            endpoint: endpoint.clone(),
+            code: format!("{:?}", status.code()),
+            message: status.message().to_string(),
+        };
+        let mut stream = client
+            .snapshot_save(SnapshotRequest {})
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(rpc)? {
+            if bytes.len() + chunk.data.len() > singularity_scheduler::limits::MAX_SNAPSHOT_BYTES {
+                return Err(RaftError::Decode {
+                    what: "snapshot",
+                    detail: "larger than the snapshot limit".into(),
+                });
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok(bytes)
+    }
+
+    /// Log entries in `[from, to]` from the current endpoint (at most one bounded page).
+    pub async fn read_log(&mut self, from: u64, to: u64) -> Result<LogReply, RaftError> {
+        self.with_retries(
+            |mut client| async move { client.read_log(LogRequest { from, to }).await },
+        )
+        .await
+    }
+}

@@ -1,0 +1,62 @@
+//! Decoding of log entries for operators (`singularity operator log`): index, term, the
+//! leader's timestamp, the command's kind and its one-line summary with the decision's reasons.
+//! It must not change the log; it only reads entries handed to it.
+
+use crate::types::LogEntry;
+use openraft::EntryPayload;
+use serde::{Deserialize, Serialize};
+
+/// One decoded log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub index: u64,
+    pub term: u64,
+    pub leader_time_ms: u64,
+    pub kind: String,
+    pub summary: String,
+}
+
+/// Describes one entry.
+pub fn describe(entry: &LogEntry) -> LogLine {
+    let (leader_time_ms, kind, summary) = match &entry.payload {
+        EntryPayload::Blank => (
+            0,
+            "blank".to_string(),
+            format!(
+                "leader {} elected for term {}",
+                entry.log_id.leader_id.node_id, entry.log_id.leader_id.term
+            ),
+        ),
+        EntryPayload::Normal(data) => {
+            let client = match data.client {
+                Some(c) => format!(" [client {} seq {}]", c.client_id.0, c.sequence),
+                None => String::new(),
+            };
+            (
+                data.leader_time_ms,
+                data.command.kind().to_string(),
+                format!("{}{client}", data.command.summary()),
+            )
+        }
+        EntryPayload::Membership(m) => {
+            let voters: Vec<String> = m.voter_ids().map(|id| id.to_string()).collect();
+            let learners: Vec<String> = m.learner_ids().map(|id| id.to_string()).collect();
+            (
+                0,
+                "membership".to_string(),
+                format!(
+                    "membership: voters [{}] learners [{}]",
+                    voters.join(","),
+                    learners.join(",")
+                ),
+            )
+        }
+    };
+    LogLine {
+        index: entry.log_id.index,
+        term: entry.log_id.leader_id.term,
+        leader_time_ms,
+        kind,
+        summary,
+    }
+}

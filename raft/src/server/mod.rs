@@ -1,0 +1,13 @@
+//! The control-plane server of one replica: its configuration, start-up (open the data dir,
+//! start openraft, serve gRPC, bootstrap or join), the client and operator API, status and
+//! Prometheus metrics, and clean shutdown. It must not decide scheduling itself.
+
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod replica;
+pub mod status;
+
+pub use config::ServerConfig;
+pub use replica::Replica;
+pub use status::RaftStatus;

@@ -1,0 +1,239 @@
+//! `LogStore`: openraft's `RaftLogStorage` over RocksDB. Entries live in the `log` column
+//! family under their big-endian index; the vote, the last purged log id and the committed log
+//! id live in `meta`. Appends and votes are written with `sync = true` and reported to openraft
+//! only after RocksDB returns. It must not reorder writes or leave holes in the log.
+
+// openraft's traits fix the error type (`StorageError`, ~224 bytes); helpers share it.
+#![allow(clippy::result_large_err)]
+
+use super::codec::{decode, decode_entry, encode, encode_entry, index_key, key_index};
+use super::db::{Db, CF_LOG, CF_META};
+use super::{read_err, write_err};
+use crate::types::{LogEntry, LogId, StorageError, TypeConfig, Vote};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// The replicated log of one replica, in RocksDB. Cheap to clone (it shares the database).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Db,
+}
+
+impl LogStore {
+    pub fn new(db: Db) -> LogStore {
+        LogStore { db }
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        match self.db.get(CF_META, key).map_err(read_err)? {
+            None => Ok(None),
+            Some(bytes) => decode(meta_name(key), &bytes).map(Some).map_err(read_err),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(meta_name(key), value).map_err(write_err)?;
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(sync);
+        self.db
+            .raw()
+            .put_cf_opt(self.db.cf(CF_META), key, bytes, &options)
+            .map_err(write_err)
+    }
+
+    /// The last log entry stored, if any.
+    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        let mut iter = self
+            .db
+            .raw()
+            .iterator_cf(self.db.cf(CF_LOG), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item.map_err(read_err)?;
+                Ok(Some(decode_entry(&value).map_err(read_err)?.log_id))
+            }
+        }
+    }
+
+    /// Stored entries with index in `[start, end)`, in order, from the first one stored in the
+    /// range; stops at the first hole.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<LogEntry>, StorageError> {
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        let from = index_key(start);
+        let iter = self.db.raw().iterator_cf(
+            self.db.cf(CF_LOG),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        let mut expected = None;
+        for item in iter {
+            let (key, value) = item.map_err(read_err)?;
+            let index = key_index(&key).map_err(read_err)?;
+            if index >= end || expected.is_some_and(|e| e != index) {
+                break;
+            }
+            out.push(decode_entry(&value).map_err(read_err)?);
+            expected = Some(index + 1);
+        }
+        Ok(out)
+    }
+
+    /// The index of the first entry stored (after a purge, later than 1).
+    pub fn first_index(&self) -> Result<Option<u64>, StorageError> {
+        let mut iter = self
+            .db
+            .raw()
+            .iterator_cf(self.db.cf(CF_LOG), IteratorMode::Start);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, _) = item.map_err(read_err)?;
+                Ok(Some(key_index(&key).map_err(read_err)?))
+            }
+        }
+    }
+
+    /// The last purged log id and the last log id, as openraft sees them.
+    pub fn log_state(&self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    /// The committed log id last saved (may lag the true commit index).
+    pub fn committed(&self) -> Result<Option<LogId>, StorageError> {
+        self.meta(KEY_COMMITTED)
+    }
+}
+
+fn meta_name(key: &[u8]) -> &'static str {
+    match key {
+        KEY_VOTE => "vote",
+        KEY_LAST_PURGED => "last purged log id",
+        _ => "committed log id",
+    }
+}
+
+fn start_end(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let (start, end) = start_end(&range);
+        self.entries(start, end)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        self.log_state()
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote, true)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Only an optimisation of restart (how far to re-apply): no sync needed.
+        self.put_meta(KEY_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = LogEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.db.cf(CF_LOG);
+        for entry in entries {
+            let bytes = encode_entry(&entry).map_err(write_err)?;
+            batch.put_cf(cf, index_key(entry.log_id.index), bytes);
+        }
+        // DESIGN.md rule 2: the WAL is fsynced before openraft hears of the append.
+        let result = self.db.raw().write_opt(batch, &Db::synced());
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf = self.db.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
+        batch.delete_cf(cf, index_key(u64::MAX));
+        self.db
+            .raw()
+            .write_opt(batch, &Db::synced())
+            .map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first: a crash between the two writes leaves extra entries,
+        // never a hole.
+        self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
+        let cf = self.db.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index.saturating_add(1)));
+        self.db
+            .raw()
+            .write_opt(batch, &Db::synced())
+            .map_err(write_err)
+    }
+}

@@ -1,0 +1,34 @@
+//! openraft's type configuration for Singularity: the log's application data is a scheduler
+//! `Entry`, the state machine's response an `Outcome`. It must not hold behaviour.
+
+use singularity_scheduler::{Entry, Outcome};
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// Singularity's openraft types.
+    pub TypeConfig:
+        D = Entry,
+        R = Outcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A replica's id.
+pub type NodeId = u64;
+/// A running Raft node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log id (term, leader, index).
+pub type LogId = openraft::LogId<NodeId>;
+/// A log entry as openraft sees it.
+pub type LogEntry = openraft::Entry<TypeConfig>;
+/// openraft's storage error for our node id.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// Membership as stored with the applied state.
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+/// A vote.
+pub type Vote = openraft::Vote<NodeId>;

@@ -1,0 +1,174 @@
+//! A 3-replica cluster on loopback with real servers: leader failover with writes going on, a
+//! restarted follower catching up from its RocksDB dir, a lagging replica catching up by
+//! snapshot behind a purged log, membership 3 -> 5 -> 3 under writes, equal digests at equal
+//! applied indexes, and a crash of every replica losing no acknowledged write.
+
+mod common;
+
+use common::{submit, TestCluster, MAX_POLLS, POLL};
+use singularity_proto::query;
+use singularity_raft::client::Client;
+use singularity_scheduler::{Effect, Job, JobId, Outcome};
+use std::collections::BTreeSet;
+
+/// Writes `count` job submissions and returns the acknowledged job ids.
+async fn submit_jobs(client: &mut Client, prefix: &str, count: usize) -> Vec<JobId> {
+    let mut jobs = Vec::new();
+    for i in 0..count {
+        let result = client
+            .write(submit(&format!("{prefix}-{i}")))
+            .await
+            .expect("write");
+        match result.outcome {
+            Outcome::Accepted(Effect::JobSubmitted { job }) => jobs.push(job),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    jobs
+}
+
+async fn job_ids(client: &mut Client) -> BTreeSet<JobId> {
+    let reply = client.read(query::JOBS, 0, false).await.expect("read");
+    let jobs: Vec<Job> = serde_json::from_str(&reply.json).expect("jobs json");
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_failover_then_follower_restart_catches_up() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut client = cluster.client();
+    let mut acked = submit_jobs(&mut client, "before", 10).await;
+
+    let old_leader = cluster.wait_leader().await;
+    cluster.stop(old_leader).await;
+    let new_leader = cluster.wait_leader().await;
+    assert_ne!(new_leader, old_leader);
+    acked.extend(submit_jobs(&mut client, "after", 10).await);
+
+    cluster.restart(old_leader).await;
+    cluster.assert_same_digest().await;
+    let present = job_ids(&mut client).await;
+    for job in &acked {
+        assert!(present.contains(job), "acknowledged {job} is missing");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_replica_catches_up_by_snapshot_after_purge() {
+    // Snapshot every 20 entries and keep no log behind it, so the lagging replica's next
+    // entry is purged on the leader and only a snapshot can bring it up to date.
+    let mut cluster = TestCluster::start_with(3, 20, 0).await;
+    let mut client = cluster.client();
+    submit_jobs(&mut client, "warm", 3).await;
+    let leader = cluster.wait_leader().await;
+    let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.stop(lagging).await;
+
+    let acked = submit_jobs(&mut client, "while-down", 60).await;
+    let mut purged = false;
+    for _ in 0..MAX_POLLS {
+        let metrics = cluster.replicas[&leader].raft.metrics().borrow().clone();
+        if metrics.purged.map(|p| p.index).unwrap_or(0) > 5 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(purged, "the leader never purged its log");
+
+    cluster.restart(lagging).await;
+    cluster.assert_same_digest().await;
+    let installed = cluster.replicas[&lagging]
+        .sm
+        .stats()
+        .snapshots_installed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        installed >= 1,
+        "the lagging replica did not install a snapshot"
+    );
+    let present = job_ids(&mut client).await;
+    assert!(acked.iter().all(|j| present.contains(j)));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_grows_to_five_and_back_to_three_under_writes() {
+    let mut cluster = TestCluster::start(3).await;
+    let endpoints: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut client = Client::new(endpoints).expect("client");
+            let mut acked = Vec::new();
+            for i in 0..2_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                acked.extend(submit_jobs(&mut client, &format!("load-{i}"), 1).await);
+            }
+            acked
+        })
+    };
+
+    cluster.start_empty(4).await;
+    cluster.start_empty(5).await;
+    let mut admin = cluster.client();
+    for id in [4, 5] {
+        admin
+            .add_learner(id, &cluster.addrs[&id].to_string())
+            .await
+            .expect("add learner");
+    }
+    admin
+        .change_membership(vec![1, 2, 3, 4, 5], false)
+        .await
+        .expect("grow to 5");
+    admin
+        .change_membership(vec![1, 2, 3], false)
+        .await
+        .expect("shrink to 3");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    assert!(!acked.is_empty());
+
+    cluster.stop(4).await;
+    cluster.stop(5).await;
+    cluster.assert_same_digest().await;
+    let present = job_ids(&mut admin).await;
+    assert!(acked.iter().all(|j| present.contains(j)));
+    let leader = cluster.wait_leader().await;
+    let voters: BTreeSet<u64> = cluster.replicas[&leader]
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, BTreeSet::from([1, 2, 3]));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crash_of_every_replica_loses_no_acknowledged_write() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut client = cluster.client();
+    let acked = submit_jobs(&mut client, "durable", 30).await;
+    for id in [1, 2, 3] {
+        cluster.crash(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id).await;
+    }
+    cluster.wait_leader().await;
+    let mut client = cluster.client();
+    let present = job_ids(&mut client).await;
+    for job in &acked {
+        assert!(present.contains(job), "acknowledged {job} lost");
+    }
+    cluster.assert_same_digest().await;
+    cluster.shutdown().await;
+}

@@ -1,0 +1,234 @@
+//! An in-process cluster of real replicas (RocksDB data dirs, tonic servers on loopback ports)
+//! for the cluster tests. Every wait is bounded in time and in iterations; nothing asserts on
+//! wall-clock durations. Data dirs are temporary and removed when the cluster is dropped.
+
+#![allow(dead_code)]
+
+use singularity_raft::client::Client;
+use singularity_raft::server::{Replica, ServerConfig};
+use singularity_raft::types::NodeId;
+use singularity_scheduler::testkit;
+use singularity_scheduler::{Command, JobSpec, Tier};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// Longest any wait in these tests may take.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// Pause between polls while waiting.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Polls per wait: `WAIT_LIMIT / POLL`.
+pub const MAX_POLLS: u32 = 1_200;
+
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    pub replicas: BTreeMap<NodeId, Replica>,
+    pub initial: BTreeMap<NodeId, String>,
+    pub snapshot_every_entries: u64,
+    pub logs_kept_after_snapshot: u64,
+}
+
+pub fn spec(name: &str) -> JobSpec {
+    testkit::job_spec(name, Tier::Standard, 2, "h100")
+}
+
+pub fn submit(name: &str) -> Command {
+    Command::SubmitJob { spec: spec(name) }
+}
+
+impl TestCluster {
+    /// Starts `n` voters (ids 1..=n) that bootstrap together.
+    pub async fn start(n: u64) -> TestCluster {
+        TestCluster::start_with(n, 10_000, 1_000).await
+    }
+
+    pub async fn start_with(
+        n: u64,
+        snapshot_every_entries: u64,
+        logs_kept_after_snapshot: u64,
+    ) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listeners = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            addrs.insert(id, listener.local_addr().expect("addr"));
+            listeners.insert(id, listener);
+        }
+        let initial: BTreeMap<NodeId, String> =
+            addrs.iter().map(|(id, a)| (*id, a.to_string())).collect();
+        let mut cluster = TestCluster {
+            dir,
+            addrs,
+            replicas: BTreeMap::new(),
+            initial,
+            snapshot_every_entries,
+            logs_kept_after_snapshot,
+        };
+        for (id, listener) in listeners {
+            let config = cluster.config(id, true);
+            let replica = Replica::start_on(config, listener)
+                .await
+                .expect("start replica");
+            cluster.replicas.insert(id, replica);
+        }
+        cluster
+    }
+
+    pub fn config(&self, id: NodeId, initial: bool) -> ServerConfig {
+        let addr = self.addrs[&id];
+        let mut config = ServerConfig::new(
+            id,
+            addr,
+            addr.to_string(),
+            self.dir.path().join(format!("node-{id}")),
+        );
+        if initial {
+            config.initial_cluster = self.initial.clone();
+        }
+        config.election_timeout_min_ms = 400;
+        config.election_timeout_max_ms = 800;
+        config.heartbeat_interval_ms = 100;
+        config.snapshot_every_entries = self.snapshot_every_entries;
+        config.logs_kept_after_snapshot = self.logs_kept_after_snapshot;
+        config
+    }
+
+    /// Starts an empty replica with a new id (for joining as a learner).
+    pub async fn start_empty(&mut self, id: NodeId) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        self.addrs.insert(id, listener.local_addr().expect("addr"));
+        let replica = Replica::start_on(self.config(id, false), listener)
+            .await
+            .expect("start");
+        self.replicas.insert(id, replica);
+    }
+
+    /// Stops a replica cleanly.
+    pub async fn stop(&mut self, id: NodeId) {
+        let replica = self.replicas.remove(&id).expect("running replica");
+        replica.shutdown().await.expect("clean shutdown");
+    }
+
+    /// Stops a replica without waiting for anything.
+    pub fn crash(&mut self, id: NodeId) {
+        let replica = self.replicas.remove(&id).expect("running replica");
+        replica.abort();
+    }
+
+    /// Restarts a stopped replica from its data dir on its old address.
+    pub async fn restart(&mut self, id: NodeId) {
+        let addr = self.addrs[&id];
+        let initial = self.initial.contains_key(&id);
+        for _ in 0..MAX_POLLS {
+            // The port and the RocksDB lock are released once the old replica's tasks end.
+            if let Ok(listener) = TcpListener::bind(addr).await {
+                match Replica::start_on(self.config(id, initial), listener).await {
+                    Ok(replica) => {
+                        self.replicas.insert(id, replica);
+                        return;
+                    }
+                    Err(e) if e.to_string().contains("lock") => {}
+                    Err(e) => panic!("restart of {id} failed: {e}"),
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("replica {id} could not be restarted");
+    }
+
+    /// A client of every replica ever started.
+    pub fn client(&self) -> Client {
+        Client::new(self.addrs.values().map(|a| a.to_string()).collect()).expect("client")
+    }
+
+    /// Waits until a running replica is leader and all running replicas agree on it.
+    pub async fn wait_leader(&self) -> NodeId {
+        for _ in 0..MAX_POLLS {
+            let leaders: Vec<Option<NodeId>> = self
+                .replicas
+                .values()
+                .map(|r| r.raft.metrics().borrow().current_leader)
+                .collect();
+            if let Some(Some(leader)) = leaders.first() {
+                let agreed = leaders.iter().all(|l| *l == Some(*leader));
+                let alive = self
+                    .replicas
+                    .get(leader)
+                    .map(|r| r.raft.metrics().borrow().current_leader == Some(*leader))
+                    .unwrap_or(false);
+                if agreed && alive {
+                    return *leader;
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("no leader agreed within the wait limit");
+    }
+
+    /// Waits until every running replica has applied the leader's whole log, and returns that
+    /// index.
+    pub async fn wait_converged(&self) -> u64 {
+        for _ in 0..MAX_POLLS {
+            let leader = self.wait_leader().await;
+            let last = self.replicas[&leader]
+                .raft
+                .metrics()
+                .borrow()
+                .last_log_index
+                .unwrap_or(0);
+            let all = self.replicas.values().all(|r| {
+                r.raft
+                    .metrics()
+                    .borrow()
+                    .last_applied
+                    .map(|l| l.index)
+                    .unwrap_or(0)
+                    == last
+            });
+            if all {
+                return last;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        panic!("replicas did not converge within the wait limit");
+    }
+
+    /// Every running replica's (applied index, digest).
+    pub fn digests(&self) -> BTreeMap<NodeId, (u64, String)> {
+        self.replicas
+            .iter()
+            .map(|(id, r)| {
+                let applied = r.sm.read();
+                (
+                    *id,
+                    (
+                        applied.last_applied.map(|l| l.index).unwrap_or(0),
+                        applied.state.digest().to_string(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Asserts all running replicas converge to the same digest at the same applied index.
+    pub async fn assert_same_digest(&self) {
+        let index = self.wait_converged().await;
+        let digests = self.digests();
+        let first = digests.values().next().cloned().expect("a replica");
+        assert_eq!(first.0, index);
+        for (id, d) in &digests {
+            assert_eq!(d, &first, "replica {id} differs: {digests:?}");
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! openraft's storage conformance `Suite` on the RocksDB log store and state machine, and a
+//! restart check: what a store acknowledged is there after it is closed and reopened.
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::RaftSnapshotBuilder;
+use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
+use singularity_raft::store::{Db, LogStore, StateMachineStore};
+use singularity_raft::types::{LogEntry, LogId, StorageError, TypeConfig};
+use singularity_scheduler::testkit;
+use singularity_scheduler::{Command, Entry};
+use tempfile::TempDir;
+
+struct RocksBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(dir.path()).expect("open db");
+        let sm = StateMachineStore::open(db.clone()).expect("open state machine");
+        Ok((dir, LogStore::new(db), sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_rocksdb_store() {
+    Suite::test_all(RocksBuilder).expect("storage suite");
+}
+
+fn submit_entry(term: u64, index: u64, name: &str) -> LogEntry {
+    let spec = testkit::job_spec(name, singularity_scheduler::Tier::Standard, 2, "h100");
+    LogEntry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Entry::system(index * 1000, Command::SubmitJob { spec })),
+    }
+}
+
+async fn append(log: &mut LogStore, entries: Vec<LogEntry>) {
+    log.blocking_append(entries).await.expect("append");
+}
+
+#[tokio::test]
+async fn a_reopened_store_has_its_log_vote_and_snapshot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (digest, applied) = {
+        let db = Db::open(dir.path()).expect("open");
+        let mut log = LogStore::new(db.clone());
+        let mut sm = StateMachineStore::open(db).expect("sm");
+        let entries: Vec<LogEntry> = (1..=5)
+            .map(|i| submit_entry(1, i, &format!("job-{i}")))
+            .collect();
+        append(&mut log, entries.clone()).await;
+        log.save_vote(&openraft::Vote::new(3, 2))
+            .await
+            .expect("vote");
+        let outcomes = sm.apply(entries[..3].to_vec()).await.expect("apply");
+        assert!(outcomes.iter().all(|o| o.is_accepted()), "{outcomes:?}");
+        let mut builder = sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("snapshot");
+        let applied = sm.read();
+        (applied.state.digest(), applied.last_applied)
+    };
+    let db = Db::open(dir.path()).expect("reopen");
+    let mut log = LogStore::new(db.clone());
+    let mut sm = StateMachineStore::open(db).expect("sm");
+    assert_eq!(
+        log.read_vote().await.expect("vote"),
+        Some(openraft::Vote::new(3, 2))
+    );
+    assert_eq!(
+        log.get_log_state()
+            .await
+            .expect("state")
+            .last_log_id
+            .map(|l| l.index),
+        Some(5)
+    );
+    let entries = log.try_get_log_entries(1..=5).await.expect("entries");
+    assert_eq!(entries.len(), 5);
+    assert_eq!(sm.applied_state().await.expect("applied").0, applied);
+    assert_eq!(sm.read().state.digest(), digest);
+    assert_eq!(applied.map(|l| l.index), Some(3));
+}

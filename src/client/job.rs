@@ -1,0 +1,249 @@
+//! `singularity job`: submit (a TOML spec file or flags), list, status, cancel, and metadata
+//! updates with compare-and-set on the job's version. Specs are validated here and again by
+//! the server before anything is proposed.
+
+use super::{block_on, print_json, print_table, report_write, ClientOpts, Output};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use singularity_proto::query;
+use singularity_scheduler::limits::DEFAULT_MAX_RESTARTS;
+use singularity_scheduler::{Command, DeviceKind, Job, JobId, JobSpec, RunSpec, TenantName, Tier};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Submit, inspect and cancel jobs.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(subcommand)]
+    pub command: JobCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job from a TOML file or from flags.
+    Submit(SubmitArgs),
+    /// List jobs.
+    List {
+        /// Read this replica's state without confirming leadership (may be stale).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Show one job.
+    Status {
+        id: u64,
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Cancel a job.
+    Cancel { id: u64 },
+    /// Set or remove metadata keys, optionally only if the job is at a version (CAS).
+    Metadata {
+        id: u64,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long = "set", value_parser = parse_pair)]
+        set: Vec<(String, String)>,
+        /// KEY to remove (repeatable).
+        #[arg(long = "remove")]
+        remove: Vec<String>,
+        /// Apply only if the job's version is this.
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+}
+
+/// A job spec from flags or a file.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A TOML job spec (see `JobFile`); flags are ignored when given.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    #[arg(long, default_value = "standard")]
+    pub tier: String,
+    #[arg(long, default_value_t = 1)]
+    pub world_size: u32,
+    #[arg(long, default_value = "h100")]
+    pub device_kind: String,
+    #[arg(long, default_value_t = 1 << 30)]
+    pub memory_per_rank_bytes: u64,
+    #[arg(long, default_value_t = DEFAULT_MAX_RESTARTS)]
+    pub max_restarts: u32,
+    /// KEY=VALUE metadata (repeatable).
+    #[arg(long = "metadata", value_parser = parse_pair)]
+    pub metadata: Vec<(String, String)>,
+    /// The command each rank runs, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// The TOML form of a job spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub name: String,
+    pub tenant: String,
+    pub tier: String,
+    pub world_size: u32,
+    pub device_kind: String,
+    pub memory_per_rank_bytes: u64,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A device-proxy worker program instead of a command.
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub worker_args: Vec<String>,
+    pub max_restarts: Option<u32>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+impl JobFile {
+    fn into_spec(self) -> anyhow::Result<JobSpec> {
+        let run = match self.worker {
+            Some(program) => RunSpec::Worker {
+                program,
+                args: self.worker_args,
+            },
+            None => RunSpec::Command {
+                argv: self.command,
+                env: self.env,
+            },
+        };
+        let spec = JobSpec {
+            name: self.name,
+            tenant: TenantName::new(self.tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?,
+            tier: self
+                .tier
+                .parse::<Tier>()
+                .map_err(|e| anyhow::anyhow!("tier: {e}"))?,
+            world_size: self.world_size,
+            device_kind: DeviceKind::new(self.device_kind)
+                .map_err(|e| anyhow::anyhow!("device_kind: {e}"))?,
+            memory_per_rank_bytes: self.memory_per_rank_bytes,
+            run,
+            max_restarts: self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
+            metadata: self.metadata,
+        };
+        spec.validate()
+            .map_err(|e| anyhow::anyhow!("invalid job spec: {e}"))?;
+        Ok(spec)
+    }
+}
+
+impl SubmitArgs {
+    fn spec(self) -> anyhow::Result<JobSpec> {
+        let file = match &self.file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<JobFile>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => JobFile {
+                name: self.name.context("give --name or --file")?,
+                tenant: self.tenant,
+                tier: self.tier,
+                world_size: self.world_size,
+                device_kind: self.device_kind,
+                memory_per_rank_bytes: self.memory_per_rank_bytes,
+                command: self.command,
+                env: BTreeMap::new(),
+                worker: None,
+                worker_args: Vec::new(),
+                max_restarts: Some(self.max_restarts),
+                metadata: self.metadata.into_iter().collect(),
+            },
+        };
+        file.into_spec()
+    }
+}
+
+fn job_row(job: &Job) -> Vec<String> {
+    vec![
+        job.id.0.to_string(),
+        job.spec.name.clone(),
+        job.spec.tenant.to_string(),
+        job.spec.tier.to_string(),
+        format!("{:?}", job.phase),
+        job.spec.world_size.to_string(),
+        job.assignment.len().to_string(),
+        job.version.to_string(),
+    ]
+}
+
+const JOB_HEADER: [&str; 8] = [
+    "ID", "NAME", "TENANT", "TIER", "PHASE", "WORLD", "DEVICES", "VERSION",
+];
+
+/// Runs `singularity job ...`.
+pub fn run(args: JobArgs) -> anyhow::Result<()> {
+    let opts = args.opts;
+    block_on(async move {
+        let mut client = opts.client()?;
+        match args.command {
+            JobCommand::Submit(submit) => {
+                let spec = submit.spec()?;
+                let result = client.write(Command::SubmitJob { spec }).await?;
+                report_write(&result, opts.output)
+            }
+            JobCommand::Cancel { id } => {
+                let result = client.write(Command::CancelJob { job: JobId(id) }).await?;
+                report_write(&result, opts.output)
+            }
+            JobCommand::Metadata {
+                id,
+                set,
+                remove,
+                expected_version,
+            } => {
+                let command = Command::UpdateJobMetadata {
+                    job: JobId(id),
+                    expected_version,
+                    set: set.into_iter().collect(),
+                    remove,
+                };
+                let result = client.write(command).await?;
+                report_write(&result, opts.output)
+            }
+            JobCommand::List { stale } => {
+                let reply = client.read(query::JOBS, 0, stale).await?;
+                if opts.output == Output::Json {
+                    return print_json(&reply.json);
+                }
+                let jobs: Vec<Job> = serde_json::from_str(&reply.json)?;
+                let rows: Vec<Vec<String>> = jobs.iter().map(job_row).collect();
+                print_table(&JOB_HEADER, &rows);
+                Ok(())
+            }
+            JobCommand::Status { id, stale } => {
+                let reply = client.read(query::JOB, id, stale).await?;
+                if opts.output == Output::Json {
+                    return print_json(&reply.json);
+                }
+                let job: Job = serde_json::from_str(&reply.json)?;
+                print_table(&JOB_HEADER, &[job_row(&job)]);
+                if !job.last_reason.is_empty() {
+                    println!("reason: {}", job.last_reason);
+                }
+                for (key, value) in &job.metadata {
+                    println!("metadata {key} = {value}");
+                }
+                Ok(())
+            }
+        }
+    })
+}
