@@ -3,4 +3,22 @@
 //! accelerator, and the worker runtime that training programs link to.
 //!
 //! It must never depend on the `raft` crate: agents reach the control plane only through its
-//! gRPC API. Nothing lives here yet; the agent and device-proxy issues fill it.
+//! gRPC API. Present so far: the simulated device, the device proxy with its shared-memory
+//! channel and collectives, transparent checkpoints, replica splicing, the worker runtime, the
+//! example training job, and the launcher API the agent will drive. The agent and NVML
+//! discovery come with their own issues.
+
+pub mod channel;
+pub mod checkpoint;
+pub mod collective;
+pub mod control;
+pub mod device;
+pub mod error;
+pub mod example;
+pub mod launcher;
+pub mod limits;
+pub mod proxy;
+pub mod runtime;
+pub mod shm;
+
+pub use error::{NodeError, Result};

@@ -1,0 +1,2 @@
+//! Node benchmarks (placeholder until written).
+fn main() {}

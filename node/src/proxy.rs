@@ -1,0 +1,714 @@
+//! The device proxy: one process per device that owns the device's memory and serves the
+//! job's workers. Workers attach over a Unix socket, then every call goes through their
+//! shared-memory channel. Several ranks on one proxy are time-sliced (replica splicing): one is
+//! resident on the device at a time, and the others' buffers wait in host memory; a swap copies
+//! only buffers whose checksum differs from what is already on the device or in host memory.
+//! At a checkpoint cut (agreed through a flag carried by every allreduce) each rank's buffers
+//! and host state are written to the checkpoint directory.
+//!
+//! It must not run a training loop or decide policy: the agent says when to checkpoint, the
+//! worker says where steps end. A misbehaving worker gets an error reply, never a panic.
+
+use crate::channel::{decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA};
+use crate::checkpoint;
+use crate::collective::{check_name, Collective};
+use crate::control::{self, ControlReply, ControlRequest, ProxyStats};
+use crate::device::{BufferSet, DevBuf, Digest, Handle};
+use crate::error::{NodeError, Result};
+use crate::limits::{
+    CHANNEL_DATA_BYTES, COLLECTIVE_TIMEOUT_MS, DEVICE_WAIT_TIMEOUT_MS, MAX_BUFFERS_PER_RANK,
+    MAX_BUFFER_BYTES, MAX_RANKS_PER_PROXY,
+};
+use crate::shm::{unlink, ShmRegion, SHM_DIR};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Flags of `singularity device-proxy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// Unix socket where workers attach and the agent sends requests.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Index of the device this proxy owns on its node.
+    #[arg(long, default_value_t = 0)]
+    pub device_index: u32,
+    /// Device memory in bytes (the simulated device allocates it from host memory on demand).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub memory_bytes: u64,
+}
+
+type ConnId = u64;
+
+/// A reply with no values and no payload.
+const NONE: ([u64; 4], usize) = ([0; 4], 0);
+
+/// A buffer kept in host memory while its rank is not resident; identical contents share one
+/// allocation.
+#[derive(Clone)]
+struct Stored {
+    data: Arc<Vec<f32>>,
+    digest: Digest,
+}
+
+struct RankSlot {
+    job: String,
+    stored: BTreeMap<Handle, Stored>,
+    next_handle: Handle,
+    footprint_bytes: u64,
+}
+
+struct DeviceState {
+    holder: Option<ConnId>,
+    resident: Option<ConnId>,
+    bufs: BufferSet,
+    ranks: BTreeMap<ConnId, RankSlot>,
+    waiters: usize,
+}
+
+struct Pending {
+    dir: PathBuf,
+    stop: bool,
+    served: BTreeSet<u32>,
+}
+
+struct Proxy {
+    args: ProxyArgs,
+    dev: Mutex<DeviceState>,
+    dev_cv: Condvar,
+    jobs: Mutex<BTreeMap<(String, String), Arc<Collective>>>,
+    pending: Mutex<BTreeMap<String, Pending>>,
+    stats: Mutex<ProxyStats>,
+    next_conn: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a proxy until the process is killed.
+pub fn serve(args: ProxyArgs) -> Result<()> {
+    let _ = std::fs::remove_file(&args.socket);
+    let listener = UnixListener::bind(&args.socket)
+        .map_err(|e| NodeError::io(format!("binding {}", args.socket.display()), e))?;
+    let proxy = Arc::new(Proxy {
+        dev: Mutex::new(DeviceState {
+            holder: None,
+            resident: None,
+            bufs: BufferSet::default(),
+            ranks: BTreeMap::new(),
+            waiters: 0,
+        }),
+        dev_cv: Condvar::new(),
+        jobs: Mutex::new(BTreeMap::new()),
+        pending: Mutex::new(BTreeMap::new()),
+        stats: Mutex::new(ProxyStats {
+            device_index: args.device_index,
+            ..Default::default()
+        }),
+        next_conn: AtomicU64::new(1),
+        args,
+    });
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let proxy = Arc::clone(&proxy);
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            if let Err(e) = proxy.control(&mut stream) {
+                let _ = control::send(
+                    &mut stream,
+                    &ControlReply::Error {
+                        message: e.to_string(),
+                    },
+                );
+            }
+        });
+    }
+    Ok(())
+}
+
+/// One attached rank, as seen by its serving thread.
+struct Conn {
+    id: ConnId,
+    job: String,
+    rank: u32,
+    collective: Arc<Collective>,
+    closed: Arc<AtomicBool>,
+    cut_pending: bool,
+}
+
+impl Proxy {
+    fn control(self: &Arc<Self>, stream: &mut UnixStream) -> Result<()> {
+        let Some(req) = control::recv::<ControlRequest>(stream)? else {
+            return Ok(());
+        };
+        match req {
+            ControlRequest::Attach {
+                job,
+                incarnation,
+                rank,
+                world_size,
+                collective_bytes,
+                restore_dir,
+            } => self.attach(
+                stream,
+                job,
+                incarnation,
+                rank,
+                world_size,
+                collective_bytes,
+                restore_dir,
+            ),
+            ControlRequest::Checkpoint { job, dir, stop } => {
+                let has_ranks = lock(&self.dev).ranks.values().any(|s| s.job == job);
+                if !has_ranks {
+                    return Err(NodeError::BadRequest(format!(
+                        "job {job} has no rank on device {}",
+                        self.args.device_index
+                    )));
+                }
+                lock(&self.pending).insert(
+                    job,
+                    Pending {
+                        dir,
+                        stop,
+                        served: BTreeSet::new(),
+                    },
+                );
+                control::send(stream, &ControlReply::Ok)
+            }
+            ControlRequest::Stats => {
+                let mut s = lock(&self.stats).clone();
+                s.ranks_attached = lock(&self.dev).ranks.len() as u64;
+                control::send(stream, &ControlReply::Stats(s))
+            }
+            ControlRequest::Mapped => Err(NodeError::BadRequest("mapped before attach".into())),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attach(
+        self: &Arc<Self>,
+        stream: &mut UnixStream,
+        job: String,
+        incarnation: String,
+        rank: u32,
+        world_size: u32,
+        collective_bytes: u64,
+        restore_dir: Option<PathBuf>,
+    ) -> Result<()> {
+        check_name("job", &job)?;
+        if rank >= world_size {
+            return Err(NodeError::BadRequest(format!(
+                "rank {rank} outside world size {world_size}"
+            )));
+        }
+        if lock(&self.dev).ranks.len() >= MAX_RANKS_PER_PROXY {
+            return Err(NodeError::LimitExceeded {
+                what: "ranks per proxy",
+                value: MAX_RANKS_PER_PROXY as u64 + 1,
+                limit: MAX_RANKS_PER_PROXY as u64,
+            });
+        }
+        let image = match &restore_dir {
+            Some(dir) => Some(checkpoint::load_rank(dir, &job, rank, world_size)?),
+            None => None,
+        };
+        let collective = {
+            let mut jobs = lock(&self.jobs);
+            let key = (job.clone(), incarnation.clone());
+            match jobs.get(&key) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(Collective::attach(
+                        &job,
+                        &incarnation,
+                        world_size,
+                        collective_bytes,
+                    )?);
+                    jobs.insert(key, Arc::clone(&c));
+                    c
+                }
+            }
+        };
+        let id = self.next_conn.fetch_add(1, Ordering::SeqCst);
+        let mut slot = RankSlot {
+            job: job.clone(),
+            stored: BTreeMap::new(),
+            next_handle: 1,
+            footprint_bytes: 0,
+        };
+        let (step, host_state) = match image {
+            Some(img) => {
+                for (h, data, digest) in img.buffers {
+                    slot.footprint_bytes += data.len() as u64 * 4;
+                    slot.stored.insert(
+                        h,
+                        Stored {
+                            data: Arc::new(data),
+                            digest,
+                        },
+                    );
+                }
+                slot.next_handle = img.next_handle;
+                lock(&self.stats).restores += 1;
+                (img.step, Some(img.host_state))
+            }
+            None => (0, None),
+        };
+        self.check_fits(slot.footprint_bytes, 0)?;
+        let channel_path =
+            PathBuf::from(SHM_DIR).join(format!("singularity-chan-{}-{id}", std::process::id()));
+        let channel = Channel::new(ShmRegion::open(&channel_path, CHANNEL_BYTES, true)?);
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => {
+                unlink(&channel_path);
+                return Err(e);
+            }
+        };
+        lock(&self.dev).ranks.insert(id, slot);
+        let closed = Arc::new(AtomicBool::new(false));
+        let conn = Conn {
+            id,
+            job,
+            rank,
+            collective,
+            closed: Arc::clone(&closed),
+            cut_pending: false,
+        };
+        let handshake = control::send(
+            stream,
+            &ControlReply::Attached {
+                channel_path: channel_path.clone(),
+                step,
+                host_state,
+            },
+        )
+        .and_then(|()| control::recv::<ControlRequest>(stream));
+        unlink(&channel_path);
+        if !matches!(handshake, Ok(Some(ControlRequest::Mapped))) {
+            self.remove_rank(id);
+            return handshake.map(|_| ());
+        }
+        let proxy = Arc::clone(self);
+        let server = std::thread::spawn(move || proxy.serve_channel(channel, conn));
+        // The socket stays open for liveness: EOF means the worker is gone.
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(stream, &mut byte);
+        closed.store(true, Ordering::SeqCst);
+        let _ = server.join();
+        self.remove_rank(id);
+        Ok(())
+    }
+
+    fn remove_rank(&self, id: ConnId) {
+        let mut d = lock(&self.dev);
+        if d.ranks.remove(&id).is_some() {
+            if d.resident == Some(id) {
+                d.resident = None;
+                d.bufs = BufferSet::default();
+            }
+            if d.holder == Some(id) {
+                d.holder = None;
+            }
+            let live: BTreeSet<String> = d.ranks.values().map(|s| s.job.clone()).collect();
+            drop(d);
+            lock(&self.jobs).retain(|(job, _), _| live.contains(job));
+            lock(&self.pending).retain(|job, _| live.contains(job));
+            self.dev_cv.notify_all();
+        }
+    }
+
+    fn check_fits(&self, footprint_bytes: u64, extra_bytes: u64) -> Result<()> {
+        let want = footprint_bytes.saturating_add(extra_bytes);
+        if want > self.args.memory_bytes {
+            return Err(NodeError::OutOfDeviceMemory {
+                device_index: self.args.device_index,
+                requested_bytes: extra_bytes,
+                free_bytes: self.args.memory_bytes.saturating_sub(footprint_bytes),
+                memory_bytes: self.args.memory_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn serve_channel(self: Arc<Self>, channel: Channel, mut conn: Conn) {
+        let mut last_seq = 0u32;
+        loop {
+            let closed = Arc::clone(&conn.closed);
+            let next =
+                channel.next_request(last_seq, Duration::MAX, || !closed.load(Ordering::SeqCst));
+            let Ok((seq, req)) = next else { break };
+            last_seq = seq;
+            let outcome = self.handle(&channel, &mut conn, req);
+            let sent = match outcome {
+                Ok((vals, len)) => channel.reply_ok(vals, len),
+                Err(e) => channel.reply_err(&e.to_string()),
+            };
+            if sent.is_err() || req.op == op::DETACH {
+                break;
+            }
+        }
+        self.release(conn.id);
+    }
+
+    /// Takes the device for `id` (swapping its buffers in if another rank is resident).
+    fn acquire(&self, id: ConnId) -> Result<MutexGuard<'_, DeviceState>> {
+        let mut d = lock(&self.dev);
+        let deadline = Instant::now() + Duration::from_millis(DEVICE_WAIT_TIMEOUT_MS);
+        while d.holder.is_some_and(|h| h != id) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(NodeError::Timeout {
+                    what: "the device (held by another rank)".into(),
+                    timeout_ms: DEVICE_WAIT_TIMEOUT_MS,
+                });
+            }
+            d.waiters += 1;
+            d = self
+                .dev_cv
+                .wait_timeout(d, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            d.waiters -= 1;
+        }
+        if !d.ranks.contains_key(&id) {
+            return Err(NodeError::Proxy("rank is detached".into()));
+        }
+        d.holder = Some(id);
+        if d.resident != Some(id) {
+            let had_outgoing = d.resident.is_some();
+            let (copied, naive) = swap(&mut d, id);
+            if !had_outgoing {
+                return Ok(d);
+            }
+            let mut s = lock(&self.stats);
+            s.swaps += 1;
+            s.swap_bytes += copied;
+            s.naive_swap_bytes += naive;
+        }
+        Ok(d)
+    }
+
+    fn release(&self, id: ConnId) {
+        let mut d = lock(&self.dev);
+        if d.holder == Some(id) {
+            d.holder = None;
+            drop(d);
+            self.dev_cv.notify_all();
+        }
+    }
+
+    fn handle(&self, ch: &Channel, conn: &mut Conn, req: Request) -> Result<([u64; 4], usize)> {
+        let a = req.args;
+        let id = conn.id;
+        let unknown = |h: Handle| NodeError::UnknownHandle {
+            job: conn.job.clone(),
+            rank: conn.rank,
+            handle: h,
+        };
+        match req.op {
+            op::NOOP | op::SYNC => Ok(NONE),
+            op::ALLOC => {
+                let bytes = a[0]
+                    .checked_mul(4)
+                    .ok_or_else(|| NodeError::BadRequest("buffer length overflows".into()))?;
+                NodeError::check_limit("buffer bytes", bytes, MAX_BUFFER_BYTES)?;
+                let mut d = self.acquire(id)?;
+                let d = &mut *d;
+                let slot = d
+                    .ranks
+                    .get_mut(&id)
+                    .ok_or_else(|| NodeError::Proxy("rank is detached".into()))?;
+                NodeError::check_limit(
+                    "buffers per rank",
+                    d.bufs.buffers.len() as u64 + 1,
+                    MAX_BUFFERS_PER_RANK as u64,
+                )?;
+                self.check_fits(slot.footprint_bytes, bytes)?;
+                let h = slot.next_handle;
+                slot.next_handle += 1;
+                slot.footprint_bytes += bytes;
+                d.bufs.buffers.insert(
+                    h,
+                    DevBuf {
+                        data: vec![0.0; a[0] as usize],
+                        digest: None,
+                    },
+                );
+                Ok(([h, 0, 0, 0], 0))
+            }
+            op::FREE => {
+                let mut d = self.acquire(id)?;
+                let d = &mut *d;
+                let b = d.bufs.buffers.remove(&a[0]).ok_or_else(|| unknown(a[0]))?;
+                if let Some(slot) = d.ranks.get_mut(&id) {
+                    slot.footprint_bytes -= b.len_bytes();
+                    slot.stored.remove(&a[0]);
+                }
+                Ok(NONE)
+            }
+            op::COPY_IN | op::COPY_OUT => {
+                let (h, offset, count) = (a[0], a[1] as usize, a[2] as usize);
+                let bytes = count.checked_mul(4).filter(|b| *b <= CHANNEL_DATA_BYTES).ok_or_else(|| NodeError::BadRequest(format!("copy of {count} elements exceeds the channel's {CHANNEL_DATA_BYTES} bytes")))?;
+                let mut d = self.acquire(id)?;
+                let range = offset..offset.saturating_add(count);
+                if req.op == op::COPY_IN {
+                    if req.data_len != bytes {
+                        return Err(NodeError::BadRequest(format!(
+                            "copy-in carries {} bytes for {count} elements",
+                            req.data_len
+                        )));
+                    }
+                    let buf = d.bufs.get_mut(h).map_err(|_| unknown(h))?;
+                    let dst = buf.get_mut(range).ok_or_else(|| {
+                        NodeError::BadRequest(format!("copy-in range outside buffer {h}"))
+                    })?;
+                    ch.region.read_f32s(DATA, dst)?;
+                    Ok(NONE)
+                } else {
+                    let buf = d.bufs.buffers.get(&h).ok_or_else(|| unknown(h))?;
+                    let src = buf.data.get(range).ok_or_else(|| {
+                        NodeError::BadRequest(format!("copy-out range outside buffer {h}"))
+                    })?;
+                    ch.region.write_f32s(DATA, src)?;
+                    Ok(([0; 4], bytes))
+                }
+            }
+            op::KERNEL => {
+                let k = decode_kernel(&a)?;
+                let mut d = self.acquire(id)?;
+                let v = d.bufs.run(k)?;
+                Ok(([v.to_bits() as u64, 0, 0, 0], 0))
+            }
+            op::BARRIER => {
+                self.release(id);
+                let closed = Arc::clone(&conn.closed);
+                conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
+                Ok(NONE)
+            }
+            op::ALLREDUCE => {
+                let h = a[0];
+                let mut data = {
+                    let d = self.acquire(id)?;
+                    d.bufs
+                        .buffers
+                        .get(&h)
+                        .ok_or_else(|| unknown(h))?
+                        .data
+                        .clone()
+                };
+                let flag_in = lock(&self.pending).contains_key(&conn.job) as u32;
+                self.release(id);
+                let closed = Arc::clone(&conn.closed);
+                let flags = conn
+                    .collective
+                    .allreduce_sum(conn.rank, &mut data, flag_in, || {
+                        !closed.load(Ordering::SeqCst)
+                    })?;
+                let mut d = self.acquire(id)?;
+                let buf = d.bufs.get_mut(h).map_err(|_| unknown(h))?;
+                if buf.len() != data.len() {
+                    return Err(NodeError::BadRequest(format!(
+                        "buffer {h} changed size during allreduce"
+                    )));
+                }
+                buf.copy_from_slice(&data);
+                conn.cut_pending |= flags != 0;
+                Ok(([flags as u64, 0, 0, 0], 0))
+            }
+            op::STEP_BOUNDARY => {
+                if conn.cut_pending {
+                    self.wait_for_request(conn)?;
+                    return Ok(([1, 0, 0, 0], 0));
+                }
+                let contended = lock(&self.dev).waiters > 0;
+                if contended {
+                    self.release(id);
+                }
+                Ok(NONE)
+            }
+            op::CHECKPOINT => self.checkpoint(ch, conn, a[0], req.data_len),
+            op::DETACH => {
+                self.release(id);
+                Ok(NONE)
+            }
+            other => Err(NodeError::BadRequest(format!("unknown op {other}"))),
+        }
+    }
+
+    /// Another proxy saw the agent's request first; this one's copy is on its way.
+    fn wait_for_request(&self, conn: &Conn) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_millis(COLLECTIVE_TIMEOUT_MS);
+        while !lock(&self.pending).contains_key(&conn.job) {
+            if Instant::now() >= deadline || conn.closed.load(Ordering::SeqCst) {
+                return Err(NodeError::Timeout {
+                    what: format!(
+                        "the agent's checkpoint request for job {} on this proxy",
+                        conn.job
+                    ),
+                    timeout_ms: COLLECTIVE_TIMEOUT_MS,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn checkpoint(
+        &self,
+        ch: &Channel,
+        conn: &mut Conn,
+        step: u64,
+        host_len: usize,
+    ) -> Result<([u64; 4], usize)> {
+        if !conn.cut_pending {
+            return Err(NodeError::BadRequest(
+                "checkpoint outside an agreed cut".into(),
+            ));
+        }
+        let (dir, stop) = {
+            let p = lock(&self.pending);
+            let p = p
+                .get(&conn.job)
+                .ok_or_else(|| NodeError::Proxy("checkpoint request vanished".into()))?;
+            (p.dir.clone(), p.stop)
+        };
+        let mut host_state = vec![0u8; host_len];
+        ch.region.read_bytes(DATA, &mut host_state)?;
+        if conn.rank == 0 {
+            checkpoint::begin(&dir)?;
+        }
+        {
+            let mut d = self.acquire(conn.id)?;
+            let d = &mut *d;
+            let next_handle = d.ranks.get(&conn.id).map_or(1, |s| s.next_handle);
+            let mut it = d.bufs.buffers.iter_mut().map(|(h, b)| {
+                let known = b.digest;
+                (*h, b.data.as_slice(), known)
+            });
+            checkpoint::write_rank(
+                &dir,
+                &conn.job,
+                conn.rank,
+                step,
+                next_handle,
+                &mut it,
+                &host_state,
+            )?;
+        }
+        let world_ranks_here = lock(&self.dev)
+            .ranks
+            .values()
+            .filter(|s| s.job == conn.job)
+            .count();
+        {
+            let mut p = lock(&self.pending);
+            if let Some(req) = p.get_mut(&conn.job) {
+                req.served.insert(conn.rank);
+                if req.served.len() >= world_ranks_here {
+                    p.remove(&conn.job);
+                }
+            }
+        }
+        self.release(conn.id);
+        let closed = Arc::clone(&conn.closed);
+        conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
+        if conn.rank == 0 {
+            checkpoint::write_job_manifest(&dir, &conn.job, conn.collective.world_size(), step)?;
+        }
+        conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
+        conn.cut_pending = false;
+        lock(&self.stats).checkpoints_written += 1;
+        Ok(([stop as u64, 0, 0, 0], 0))
+    }
+}
+
+/// Makes `incoming` the resident rank: the outgoing rank's buffers go to host memory unless an
+/// identical copy (same BLAKE3) is already there, and the incoming rank's buffers are copied to
+/// the device unless the device already holds identical contents. Returns (bytes copied, bytes
+/// a naive swap would copy).
+fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
+    let mut copied = 0u64;
+    let mut naive = 0u64;
+    let mut device = std::mem::take(&mut d.bufs.buffers);
+    if let Some(out) = d.resident.take() {
+        let incoming_stored = d
+            .ranks
+            .get(&incoming)
+            .map(|s| s.stored.clone())
+            .unwrap_or_default();
+        if let Some(slot) = d.ranks.get_mut(&out) {
+            let mut stored = BTreeMap::new();
+            for (h, b) in device.iter_mut() {
+                naive += b.len_bytes();
+                let digest = b.digest();
+                let keep = slot
+                    .stored
+                    .get(h)
+                    .filter(|s| s.digest == digest)
+                    .or_else(|| incoming_stored.get(h).filter(|s| s.digest == digest));
+                let entry = match keep {
+                    Some(s) => s.clone(),
+                    None => {
+                        copied += b.len_bytes();
+                        Stored {
+                            data: Arc::new(b.data.clone()),
+                            digest,
+                        }
+                    }
+                };
+                stored.insert(*h, entry);
+            }
+            slot.stored = stored;
+        }
+    }
+    let mut resident = BTreeMap::new();
+    if let Some(slot) = d.ranks.get(&incoming) {
+        for (h, s) in &slot.stored {
+            naive += s.data.len() as u64 * 4;
+            let buf = match device.remove(h) {
+                Some(mut b) if b.data.len() == s.data.len() => {
+                    if b.digest() != s.digest {
+                        b.data.copy_from_slice(&s.data);
+                        b.digest = Some(s.digest);
+                        copied += b.len_bytes();
+                    }
+                    b
+                }
+                _ => {
+                    copied += s.data.len() as u64 * 4;
+                    DevBuf {
+                        data: s.data.as_ref().clone(),
+                        digest: Some(s.digest),
+                    }
+                }
+            };
+            resident.insert(*h, buf);
+        }
+    }
+    d.bufs.buffers = resident;
+    d.resident = Some(incoming);
+    (copied, naive)
+}
+
+/// Removes leftovers of a proxy process (its channel files), for tests and agents that kill it.
+pub fn cleanup_after(pid: u32) {
+    let prefix = format!("singularity-chan-{pid}-");
+    if let Ok(entries) = std::fs::read_dir(SHM_DIR) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                unlink(&e.path());
+            }
+        }
+    }
+}
+
+/// Whether a path looks like a proxy socket that accepts connections.
+pub fn is_listening(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}

@@ -1,0 +1,259 @@
+//! The proof that checkpoint, migration and splicing are transparent: the example job's final
+//! weights are bit-for-bit the same whether it ran uninterrupted on W devices or was preempted
+//! and resumed, migrated to other proxies, shrunk by splicing and grown back, or all of these
+//! in one run; and a checkpoint with a bad checksum is refused. Proxies and workers are real
+//! child processes; every wait is bounded, and no assertion depends on wall-clock time.
+
+use singularity_node::checkpoint;
+use singularity_node::launcher::{checkpoint_job, launch, JobOutcome, JobSpec, ProxyProcess};
+use singularity_node::runtime::{Attachment, ProxyClient};
+use singularity_node::NodeError;
+use std::path::{Path, PathBuf};
+
+const PROXY: &str = env!("CARGO_BIN_EXE_singularity-device-proxy");
+const WORKER: &str = env!("CARGO_BIN_EXE_singularity-train-example");
+const WORLD: u32 = 4;
+const STEPS: u64 = 400;
+const JOB_TIMEOUT_MS: u64 = 120_000;
+const MEMORY_BYTES: u64 = 64 << 20;
+
+/// Proxies, a scratch directory, and cleanup of every shared-memory file the job could leave.
+struct Fleet {
+    dir: tempfile::TempDir,
+    proxies: Vec<ProxyProcess>,
+    job: String,
+    launches: u32,
+}
+
+impl Fleet {
+    fn new(name: &str, proxies: u32) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let proxies = (0..proxies)
+            .map(|i| {
+                ProxyProcess::spawn(
+                    Path::new(PROXY),
+                    &[],
+                    &dir.path().join(format!("proxy-{i}.sock")),
+                    i,
+                    MEMORY_BYTES,
+                )
+                .unwrap()
+            })
+            .collect();
+        Fleet {
+            dir,
+            proxies,
+            job: format!("{name}-{}", std::process::id()),
+            launches: 0,
+        }
+    }
+
+    fn sockets(&self, which: &[usize]) -> Vec<PathBuf> {
+        which
+            .iter()
+            .map(|i| self.proxies[*i].socket.clone())
+            .collect()
+    }
+
+    fn spec(&self, out: &Path) -> JobSpec {
+        std::fs::create_dir_all(out).unwrap();
+        JobSpec {
+            job: self.job.clone(),
+            world_size: WORLD,
+            program: PathBuf::from(WORKER),
+            args: [
+                "--steps",
+                &STEPS.to_string(),
+                "--output-dir",
+                out.to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            collective_bytes: 1 << 16,
+        }
+    }
+
+    /// One phase of a run: launch on `devices` (restoring from `restore`), and when `preempt_to`
+    /// is set, checkpoint-and-stop into it.
+    fn phase(
+        &mut self,
+        devices: &[usize],
+        restore: Option<&Path>,
+        preempt_to: Option<&Path>,
+    ) -> JobOutcome {
+        self.launches += 1;
+        let spec = self.spec(&self.dir.path().join("out"));
+        let sockets = self.sockets(devices);
+        let mut job = launch(&spec, &sockets, &format!("i{}", self.launches), restore).unwrap();
+        if let Some(dir) = preempt_to {
+            checkpoint_job(&self.job, &sockets, dir, true).unwrap();
+        }
+        let outcome = job.wait(JOB_TIMEOUT_MS).unwrap();
+        if let Some(dir) = preempt_to {
+            assert_eq!(
+                outcome,
+                JobOutcome::Preempted,
+                "the job finished before the checkpoint request reached it"
+            );
+            let m = checkpoint::verify(dir).unwrap();
+            eprintln!(
+                "{}: checkpoint at step {} on devices {devices:?}",
+                self.job, m.step
+            );
+        }
+        outcome
+    }
+
+    fn ckpt(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("ckpt-{n}"))
+    }
+
+    fn models(&self) -> Vec<Vec<u8>> {
+        (0..WORLD)
+            .map(|r| {
+                std::fs::read(
+                    self.dir
+                        .path()
+                        .join("out")
+                        .join(format!("model-rank{r}.bin")),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.proxies.clear();
+        let prefix = format!("singularity-coll-{}-", self.job);
+        for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The reference: uninterrupted on W devices.
+fn baseline() -> Vec<Vec<u8>> {
+    let mut f = Fleet::new("base", WORLD);
+    assert_eq!(f.phase(&[0, 1, 2, 3], None, None), JobOutcome::Completed);
+    let models = f.models();
+    assert!(
+        models.iter().all(|m| m == &models[0]),
+        "all ranks hold the same weights"
+    );
+    assert_eq!(models[0].len(), 16 * 4 * 4);
+    models
+}
+
+#[test]
+fn preempted_and_resumed_is_bit_exact() {
+    let want = baseline();
+    let mut f = Fleet::new("resume", WORLD);
+    let c = f.ckpt(1);
+    f.phase(&[0, 1, 2, 3], None, Some(&c));
+    assert_eq!(
+        f.phase(&[0, 1, 2, 3], Some(&c), None),
+        JobOutcome::Completed
+    );
+    assert_eq!(f.models(), want);
+}
+
+#[test]
+fn migrated_to_other_proxies_is_bit_exact() {
+    let want = baseline();
+    let mut f = Fleet::new("migrate", 2 * WORLD);
+    let c = f.ckpt(1);
+    f.phase(&[0, 1, 2, 3], None, Some(&c));
+    assert_eq!(
+        f.phase(&[4, 5, 6, 7], Some(&c), None),
+        JobOutcome::Completed
+    );
+    assert_eq!(f.models(), want);
+}
+
+#[test]
+fn shrunk_by_splicing_and_grown_back_is_bit_exact() {
+    let want = baseline();
+    let mut f = Fleet::new("splice", WORLD);
+    let (c1, c2) = (f.ckpt(1), f.ckpt(2));
+    f.phase(&[0, 1, 2, 3], None, Some(&c1));
+    f.phase(&[0, 1], Some(&c1), Some(&c2));
+    assert_eq!(
+        f.phase(&[0, 1, 2, 3], Some(&c2), None),
+        JobOutcome::Completed
+    );
+    assert_eq!(f.models(), want);
+    let stats = f.proxies[0].stats().unwrap();
+    assert!(
+        stats.swaps > 0 && stats.swap_bytes < stats.naive_swap_bytes,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn spliced_from_the_start_at_factor_four_is_bit_exact_and_skips_identical_buffers() {
+    let want = baseline();
+    let mut f = Fleet::new("factor4", 1);
+    assert_eq!(f.phase(&[0], None, None), JobOutcome::Completed);
+    assert_eq!(f.models(), want);
+    let stats = f.proxies[0].stats().unwrap();
+    eprintln!("factor 4: {stats:?}");
+    assert!(
+        stats.swaps > 0 && stats.swap_bytes < stats.naive_swap_bytes,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn all_of_it_in_one_run_is_bit_exact() {
+    let want = baseline();
+    let mut f = Fleet::new("all", 2 * WORLD);
+    let c: Vec<PathBuf> = (1..=4).map(|i| f.ckpt(i)).collect();
+    f.phase(&[0, 1, 2, 3], None, Some(&c[0]));
+    f.phase(&[0, 1, 2, 3], Some(&c[0]), Some(&c[1])); // resumed in place
+    f.phase(&[6, 7], Some(&c[1]), Some(&c[2])); // migrated and shrunk to factor 2
+    f.phase(&[5], Some(&c[2]), Some(&c[3])); // migrated and shrunk to factor 4
+    assert_eq!(
+        f.phase(&[4, 5, 6, 7], Some(&c[3]), None),
+        JobOutcome::Completed
+    ); // grown back
+    assert_eq!(f.models(), want);
+}
+
+#[test]
+fn a_checkpoint_with_a_bad_checksum_is_refused() {
+    let mut f = Fleet::new("corrupt", 2);
+    let c = f.ckpt(1);
+    f.phase(&[0, 1], None, Some(&c));
+    let data = c.join("rank-00001.bin");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[5] ^= 0x01;
+    std::fs::write(&data, bytes).unwrap();
+
+    let err = checkpoint::verify(&c).unwrap_err();
+    assert!(matches!(err, NodeError::ChecksumMismatch { .. }), "{err}");
+    // The launcher refuses before starting any worker.
+    let spec = f.spec(&f.dir.path().join("out"));
+    let err = launch(&spec, &f.sockets(&[0, 1]), "bad", Some(&c))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    // A proxy asked directly refuses too, and keeps nothing.
+    let attach = Attachment {
+        job: f.job.clone(),
+        incarnation: "direct".into(),
+        rank: 1,
+        world_size: WORLD,
+        proxy_socket: f.proxies[1].socket.clone(),
+        restore_dir: Some(c.clone()),
+        collective_bytes: 1 << 16,
+    };
+    let err = ProxyClient::attach(&attach).err().expect("refused");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    assert_eq!(f.proxies[1].stats().unwrap().ranks_attached, 0);
+    assert_eq!(f.proxies[1].stats().unwrap().restores, 0);
+}
