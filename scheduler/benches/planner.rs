@@ -27,6 +27,8 @@ const SUMMARY_SAMPLES: usize = 400;
 /// Random completions and small submissions between two timed plans.
 const COMPLETIONS_PER_STEP: usize = 3;
 const SUBMISSIONS_PER_STEP: usize = 2;
+/// Timed plans in the contended summary.
+const CONTENDED_SAMPLES: usize = 100;
 /// Target p99 of one plan, in milliseconds.
 const TARGET_P99_MS: f64 = 10.0;
 
@@ -128,12 +130,32 @@ fn step(fleet: &mut Fleet, stream: &mut Stream) -> JobId {
     gang
 }
 
-/// Nanoseconds this thread has run on a CPU (Linux `/proc/thread-self/schedstat`), or `None`
+/// Nanoseconds this thread has run on a CPU (`CLOCK_THREAD_CPUTIME_ID`, Linux), or `None`
 /// elsewhere. On a shared machine, wall time includes time spent waiting for a core; this
 /// does not.
+#[cfg(target_os = "linux")]
 fn on_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut time = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    (rc == 0).then(|| time.tv_sec as u64 * 1_000_000_000 + time.tv_nsec as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn on_cpu_ns() -> Option<u64> {
+    None
 }
 
 /// One timed plan: wall time, and on-CPU time where the platform tells it.
@@ -150,15 +172,7 @@ fn timed_plan(fleet: &mut Fleet, stream: &mut Stream) -> Duration {
 
 fn timed_plan_sample(fleet: &mut Fleet, stream: &mut Stream) -> Sample {
     let gang = step(fleet, stream);
-    let evaluation = Evaluation::JobSubmitted(gang);
-    let cpu_start = on_cpu_ns();
-    let start = Instant::now();
-    let planned = plan(&fleet.state, &evaluation, fleet.clock_ms, fleet.applied);
-    let elapsed = start.elapsed();
-    let on_cpu = match (cpu_start, on_cpu_ns()) {
-        (Some(a), Some(b)) => Some(Duration::from_nanos(b.saturating_sub(a))),
-        _ => None,
-    };
+    let (planned, sample) = time_plan(fleet, &Evaluation::JobSubmitted(gang));
     if !planned.actions.is_empty() {
         if let Outcome::Accepted(Effect::PlanApplied { committed, .. }) =
             fleet.apply(Command::ApplyPlan { plan: planned })
@@ -168,9 +182,46 @@ fn timed_plan_sample(fleet: &mut Fleet, stream: &mut Stream) -> Sample {
             }
         }
     }
-    Sample {
-        wall: elapsed,
-        on_cpu,
+    sample
+}
+
+/// Times one call of `plan`: wall time and on-CPU time.
+fn time_plan(fleet: &Fleet, evaluation: &Evaluation) -> (Plan, Sample) {
+    let cpu_start = on_cpu_ns();
+    let start = Instant::now();
+    let planned = plan(&fleet.state, evaluation, fleet.clock_ms, fleet.applied);
+    let wall = start.elapsed();
+    let on_cpu = match (cpu_start, on_cpu_ns()) {
+        (Some(a), Some(b)) => Some(Duration::from_nanos(b.saturating_sub(a))),
+        _ => None,
+    };
+    (planned, Sample { wall, on_cpu })
+}
+
+/// Prints p50/p99/max of wall and on-CPU time, with the ratio of the p99 to the target.
+fn report(what: &str, all: &[Sample]) {
+    let mut wall: Vec<Duration> = all.iter().map(|s| s.wall).collect();
+    wall.sort();
+    let p99 = percentile(&wall, 0.99);
+    println!(
+        "{what}, {} samples: wall p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+         (target p99 <= {TARGET_P99_MS} ms: {:.3}x of target)",
+        wall.len(),
+        ms(percentile(&wall, 0.5)),
+        ms(p99),
+        ms(*wall.last().expect("samples")),
+        ms(p99) / TARGET_P99_MS,
+    );
+    let mut on_cpu: Vec<Duration> = all.iter().filter_map(|s| s.on_cpu).collect();
+    on_cpu.sort();
+    if !on_cpu.is_empty() {
+        println!(
+            "  on-CPU time of the same plans (excludes waiting for a core on a shared machine): \
+             p50 {:.2} ms, p99 {:.2} ms (p99 {:.3}x of target)",
+            ms(percentile(&on_cpu, 0.5)),
+            ms(percentile(&on_cpu, 0.99)),
+            ms(percentile(&on_cpu, 0.99)) / TARGET_P99_MS,
+        );
     }
 }
 
@@ -187,35 +238,69 @@ fn summary(fleet: &mut Fleet) {
     let all: Vec<Sample> = (0..SUMMARY_SAMPLES)
         .map(|_| timed_plan_sample(fleet, &mut stream))
         .collect();
-    let mut samples: Vec<Duration> = all.iter().map(|s| s.wall).collect();
-    samples.sort();
-    let mut on_cpu: Vec<Duration> = all.iter().filter_map(|s| s.on_cpu).collect();
-    on_cpu.sort();
-    let p99 = percentile(&samples, 0.99);
     let held: usize = fleet
         .state
         .nodes()
         .map(|n| n.devices.iter().filter(|d| d.holder.is_some()).count())
         .sum();
-    println!(
-        "plan for a {GANG_RANKS}-rank gang, {SUMMARY_SAMPLES} samples: p50 {:.2} ms, p99 {:.2} ms, \
-         max {:.2} ms (target p99 <= {TARGET_P99_MS} ms: {:.3}x of target); at the end {} active \
-         jobs, {held} of {} devices held",
-        ms(percentile(&samples, 0.5)),
-        ms(p99),
-        ms(*samples.last().expect("samples")),
-        ms(p99) / TARGET_P99_MS,
-        fleet.state.active_job_count(),
-        NODES * DEVICES_PER_NODE,
+    report(
+        &format!(
+            "stream: plan for a {GANG_RANKS}-rank gang's submission (at the end {} active jobs, \
+             {held} of {} devices held)",
+            fleet.state.active_job_count(),
+            NODES * DEVICES_PER_NODE
+        ),
+        &all,
     );
-    if !on_cpu.is_empty() {
-        println!(
-            "  on-CPU time of the same plans (excludes waiting for a core on a shared machine): \
-             p50 {:.2} ms, p99 {:.2} ms",
-            ms(percentile(&on_cpu, 0.5)),
-            ms(percentile(&on_cpu, 0.99)),
+}
+
+/// The contended case: a fleet with every device held (the running jobs above plus basic
+/// 8-rank jobs on every node left free), where a premium 64-rank gang must make room by
+/// shrinking and preempting lower tiers. Times the plan only (the same state each time).
+fn contended_summary(fleet: &Fleet) {
+    let mut full = Fleet {
+        state: fleet.state.clone(),
+        clock_ms: fleet.clock_ms,
+        step_ms: fleet.step_ms,
+        applied: fleet.applied,
+    };
+    let free: Vec<Vec<DeviceRef>> = full
+        .state
+        .nodes()
+        .map(|n| {
+            n.devices
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.holder.is_none())
+                .map(|(i, _)| DeviceRef::new(n.id, i as u16))
+                .collect::<Vec<_>>()
+        })
+        .filter(|f: &Vec<DeviceRef>| !f.is_empty())
+        .collect();
+    for devices in free {
+        let size = devices.len();
+        // A gang must divide its devices evenly: fill each hole with one basic job.
+        full.run_job(
+            job_spec("filler", Tier::Basic, size as u32, "h100"),
+            devices,
         );
     }
+    let gang = full.submit(job_spec("premium-gang", Tier::Premium, GANG_RANKS, "h100"));
+    let evaluation = Evaluation::JobSubmitted(gang);
+    let mut all = Vec::with_capacity(CONTENDED_SAMPLES);
+    let mut actions = 0;
+    for _ in 0..CONTENDED_SAMPLES {
+        let (planned, sample) = time_plan(&full, &evaluation);
+        all.push(sample);
+        actions = planned.actions.len();
+    }
+    report(
+        &format!(
+            "contended: every device held, a premium {GANG_RANKS}-rank gang makes room \
+             ({actions} actions per plan)"
+        ),
+        &all,
+    );
 }
 
 fn bench(c: &mut Criterion) {
@@ -226,6 +311,7 @@ fn bench(c: &mut Criterion) {
         NODES * DEVICES_PER_NODE,
         build.elapsed().as_secs_f64()
     );
+    contended_summary(&fleet);
     summary(&mut fleet);
     let mut stream = Stream::new(0x2545_f491_4f6c_dd1d);
     c.bench_function("plan_64_rank_gang_100k_devices_20k_jobs", |b| {

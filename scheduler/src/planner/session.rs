@@ -161,9 +161,10 @@ impl<'a> Session<'a> {
     /// Running jobs without an action in flight, in victim order (`victims::victim_key`).
     pub fn victim_pool(&mut self) -> Vec<&'a Job> {
         if self.victim_pool.is_none() {
-            let mut pool = self.running.clone();
-            pool.sort_by_key(|j| victim_key(j));
-            self.victim_pool = Some(pool);
+            // Keys are computed once per job (they divide), and unique (they end in the id).
+            let mut keyed: Vec<_> = self.running.iter().map(|j| (victim_key(j), *j)).collect();
+            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.victim_pool = Some(keyed.into_iter().map(|(_, j)| j).collect());
         }
         self.victim_pool.clone().unwrap_or_default()
     }
