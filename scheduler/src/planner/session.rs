@@ -163,7 +163,7 @@ impl<'a> Session<'a> {
         if self.victim_pool.is_none() {
             // Keys are computed once per job (they divide), and unique (they end in the id).
             let mut keyed: Vec<_> = self.running.iter().map(|j| (victim_key(j), *j)).collect();
-            keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            keyed.sort_unstable_by_key(|(key, _)| *key);
             self.victim_pool = Some(keyed.into_iter().map(|(_, j)| j).collect());
         }
         self.victim_pool.clone().unwrap_or_default()
