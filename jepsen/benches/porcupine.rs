@@ -60,7 +60,10 @@ fn main() {
     criterion.final_summary();
 
     println!("\nsummary (median of {SUMMARY_RUNS} runs, read + check from memory):");
-    println!("{:<16} {:>12} {:>15} {:>8}", "history", "ours ms", "porcupine ms", "ratio");
+    println!(
+        "{:<16} {:>12} {:>15} {:>8}",
+        "history", "ours ms", "porcupine ms", "ratio"
+    );
     let row = |name: &str, ours_ms: f64, theirs_ms: f64| {
         println!(
             "{name:<16} {ours_ms:>12.3} {theirs_ms:>15.3} {:>7.2}x",

@@ -14,8 +14,8 @@ use crate::pairing::{build_problems, KeyProblem};
 use crate::report::{CheckReport, FailureWindow, Progress, Validity, WindowOp};
 use crate::search::{KeySearch, Refutation, SearchOutcome, StopReason};
 use crate::value::Value;
-use std::path::Path;
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,7 +63,11 @@ pub fn check_history(history: &History, options: &CheckOptions) -> Result<CheckR
         .unwrap_or_else(|| options.model.default_initial());
     let mut problems = build_problems(history, options.model, &initial)?;
     let ops_searched: usize = problems.keys.iter().map(|k| k.ops.len()).sum();
-    let outcomes = run_searches(&mut problems.keys, deadline, ops_searched >= PARALLEL_MIN_OPS);
+    let outcomes = run_searches(
+        &mut problems.keys,
+        deadline,
+        ops_searched >= PARALLEL_MIN_OPS,
+    );
 
     let decided = |o: &Option<SearchOutcome>| {
         matches!(

@@ -48,7 +48,11 @@ pub struct EdnReader<'a> {
 }
 
 fn is_delimiter(b: u8) -> bool {
-    b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b';')
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b',' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b';'
+        )
 }
 
 impl<'a> EdnReader<'a> {
@@ -138,7 +142,12 @@ impl<'a> EdnReader<'a> {
     pub fn open_map(&mut self) -> Result<bool> {
         self.skip_blank()?;
         let mut probe = self.pos;
-        if self.peek() == Some(b'#') && self.bytes.get(probe + 1).is_some_and(u8::is_ascii_alphabetic) {
+        if self.peek() == Some(b'#')
+            && self
+                .bytes
+                .get(probe + 1)
+                .is_some_and(u8::is_ascii_alphabetic)
+        {
             probe += 1;
             while self.bytes.get(probe).is_some_and(|&b| !is_delimiter(b)) {
                 probe += 1;

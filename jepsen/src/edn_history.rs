@@ -54,7 +54,9 @@ fn read_op(reader: &mut EdnReader<'_>) -> Result<Option<Op>> {
     while !reader.try_close(b'}')? {
         let key = reader.read_item()?;
         if reader.try_close(b'}')? {
-            return Err(reader.error_here("a map needs an even number of forms (a value for every key)"));
+            return Err(
+                reader.error_here("a map needs an even number of forms (a value for every key)")
+            );
         }
         let value = reader.read_item()?;
         builder.set(key.name(), value);
@@ -104,26 +106,41 @@ impl<'a> OpBuilder<'a> {
             Some(item) => {
                 return Err(Error::bad_op(
                     line,
-                    format!(":process must be an integer or :nemesis, found {}", item.into_value()),
+                    format!(
+                        ":process must be an integer or :nemesis, found {}",
+                        item.into_value()
+                    ),
                 ))
             }
         };
         let Some(kind) = self.kind else {
-            return Err(Error::bad_op(line, "the op map has no :type (one of :invoke :ok :fail :info)"));
+            return Err(Error::bad_op(
+                line,
+                "the op map has no :type (one of :invoke :ok :fail :info)",
+            ));
         };
         let Some(kind) = kind.name().and_then(OpType::from_name) else {
             return Err(Error::bad_op(
                 line,
-                format!(":type must be one of :invoke :ok :fail :info, found {}", kind.into_value()),
+                format!(
+                    ":type must be one of :invoke :ok :fail :info, found {}",
+                    kind.into_value()
+                ),
             ));
         };
         let Some(f) = self.f else {
-            return Err(Error::bad_op(line, "the op map has no :f (e.g. :read, :write, :cas)"));
+            return Err(Error::bad_op(
+                line,
+                "the op map has no :f (e.g. :read, :write, :cas)",
+            ));
         };
         let Some(f) = f.name().map(str::to_string) else {
             return Err(Error::bad_op(
                 line,
-                format!(":f must be a keyword such as :read, found {}", f.into_value()),
+                format!(
+                    ":f must be a keyword such as :read, found {}",
+                    f.into_value()
+                ),
             ));
         };
         let time_ns = match self.time.map(Item::into_value) {
@@ -163,7 +180,11 @@ pub fn op_from_value(form: Value, line: usize) -> Result<Option<Op>> {
 
 /// Appends one op as an EDN map (without a newline).
 pub fn write_edn_op(out: &mut String, op: &Op) {
-    let _ = write!(out, "{{:process {}, :type :{}, :f :{}", op.process, op.kind, op.f);
+    let _ = write!(
+        out,
+        "{{:process {}, :type :{}, :f :{}",
+        op.process, op.kind, op.f
+    );
     if let Some(key) = &op.key {
         let _ = write!(out, ", :key {key}");
     }

@@ -55,11 +55,19 @@ fn parse_line(raw: &str, line: usize) -> Result<Op> {
     let kind = kind
         .strip_prefix(':')
         .and_then(OpType::from_name)
-        .ok_or_else(|| bad(&format!("type '{kind}' is not one of :invoke :ok :fail :info")))?;
+        .ok_or_else(|| {
+            bad(&format!(
+                "type '{kind}' is not one of :invoke :ok :fail :info"
+            ))
+        })?;
     let (f, rest) = field(rest).ok_or_else(|| bad("missing function"))?;
     let f = match f.strip_prefix(':') {
         Some(name @ ("read" | "write" | "cas")) => name,
-        _ => return Err(bad(&format!("function '{f}' is not one of :read :write :cas"))),
+        _ => {
+            return Err(bad(&format!(
+                "function '{f}' is not one of :read :write :cas"
+            )))
+        }
     };
     let value_text = rest.trim();
     if value_text.is_empty() {

@@ -57,7 +57,11 @@ pub fn render_html(report: &CheckReport, source: &str) -> String {
     } else {
         out.push_str("<p>Every key has a linearization; there is no failing window.</p>\n");
     }
-    let _ = write!(out, "<h2>Report</h2>\n<pre>{}</pre>\n</body></html>\n", escape(&report.to_text()));
+    let _ = write!(
+        out,
+        "<h2>Report</h2>\n<pre>{}</pre>\n</body></html>\n",
+        escape(&report.to_text())
+    );
     out
 }
 
@@ -91,9 +95,9 @@ fn write_failure(out: &mut String, failure: &FailureWindow) {
         escape(&failure.state_before)
     );
     let window = &failure.window;
-    let use_time = window
-        .iter()
-        .all(|op| op.invoke_time_ns.is_some() && (op.ret_pos.is_none() || op.complete_time_ns.is_some()));
+    let use_time = window.iter().all(|op| {
+        op.invoke_time_ns.is_some() && (op.ret_pos.is_none() || op.complete_time_ns.is_some())
+    });
     let mut processes: Vec<i64> = window.iter().map(|op| op.process).collect();
     processes.sort_unstable();
     processes.dedup();
@@ -101,7 +105,11 @@ fn write_failure(out: &mut String, failure: &FailureWindow) {
     let starts = window.iter().map(|op| span(op, use_time, 0.0).0);
     let low = starts.fold(f64::MAX, f64::min);
     let high_completed = completed_ends.fold(f64::MIN, f64::max);
-    let high = if high_completed > low { high_completed } else { low + 1.0 };
+    let high = if high_completed > low {
+        high_completed
+    } else {
+        low + 1.0
+    };
     let end_of_window = high + (high - low) * 0.15;
     let scale = PLOT_WIDTH_PX / (end_of_window - low).max(1.0);
     let height = TOP_MARGIN_PX + ROW_HEIGHT_PX * processes.len() as f64 + 10.0;
@@ -114,14 +122,24 @@ fn write_failure(out: &mut String, failure: &FailureWindow) {
     );
     for (row, process) in processes.iter().enumerate() {
         let y = TOP_MARGIN_PX + ROW_HEIGHT_PX * row as f64;
-        let _ = writeln!(out, "<text x=\"4\" y=\"{:.1}\">process {process}</text>", y + 16.0);
+        let _ = writeln!(
+            out,
+            "<text x=\"4\" y=\"{:.1}\">process {process}</text>",
+            y + 16.0
+        );
         for op in window.iter().filter(|op| op.process == *process) {
             let (start, end) = span(op, use_time, end_of_window);
             let x = LEFT_MARGIN_PX + (start - low) * scale;
             let width = ((end - start) * scale).max(3.0);
             let pending = if op.ret_pos.is_none() { " pending" } else { "" };
             let label = match &op.output {
-                Some(v) => format!(":{} {} &#8594; {} {}", op.f, escape(&op.input), op.completion, escape(v)),
+                Some(v) => format!(
+                    ":{} {} &#8594; {} {}",
+                    op.f,
+                    escape(&op.input),
+                    op.completion,
+                    escape(v)
+                ),
                 None => format!(":{} {} &#8594; {}", op.f, escape(&op.input), op.completion),
             };
             let _ = writeln!(

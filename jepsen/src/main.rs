@@ -98,7 +98,9 @@ fn hint(error: &Error) -> &'static str {
         Error::InFile { error, .. } => hint(error),
         Error::EmptyHistory => "check that the test run produced client operations",
         Error::Model { .. } => "choose the --model that matches the history's :f values",
-        Error::BadInitial(_) => "give --initial as EDN text, e.g. --initial nil or --initial '\"\"'",
+        Error::BadInitial(_) => {
+            "give --initial as EDN text, e.g. --initial nil or --initial '\"\"'"
+        }
         Error::UnknownFormat(_) => "name the format with --format edn|json|etcd-log",
         Error::Limit { .. } => "split the history, or check it per key",
         Error::Io { .. } => "check the path and its permissions",
@@ -120,9 +122,10 @@ fn run(args: &CheckArgs) -> anyhow::Result<Validity> {
     };
     let initial = match &args.initial {
         None => None,
-        Some(text) => Some(EdnReader::parse_one(text).map_err(|e| {
-            Error::BadInitial(format!("--initial {text:?} is not EDN: {e}"))
-        })?),
+        Some(text) => Some(
+            EdnReader::parse_one(text)
+                .map_err(|e| Error::BadInitial(format!("--initial {text:?} is not EDN: {e}")))?,
+        ),
     };
     let options = CheckOptions {
         model,

@@ -82,6 +82,10 @@ pub enum Step {
     Append(u32),
 }
 
+/// The kv model made `MAX_KV_STATES` states: the search must stop undecided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimitReached;
+
 /// Base of the kv strings' polynomial hash (odd, so powers never vanish modulo 2^64).
 const TEXT_HASH_BASE: u64 = 0x100_0000_01B3;
 const NO_PARENT: u32 = u32::MAX;
@@ -102,7 +106,10 @@ impl TextHash {
             power: 1,
         };
         for &b in text.as_bytes() {
-            h.hash = h.hash.wrapping_mul(TEXT_HASH_BASE).wrapping_add(u64::from(b) + 1);
+            h.hash = h
+                .hash
+                .wrapping_mul(TEXT_HASH_BASE)
+                .wrapping_add(u64::from(b) + 1);
             h.power = h.power.wrapping_mul(TEXT_HASH_BASE);
         }
         h
@@ -111,7 +118,10 @@ impl TextHash {
     fn then(self, suffix: TextHash) -> Self {
         TextHash {
             len: self.len + suffix.len,
-            hash: self.hash.wrapping_mul(suffix.power).wrapping_add(suffix.hash),
+            hash: self
+                .hash
+                .wrapping_mul(suffix.power)
+                .wrapping_add(suffix.hash),
             power: self.power.wrapping_mul(suffix.power),
         }
     }
@@ -206,7 +216,11 @@ impl Stepper {
     /// Applies `step` to `state`: the new state, or `None` if the step is not legal there.
     /// `Err` only when the kv model would make more than `MAX_KV_STATES` states.
     #[inline]
-    pub fn step(&mut self, state: u32, step: Step) -> std::result::Result<Option<u32>, ()> {
+    pub fn step(
+        &mut self,
+        state: u32,
+        step: Step,
+    ) -> std::result::Result<Option<u32>, StateLimitReached> {
         Ok(match step {
             Step::Read(v) => (state == v).then_some(state),
             Step::Write(v) => Some(v),
@@ -232,7 +246,10 @@ impl Stepper {
         let mut end = target.len();
         let mut current = state;
         while let Some(node) = self.kv_states.get(current as usize) {
-            let piece = self.values[node.value as usize].as_str().unwrap_or("").as_bytes();
+            let piece = self.values[node.value as usize]
+                .as_str()
+                .unwrap_or("")
+                .as_bytes();
             if piece.len() > end || target[end - piece.len()..end] != *piece {
                 return false;
             }
@@ -242,12 +259,12 @@ impl Stepper {
         end == 0
     }
 
-    fn append(&mut self, state: u32, v: u32) -> std::result::Result<u32, ()> {
+    fn append(&mut self, state: u32, v: u32) -> std::result::Result<u32, StateLimitReached> {
         if let Some(&next) = self.kv_children.get(&(state, v)) {
             return Ok(next);
         }
         if self.kv_states.len() >= MAX_KV_STATES {
-            return Err(());
+            return Err(StateLimitReached);
         }
         let parent_text = self
             .kv_states

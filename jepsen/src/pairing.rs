@@ -37,7 +37,7 @@ impl PairedOp {
 
 /// Splits a record's value into (key, value): the explicit `:key`, else the tuple's parts when
 /// the history uses Jepsen independent tuples, else (`nil`, the value).
-pub fn split_key<'h>(op: &'h Op, independent: bool) -> (&'h Value, &'h Value) {
+pub fn split_key(op: &Op, independent: bool) -> (&Value, &Value) {
     if let Some(key) = &op.key {
         return (key, &op.value);
     }
@@ -268,9 +268,7 @@ fn compile(
             Step::Get(stepper.intern(string_value(op, model, observed)?))
         }
         (ModelKind::Kv, "put") => Step::Write(stepper.state_of(string_value(op, model, input)?)),
-        (ModelKind::Kv, "append") => {
-            Step::Append(stepper.intern(string_value(op, model, input)?))
-        }
+        (ModelKind::Kv, "append") => Step::Append(stepper.intern(string_value(op, model, input)?)),
         (ModelKind::Register, "cas") => {
             return Err(model_error(
                 op,

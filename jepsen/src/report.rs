@@ -71,7 +71,9 @@ impl WindowOp {
             f: invoke.f.clone(),
             input: split_key(invoke, independent).1.to_string(),
             output: complete.map(|c| split_key(c, independent).1.to_string()),
-            completion: complete.map_or("pending", |c| OpType::name(c.kind)).to_string(),
+            completion: complete
+                .map_or("pending", |c| OpType::name(c.kind))
+                .to_string(),
             call_pos: pair.call_pos(),
             ret_pos: (pair.ret_pos != PENDING_POS).then_some(pair.ret_pos),
             invoke_line: invoke.line,
@@ -92,7 +94,10 @@ impl WindowOp {
             Some(v) => format!("{} {v}", self.completion),
             None => self.completion.clone(),
         };
-        format!("process {} :{} {} -> {} ({lines})", self.process, self.f, self.input, result)
+        format!(
+            "process {} :{} {} -> {} ({lines})",
+            self.process, self.f, self.input, result
+        )
     }
 }
 
@@ -181,8 +186,16 @@ impl CheckReport {
                 "key {}: no linearization extends past {} of its {} ops; model state there: {}",
                 failure.key, failure.linearized_before, failure.ops_in_key, failure.state_before
             );
-            let _ = writeln!(out, "could not be linearized: {}", failure.failing_op.describe());
-            let _ = writeln!(out, "window ({} ops, invocation order):", failure.window.len());
+            let _ = writeln!(
+                out,
+                "could not be linearized: {}",
+                failure.failing_op.describe()
+            );
+            let _ = writeln!(
+                out,
+                "window ({} ops, invocation order):",
+                failure.window.len()
+            );
             for op in &failure.window {
                 let _ = writeln!(out, "  [{:<10}] {}", op.role, op.describe());
             }

@@ -78,7 +78,7 @@ pub struct SearchStats {
     pub cache_entries: usize,
 }
 
-const ZOBRIST_SEED: u64 = 0x5EED_0F_5EA2C4;
+const ZOBRIST_SEED: u64 = 0x5EED_0F5E_A2C4;
 
 /// A resumable search over one key: [`KeySearch::run`] works for a bounded number of steps,
 /// so the checker can interleave keys and stop at the first refuted one.
@@ -130,7 +130,11 @@ impl<'p> KeySearch<'p> {
         prev[tail as usize] = last;
         let words = n.div_ceil(64).max(1);
         KeySearch {
-            pending: problem.ops.iter().map(|op| op.ret_pos == PENDING_POS).collect(),
+            pending: problem
+                .ops
+                .iter()
+                .map(|op| op.ret_pos == PENDING_POS)
+                .collect(),
             zobrist: (0..n as u64).map(|i| mix64(i ^ ZOBRIST_SEED)).collect(),
             bits: vec![0u64; words],
             set_hash: 0,
@@ -204,7 +208,7 @@ impl<'p> KeySearch<'p> {
         } = self;
         let steps: &[Step] = &problem.steps;
         let stepper: &mut Stepper = &mut problem.stepper;
-        let head = (2 * steps.len()) as usize;
+        let head = 2 * steps.len();
         let mut budget = max_steps;
         let unknown = |reason, max_linearized: &usize| {
             Some(SearchOutcome::Unknown {

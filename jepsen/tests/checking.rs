@@ -17,12 +17,13 @@ fn valid(text: &str, model: ModelKind) -> Validity {
     check(text, model).valid
 }
 
-/// Builds EDN lines from `process type f value` shorthand, e.g. `"0 invoke write 1"`.
-fn edn(lines: &[&str]) -> String {
-    lines
-        .iter()
-        .map(|line| {
-            let mut parts = line.splitn(4, ' ');
+/// Builds EDN lines from `process type f value` records separated by `;`, e.g.
+/// `"0 invoke write 1; 0 ok write 1"`.
+fn edn(records: &str) -> String {
+    records
+        .split(';')
+        .map(|record| {
+            let mut parts = record.trim().splitn(4, ' ');
             let (p, t, f, v) = (
                 parts.next().unwrap_or("0"),
                 parts.next().unwrap_or("invoke"),
@@ -33,6 +34,16 @@ fn edn(lines: &[&str]) -> String {
         })
         .collect()
 }
+
+/// Checks each (why, model, records, expected verdict) case.
+fn expect_all(cases: &[(&str, ModelKind, &str, Validity)]) {
+    for &(why, model, records, expected) in cases {
+        assert_eq!(valid(&edn(records), model), expected, "{why}: {records}");
+    }
+}
+
+use ModelKind::{CasRegister, Register};
+use Validity::{Linearizable, NotLinearizable};
 
 #[test]
 fn register_steps() {
@@ -46,7 +57,10 @@ fn register_steps() {
 #[test]
 fn cas_steps() {
     let mut stepper = Stepper::new(ModelKind::CasRegister);
-    let (a, b) = (stepper.intern(&Value::Int(1)), stepper.intern(&Value::Int(2)));
+    let (a, b) = (
+        stepper.intern(&Value::Int(1)),
+        stepper.intern(&Value::Int(2)),
+    );
     assert_eq!(stepper.step(a, Step::Cas(a, b)), Ok(Some(b)));
     assert_eq!(stepper.step(b, Step::Cas(a, b)), Ok(None));
     assert_eq!(stepper.step(a, Step::CasFailed(a)), Ok(None));
@@ -74,116 +88,91 @@ fn kv_steps() {
     assert_eq!(stepper.state_text(after_xx), "\"xx\"");
     // A put of "xx" is a different state spelling the same string.
     let put_xx = stepper.state_of(&Value::Str("xx".into()));
-    assert_eq!(stepper.step(after_xx, Step::Write(put_xx)), Ok(Some(put_xx)));
+    assert_eq!(
+        stepper.step(after_xx, Step::Write(put_xx)),
+        Ok(Some(put_xx))
+    );
     assert_eq!(stepper.step(put_xx, Step::Get(xx)), Ok(Some(put_xx)));
     assert_eq!(stepper.step(empty, Step::Get(x)), Ok(None));
 }
 
 #[test]
 fn register_linearizable_and_not() {
-    let sequential = edn(&["0 invoke write 1", "0 ok write 1", "1 invoke read", "1 ok read 1"]);
-    assert_eq!(valid(&sequential, ModelKind::Register), Validity::Linearizable);
-    let stale = edn(&["0 invoke write 1", "0 ok write 1", "1 invoke read", "1 ok read nil"]);
-    let report = check(&stale, ModelKind::Register);
-    assert_eq!(report.valid, Validity::NotLinearizable);
+    expect_all(&[
+        ("sequential", Register, "0 invoke write 1; 0 ok write 1; 1 invoke read; 1 ok read 1", Linearizable),
+        ("concurrent read may see the old value", Register, "0 invoke write 1; 1 invoke read; 1 ok read nil; 0 ok write 1", Linearizable),
+        ("new then old value", Register, "0 invoke write 1; 1 invoke read; 1 ok read 1; 2 invoke read; 2 ok read nil; 0 ok write 1", NotLinearizable),
+    ]);
+    let stale = edn("0 invoke write 1; 0 ok write 1; 1 invoke read; 1 ok read nil");
+    let report = check(&stale, Register);
+    assert_eq!(report.valid, NotLinearizable);
     let failure = report.failure.unwrap_or_else(|| panic!("no window"));
     assert_eq!(failure.failing_op.f, "read");
     assert_eq!(failure.failing_op.invoke_line, 3);
     assert_eq!(failure.state_before, "1");
-    // A read concurrent with a write may see either value.
-    let concurrent = edn(&["0 invoke write 1", "1 invoke read", "1 ok read nil", "0 ok write 1"]);
-    assert_eq!(valid(&concurrent, ModelKind::Register), Validity::Linearizable);
-    // Two reads that see the write, then not: not linearizable.
-    let flip = edn(&[
-        "0 invoke write 1",
-        "1 invoke read",
-        "1 ok read 1",
-        "2 invoke read",
-        "2 ok read nil",
-        "0 ok write 1",
-    ]);
-    assert_eq!(valid(&flip, ModelKind::Register), Validity::NotLinearizable);
 }
 
 #[test]
 fn fail_means_it_did_not_happen() {
-    let failed_write = edn(&["0 invoke write 2", "0 fail write 2", "1 invoke read", "1 ok read 2"]);
-    assert_eq!(valid(&failed_write, ModelKind::Register), Validity::NotLinearizable);
-    let failed_read = edn(&["1 invoke read", "1 fail read", "0 invoke write 2", "0 ok write 2"]);
-    assert_eq!(valid(&failed_read, ModelKind::Register), Validity::Linearizable);
-    // Knossos: a failed cas did not happen, whatever the state.
-    let failed_cas = edn(&["0 invoke write 1", "0 ok write 1", "0 invoke cas [1 2]", "0 fail cas [1 2]"]);
-    assert_eq!(valid(&failed_cas, ModelKind::CasRegister), Validity::Linearizable);
+    expect_all(&[
+        (
+            "failed write",
+            Register,
+            "0 invoke write 2; 0 fail write 2; 1 invoke read; 1 ok read 2",
+            NotLinearizable,
+        ),
+        (
+            "failed read",
+            Register,
+            "1 invoke read; 1 fail read; 0 invoke write 2; 0 ok write 2",
+            Linearizable,
+        ),
+        (
+            "failed cas, whatever the state",
+            CasRegister,
+            "0 invoke write 1; 0 ok write 1; 0 invoke cas [1 2]; 0 fail cas [1 2]",
+            Linearizable,
+        ),
+    ]);
 }
 
 #[test]
 fn info_may_happen_later_or_never() {
-    let later = edn(&[
-        "0 invoke write 2",
-        "0 info write 2",
-        "1 invoke read",
-        "1 ok read nil",
-        "1 invoke read",
-        "1 ok read 2",
+    expect_all(&[
+        ("info write lands later", Register, "0 invoke write 2; 0 info write 2; 1 invoke read; 1 ok read nil; 1 invoke read; 1 ok read 2", Linearizable),
+        ("info write never lands", Register, "0 invoke write 2; 0 info write 2; 1 invoke read; 1 ok read nil", Linearizable),
+        ("info write cannot be undone", Register, "0 invoke write 2; 0 info write 2; 1 invoke read; 1 ok read 2; 1 invoke read; 1 ok read nil", NotLinearizable),
+        ("info cas that can never succeed never happened", CasRegister, "0 invoke cas [7 8]; 0 info cas [7 8]; 1 invoke read; 1 ok read nil", Linearizable),
+        ("a missing completion is like info", Register, "0 invoke write 3; 1 invoke read; 1 ok read 3", Linearizable),
     ]);
-    assert_eq!(valid(&later, ModelKind::Register), Validity::Linearizable);
-    let never = edn(&["0 invoke write 2", "0 info write 2", "1 invoke read", "1 ok read nil"]);
-    assert_eq!(valid(&never, ModelKind::Register), Validity::Linearizable);
-    let undone = edn(&[
-        "0 invoke write 2",
-        "0 info write 2",
-        "1 invoke read",
-        "1 ok read 2",
-        "1 invoke read",
-        "1 ok read nil",
-    ]);
-    assert_eq!(valid(&undone, ModelKind::Register), Validity::NotLinearizable);
-    // An info cas whose comparison can never succeed simply never happened.
-    let impossible_cas = edn(&["0 invoke cas [7 8]", "0 info cas [7 8]", "1 invoke read", "1 ok read nil"]);
-    assert_eq!(valid(&impossible_cas, ModelKind::CasRegister), Validity::Linearizable);
-    // A missing completion is like info.
-    let pending = edn(&["0 invoke write 3", "1 invoke read", "1 ok read 3"]);
-    assert_eq!(valid(&pending, ModelKind::Register), Validity::Linearizable);
 }
 
 #[test]
 fn cas_register() {
-    let ok = edn(&[
-        "0 invoke write 1",
-        "0 ok write 1",
-        "0 invoke cas [1 2]",
-        "0 ok cas [1 2]",
-        "1 invoke read",
-        "1 ok read 2",
+    expect_all(&[
+        ("cas from the current value", CasRegister, "0 invoke write 1; 0 ok write 1; 0 invoke cas [1 2]; 0 ok cas [1 2]; 1 invoke read; 1 ok read 2", Linearizable),
+        ("cas from another value", CasRegister, "0 invoke write 1; 0 ok write 1; 0 invoke cas [3 2]; 0 ok cas [3 2]", NotLinearizable),
     ]);
-    assert_eq!(valid(&ok, ModelKind::CasRegister), Validity::Linearizable);
-    let wrong_from = edn(&["0 invoke write 1", "0 ok write 1", "0 invoke cas [3 2]", "0 ok cas [3 2]"]);
-    assert_eq!(valid(&wrong_from, ModelKind::CasRegister), Validity::NotLinearizable);
 }
 
 #[test]
 fn etcd_log_semantics() {
-    let log = |lines: &[&str]| {
-        lines
-            .iter()
-            .map(|l| format!("INFO  jepsen.util - {}\n", l.replace(' ', "\t")))
+    let log = |records: &str| {
+        records
+            .split(';')
+            .map(|l| format!("INFO  jepsen.util - {}\n", l.trim().replace(' ', "\t")))
             .collect::<String>()
     };
-    // A failed cas observed a different value: impossible right after writing 1.
-    let failed_cas = log(&["0 :invoke :write 1", "0 :ok :write 1", "0 :invoke :cas [1 2]", "0 :fail :cas [1 2]"]);
-    assert_eq!(valid(&failed_cas, ModelKind::CasRegister), Validity::NotLinearizable);
-    let failed_cas_ok = log(&["0 :invoke :write 1", "0 :ok :write 1", "0 :invoke :cas [3 2]", "0 :fail :cas [3 2]"]);
-    assert_eq!(valid(&failed_cas_ok, ModelKind::CasRegister), Validity::Linearizable);
-    // A timed-out read constrains nothing; a timed-out write may land later.
-    let timeouts = log(&[
-        "0 :invoke :read nil",
-        "0 :fail :read :timed-out",
-        "1 :invoke :write 4",
-        "1 :info :write :timed-out",
-        "2 :invoke :read nil",
-        "2 :ok :read 4",
-    ]);
-    assert_eq!(valid(&timeouts, ModelKind::CasRegister), Validity::Linearizable);
+    let cases = [
+        // A failed cas observed a different value: impossible right after writing 1.
+        ("0 :invoke :write 1; 0 :ok :write 1; 0 :invoke :cas [1 2]; 0 :fail :cas [1 2]", NotLinearizable),
+        ("0 :invoke :write 1; 0 :ok :write 1; 0 :invoke :cas [3 2]; 0 :fail :cas [3 2]", Linearizable),
+        // A timed-out read constrains nothing; a timed-out write may land later.
+        ("0 :invoke :read nil; 0 :fail :read :timed-out; 1 :invoke :write 4; 1 :info :write :timed-out; 2 :invoke :read nil; 2 :ok :read 4", Linearizable),
+    ];
+    for (records, expected) in cases {
+        assert_eq!(valid(&log(records), CasRegister), expected, "{records}");
+    }
 }
 
 #[test]
@@ -201,23 +190,14 @@ fn keys_are_checked_independently() {
     assert_eq!(report.keys, 2);
     assert_eq!(report.failure.map(|f| f.key), Some("\"b\"".to_string()));
     // Jepsen independent tuples [key value].
-    let tuples = edn(&[
-        "0 invoke write [1 5]",
-        "0 ok write [1 5]",
-        "1 invoke cas [2 [nil 3]]",
-        "1 ok cas [2 [nil 3]]",
-        "2 invoke read [1 nil]",
-        "2 ok read [1 5]",
-        "2 invoke read [2 nil]",
-        "2 ok read [2 3]",
-    ]);
+    let tuples = edn("0 invoke write [1 5]; 0 ok write [1 5]; 1 invoke cas [2 [nil 3]]; 1 ok cas [2 [nil 3]]; 2 invoke read [1 nil]; 2 ok read [1 5]; 2 invoke read [2 nil]; 2 ok read [2 3]");
     let report = check(&tuples, ModelKind::CasRegister);
     assert_eq!((report.valid, report.keys), (Validity::Linearizable, 2));
 }
 
 #[test]
 fn model_errors_name_the_line() {
-    let history = read_edn(&edn(&["0 invoke write 1", "0 ok write 1", "0 invoke cas [1 2]"]))
+    let history = read_edn(&edn("0 invoke write 1; 0 ok write 1; 0 invoke cas [1 2]"))
         .unwrap_or_else(|e| panic!("{e}"));
     match check_history(&history, &CheckOptions::new(ModelKind::Register)) {
         Err(Error::Model { line, message, .. }) => {
@@ -226,7 +206,7 @@ fn model_errors_name_the_line() {
         }
         other => panic!("expected a model error, got {other:?}"),
     }
-    let orphan = read_edn(&edn(&["0 invoke write 1", "1 ok write 1"])).unwrap_or_else(|e| panic!("{e}"));
+    let orphan = read_edn(&edn("0 invoke write 1; 1 ok write 1")).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(
         check_history(&orphan, &CheckOptions::new(ModelKind::Register)),
         Err(Error::BadOp { line: 2, .. })
@@ -235,7 +215,10 @@ fn model_errors_name_the_line() {
         initial: Some(Value::Int(0)),
         ..CheckOptions::new(ModelKind::Kv)
     };
-    assert!(matches!(check_history(&orphan, &kv_initial), Err(Error::BadInitial(_))));
+    assert!(matches!(
+        check_history(&orphan, &kv_initial),
+        Err(Error::BadInitial(_))
+    ));
     let empty = read_edn("").unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(
         check_history(&empty, &CheckOptions::new(ModelKind::Register)),
@@ -245,7 +228,7 @@ fn model_errors_name_the_line() {
 
 #[test]
 fn initial_value_is_used() {
-    let text = edn(&["0 invoke read", "0 ok read 0"]);
+    let text = edn("0 invoke read; 0 ok read 0");
     let history = read_edn(&text).unwrap_or_else(|e| panic!("{e}"));
     let with_zero = CheckOptions {
         initial: Some(Value::Int(0)),
@@ -268,8 +251,7 @@ pub fn hard_history() -> String {
     }
     lines.push("99 invoke read".to_string());
     lines.push("99 ok read 999".to_string());
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    edn(&refs)
+    edn(&lines.join("; "))
 }
 
 #[test]
@@ -285,5 +267,9 @@ fn time_limit_gives_unknown() {
     let progress = report.unknown.unwrap_or_else(|| panic!("no progress"));
     assert_eq!(progress.ops_in_key, 41);
     assert!(progress.max_linearized >= 1);
-    assert!(progress.reason.contains("time limit"), "{}", progress.reason);
+    assert!(
+        progress.reason.contains("time limit"),
+        "{}",
+        progress.reason
+    );
 }

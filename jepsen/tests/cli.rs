@@ -75,17 +75,24 @@ fn not_linearizable_exits_1_with_window_and_html() {
     assert_eq!(json["model"], "register");
     assert_eq!(json["ops"], 2);
     let page = std::fs::read_to_string(&html).unwrap_or_else(|e| panic!("{e}"));
-    assert!(page.contains("<svg") && page.contains("process 1"), "{page}");
+    assert!(
+        page.contains("<svg") && page.contains("process 1"),
+        "{page}"
+    );
 }
 
 #[test]
 fn time_limit_exits_2_with_unknown() {
     let mut text = String::new();
     for p in 0..40 {
-        text.push_str(&format!("{{:process {p}, :type :invoke, :f :write, :value {p}}}\n"));
+        text.push_str(&format!(
+            "{{:process {p}, :type :invoke, :f :write, :value {p}}}\n"
+        ));
     }
     for p in 0..40 {
-        text.push_str(&format!("{{:process {p}, :type :ok, :f :write, :value {p}}}\n"));
+        text.push_str(&format!(
+            "{{:process {p}, :type :ok, :f :write, :value {p}}}\n"
+        ));
     }
     text.push_str("{:process 99, :type :invoke, :f :read, :value nil}\n");
     text.push_str("{:process 99, :type :ok, :f :read, :value 999}\n");
@@ -101,33 +108,67 @@ fn time_limit_exits_2_with_unknown() {
         &file.to_string_lossy(),
     ]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert_eq!(json_valid(&output), serde_json::Value::String("unknown".into()));
+    assert_eq!(
+        json_valid(&output),
+        serde_json::Value::String("unknown".into())
+    );
 }
 
 #[test]
 fn bad_input_exits_2_naming_the_line() {
-    let file = temp_file("broken.edn", "{:process 0, :type :invoke, :f :read}\n{:process 0, :type :okay, :f :read}\n");
+    let file = temp_file(
+        "broken.edn",
+        "{:process 0, :type :invoke, :f :read}\n{:process 0, :type :okay, :f :read}\n",
+    );
     let output = run(&["check", "--model", "register", &file.to_string_lossy()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("line 2") && stderr.contains(":type"), "{stderr}");
-    let json = run(&["check", "--model", "register", "--output", "json", &file.to_string_lossy()]);
+    assert!(
+        stderr.contains("line 2") && stderr.contains(":type"),
+        "{stderr}"
+    );
+    let json = run(&[
+        "check",
+        "--model",
+        "register",
+        "--output",
+        "json",
+        &file.to_string_lossy(),
+    ]);
     assert_eq!(json.status.code(), Some(2));
-    assert_eq!(json_valid(&json), serde_json::Value::String("unknown".into()));
+    assert_eq!(
+        json_valid(&json),
+        serde_json::Value::String("unknown".into())
+    );
 
     let empty = temp_file("empty.edn", "");
     let output = run(&["check", "--model", "register", &empty.to_string_lossy()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
 
-    let wrong_model = temp_file("cas.edn", "{:process 0, :type :invoke, :f :cas, :value [1 2]}\n");
-    let output = run(&["check", "--model", "register", &wrong_model.to_string_lossy()]);
+    let wrong_model = temp_file(
+        "cas.edn",
+        "{:process 0, :type :invoke, :f :cas, :value [1 2]}\n",
+    );
+    let output = run(&[
+        "check",
+        "--model",
+        "register",
+        &wrong_model.to_string_lossy(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cas-register"));
 
     let missing = run(&["check", "--model", "kv", "/nonexistent/history.edn"]);
     assert_eq!(missing.status.code(), Some(2));
-    let bad_initial = run(&["check", "--model", "register", "--initial", "[1", &empty.to_string_lossy()]);
+    let bad_initial = run(&[
+        "check",
+        "--model",
+        "register",
+        "--initial",
+        "[1",
+        &empty.to_string_lossy(),
+    ]);
     assert_eq!(bad_initial.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_initial.stderr).contains("--initial"));
     let no_model = run(&["check", &empty.to_string_lossy()]);
@@ -139,7 +180,14 @@ fn help_documents_every_flag() {
     let output = run(&["check", "--help"]);
     assert_eq!(output.status.code(), Some(0));
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--model", "--initial", "--time-limit-ms", "--output", "--html", "--format"] {
+    for flag in [
+        "--model",
+        "--initial",
+        "--time-limit-ms",
+        "--output",
+        "--html",
+        "--format",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }

@@ -32,8 +32,12 @@ fn all_102_etcd_verdicts() {
         .iter()
         .filter_map(|(path, linearizable)| {
             let got = verdict(path, ModelKind::CasRegister);
-            (got != expected(*linearizable))
-                .then(|| format!("{}: expected linearizable={linearizable}, got {got:?}", path.display()))
+            (got != expected(*linearizable)).then(|| {
+                format!(
+                    "{}: expected linearizable={linearizable}, got {got:?}",
+                    path.display()
+                )
+            })
         })
         .collect();
     assert!(wrong.is_empty(), "wrong verdicts:\n{}", wrong.join("\n"));
@@ -54,7 +58,11 @@ fn etcd_095_is_an_empty_history() {
 fn all_6_kv_verdicts() {
     for (name, linearizable, _) in KV_FILES {
         let path = dir().join("kv").join(name);
-        assert_eq!(verdict(&path, ModelKind::Kv), expected(linearizable), "{name}");
+        assert_eq!(
+            verdict(&path, ModelKind::Kv),
+            expected(linearizable),
+            "{name}"
+        );
     }
 }
 
@@ -62,9 +70,11 @@ fn all_6_kv_verdicts() {
 #[test]
 fn refuted_kv_history_has_a_failing_window() {
     let path = dir().join("kv/c10-bad.txt");
-    let report = check_file(&path, &CheckOptions::new(ModelKind::Kv))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let failure = report.failure.unwrap_or_else(|| panic!("no failure window"));
+    let report =
+        check_file(&path, &CheckOptions::new(ModelKind::Kv)).unwrap_or_else(|e| panic!("{e}"));
+    let failure = report
+        .failure
+        .unwrap_or_else(|| panic!("no failure window"));
     assert!(failure.key.starts_with('"'), "key {}", failure.key);
     assert!(failure.window.iter().any(|op| op.role == "failing"));
     assert!(failure.linearized_before < failure.ops_in_key);
@@ -77,7 +87,9 @@ fn verdict_table_agrees_with_verdicts_md() {
         .unwrap_or_else(|e| panic!("VERDICTS.md: {e}"));
     let mut rows = 0;
     for line in text.lines().filter(|l| l.starts_with("| jepsen/etcd_")) {
-        let n: u32 = line[14..17].parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let n: u32 = line[14..17]
+            .parse()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
         if n == 95 {
             continue;
         }

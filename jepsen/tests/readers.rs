@@ -42,7 +42,10 @@ fn edn_one_op_per_line_with_nemesis_skipped() {
     assert_eq!(history.nemesis_records_skipped, 1);
     assert_eq!(history.semantics, Semantics::Knossos);
     let first = &history.ops[0];
-    assert_eq!((first.process, first.kind, first.f.as_str()), (0, OpType::Invoke, "write"));
+    assert_eq!(
+        (first.process, first.kind, first.f.as_str()),
+        (0, OpType::Invoke, "write")
+    );
     assert_eq!(first.value, Value::Int(1));
     assert_eq!(first.time_ns, Some(10));
     assert_eq!(history.ops[2].line, 4);
@@ -83,7 +86,10 @@ fn edn_values() {
     assert_eq!(parse("\"a\\\"b\\n\""), Value::Str("a\"b\n".into()));
     assert_eq!(parse(":timed-out"), Value::keyword("timed-out"));
     assert_eq!(parse("#{1}"), Value::Set(vec![Value::Int(1)]));
-    assert_eq!(parse("[1 #_ 2 3]"), Value::Vector(vec![Value::Int(1), Value::Int(3)]));
+    assert_eq!(
+        parse("[1 #_ 2 3]"),
+        Value::Vector(vec![Value::Int(1), Value::Int(3)])
+    );
     assert_eq!(parse("(1 2)"), parse("[1 2]"));
     assert_eq!(
         parse("{:a [nil true]}"),
@@ -105,9 +111,15 @@ fn edn_errors_name_the_line() {
     assert!(message.contains(":type must be one of"), "{message}");
     let message = expect_line(read_edn("\n\n{:process 0, :f :read, :value nil}\n"), 3);
     assert!(message.contains("no :type"), "{message}");
-    let message = expect_line(read_edn("{:process 0, :type :invoke, :f :read}\n{:process 1 :type}\n"), 2);
+    let message = expect_line(
+        read_edn("{:process 0, :type :invoke, :f :read}\n{:process 1 :type}\n"),
+        2,
+    );
     assert!(message.contains("even number"), "{message}");
-    let message = expect_line(read_edn("{:process 0, :type :invoke, :f :read, :value \"x}\n"), 1);
+    let message = expect_line(
+        read_edn("{:process 0, :type :invoke, :f :read, :value \"x}\n"),
+        1,
+    );
     assert!(message.contains("string"), "{message}");
     let message = expect_line(read_edn("[{:process 0, :type :invoke, :f :read}\n 42]"), 2);
     assert!(message.contains("expected an op map"), "{message}");
@@ -118,13 +130,21 @@ fn edn_errors_name_the_line() {
 fn format_detection() {
     assert_eq!(Format::detect("  {:process 1}").ok(), Some(Format::Edn));
     assert_eq!(Format::detect("[").ok(), Some(Format::Edn));
-    assert_eq!(Format::detect("{\"process\": 1}").ok(), Some(Format::JsonLines));
+    assert_eq!(
+        Format::detect("{\"process\": 1}").ok(),
+        Some(Format::JsonLines)
+    );
     assert_eq!(
         Format::detect("INFO  jepsen.util - 0\t:invoke\t:read\tnil").ok(),
         Some(Format::EtcdLog)
     );
-    assert!(matches!(Format::detect("hello"), Err(Error::UnknownFormat(_))));
-    assert!(read_history("", None).map(|h| h.is_empty()).unwrap_or(false));
+    assert!(matches!(
+        Format::detect("hello"),
+        Err(Error::UnknownFormat(_))
+    ));
+    assert!(read_history("", None)
+        .map(|h| h.is_empty())
+        .unwrap_or(false));
 }
 
 #[test]
@@ -136,7 +156,10 @@ fn etcd_log_lines() {
     assert_eq!(history.ops.len(), 3);
     assert_eq!(history.ops[1].kind, OpType::Fail);
     assert_eq!(history.ops[2].value, Value::keyword("timed-out"));
-    let bad = read_history("INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2]\nINFO  jepsen.util - x\t:ok\t:cas\t[1 2]\n", None);
+    let bad = read_history(
+        "INFO  jepsen.util - 3\t:invoke\t:cas\t[1 2]\nINFO  jepsen.util - x\t:ok\t:cas\t[1 2]\n",
+        None,
+    );
     expect_line(bad, 2);
 }
 
@@ -150,13 +173,21 @@ fn json_lines_read_and_errors() {
     assert_eq!(history.nemesis_records_skipped, 1);
     assert_eq!(history.ops[1].value, Value::keyword("timed-out"));
     assert_eq!(history.ops[1].line, 3);
-    expect_line(read_json_lines("{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n{\"process\":0,"), 2);
+    expect_line(
+        read_json_lines("{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n{\"process\":0,"),
+        2,
+    );
 }
 
 fn sample_history() -> History {
     let ops = vec![
-        Op::new(0, OpType::Invoke, "cas", Value::Vector(vec![Value::Int(1), Value::Int(2)]))
-            .with_time_ns(100),
+        Op::new(
+            0,
+            OpType::Invoke,
+            "cas",
+            Value::Vector(vec![Value::Int(1), Value::Int(2)]),
+        )
+        .with_time_ns(100),
         Op::new(1, OpType::Invoke, "get", Value::Nil).with_key(Value::Str("k \"1\"".into())),
         Op::new(0, OpType::Info, "cas", Value::keyword("timed-out")).with_time_ns(250),
         Op::new(1, OpType::Ok, "get", Value::Str("x\ty".into())).with_key(Value::Int(-3)),
@@ -164,7 +195,10 @@ fn sample_history() -> History {
             2,
             OpType::Fail,
             "txn",
-            Value::Map(vec![(Value::keyword("a"), Value::Set(vec![Value::Float(0.5)]))]),
+            Value::Map(vec![(
+                Value::keyword("a"),
+                Value::Set(vec![Value::Float(0.5)]),
+            )]),
         ),
     ];
     History::new(ops)
@@ -183,7 +217,9 @@ fn json_round_trip_and_edn_json_edn() {
     let back = read_json_lines(&to_json_lines(&history)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(without_lines(&back), history.ops);
     let edn = to_edn(&history);
-    let via_json = read_json_lines(&to_json_lines(&read_edn(&edn).unwrap_or_else(|e| panic!("{e}"))))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let via_json = read_json_lines(&to_json_lines(
+        &read_edn(&edn).unwrap_or_else(|e| panic!("{e}")),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(to_edn(&via_json), edn);
 }
