@@ -19,6 +19,21 @@ fn fleet(nodes: usize) -> (Fleet, Vec<NodeId>) {
     (fleet, ids)
 }
 
+/// Runs a job of `world` ranks on devices `first..first + world` of `node` (through apply).
+fn running(
+    fleet: &mut Fleet,
+    name: &str,
+    tier: Tier,
+    world: u16,
+    node: NodeId,
+    first: u16,
+) -> JobId {
+    fleet.run_job(
+        job_spec(name, tier, world.into(), "h100"),
+        devices_of(node, first, world),
+    )
+}
+
 fn plan_now(fleet: &Fleet, evaluation: Evaluation) -> Plan {
     plan(&fleet.state, &evaluation, fleet.clock_ms, fleet.applied)
 }
@@ -35,6 +50,12 @@ fn commit(fleet: &mut Fleet, plan: Plan) -> Vec<ActionId> {
         }
         other => panic!("plan not accepted: {other:?}"),
     }
+}
+
+/// Checks the plan action by action (reasons included), then commits it.
+fn expect_and_commit(fleet: &mut Fleet, plan: Plan, expected: Vec<PlannedAction>) -> Vec<ActionId> {
+    assert_eq!(plan.actions, expected);
+    commit(fleet, plan)
 }
 
 fn ops(plan: &Plan) -> Vec<(JobId, ActionOp)> {
@@ -61,46 +82,40 @@ fn pending_jobs_start_in_tier_order_on_one_node_each() {
     let standard = fleet.submit(job_spec("s", Tier::Standard, 2, "h100"));
     let plan = plan_now(&fleet, Evaluation::Tick);
     assert_eq!(plan.trigger, "tick");
-    assert_eq!(
-        plan.actions,
+    expect_and_commit(
+        &mut fleet,
+        plan,
         vec![
             action(
                 premium,
                 ActionOp::Place {
-                    devices: devices_of(nodes[0], 0, 4)
+                    devices: devices_of(nodes[0], 0, 4),
                 },
                 "placed: 4 ranks on 1 node in domain n-d0",
             ),
             action(
                 standard,
                 ActionOp::Place {
-                    devices: devices_of(nodes[0], 4, 2)
+                    devices: devices_of(nodes[0], 4, 2),
                 },
                 "placed: 2 ranks on 1 node in domain n-d0",
             ),
             action(
                 basic,
                 ActionOp::Place {
-                    devices: devices_of(nodes[1], 0, 8)
+                    devices: devices_of(nodes[1], 0, 8),
                 },
                 "placed: 8 ranks on 1 node in domain n-d0",
             ),
-        ]
+        ],
     );
-    commit(&mut fleet, plan);
 }
 
 #[test]
 fn premium_arrival_shrinks_basic_jobs_before_it_preempts_any() {
     let (mut fleet, nodes) = fleet(1);
-    let older = fleet.run_job(
-        job_spec("b1", Tier::Basic, 4, "h100"),
-        devices_of(nodes[0], 0, 4),
-    );
-    let newer = fleet.run_job(
-        job_spec("b2", Tier::Basic, 4, "h100"),
-        devices_of(nodes[0], 4, 4),
-    );
+    let older = running(&mut fleet, "b1", Tier::Basic, 4, nodes[0], 0);
+    let newer = running(&mut fleet, "b2", Tier::Basic, 4, nodes[0], 4);
     let premium = fleet.submit(job_spec("p", Tier::Premium, 4, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
     // Same tier, same slack, same work delivered so far: the lower id goes first and shrinks
@@ -154,8 +169,9 @@ fn premium_arrival_shrinks_basic_jobs_before_it_preempts_any() {
     );
     // The premium job starts; the spare device goes to the shrunk job (the growth planned
     // above was never committed).
-    assert_eq!(
-        plan.actions,
+    expect_and_commit(
+        &mut fleet,
+        plan,
         vec![
             action(
                 premium,
@@ -165,7 +181,7 @@ fn premium_arrival_shrinks_basic_jobs_before_it_preempts_any() {
                         DeviceRef::new(nodes[0], 2),
                         DeviceRef::new(nodes[0], 3),
                         DeviceRef::new(nodes[0], 6),
-                    ]
+                    ],
                 },
                 "placed: 4 ranks on 1 node in domain n-d0",
             ),
@@ -178,18 +194,14 @@ fn premium_arrival_shrinks_basic_jobs_before_it_preempts_any() {
                 "grown from 1 to 2 devices toward its world size of 4: idle devices go to \
                  shrunk jobs",
             ),
-        ]
+        ],
     );
-    commit(&mut fleet, plan);
 }
 
 #[test]
 fn premium_preempts_only_when_shrinking_is_not_enough() {
     let (mut fleet, nodes) = fleet(1);
-    let basic = fleet.run_job(
-        job_spec("b", Tier::Basic, 8, "h100"),
-        devices_of(nodes[0], 0, 8),
-    );
+    let basic = running(&mut fleet, "b", Tier::Basic, 8, nodes[0], 0);
     let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
     assert_eq!(
@@ -224,10 +236,7 @@ fn premium_preempts_only_when_shrinking_is_not_enough() {
 #[test]
 fn standard_is_never_shrunk_below_its_floor() {
     let (mut fleet, nodes) = fleet(1);
-    let standard = fleet.run_job(
-        job_spec("s", Tier::Standard, 8, "h100"),
-        devices_of(nodes[0], 0, 8),
-    );
+    let standard = running(&mut fleet, "s", Tier::Standard, 8, nodes[0], 0);
     // Two devices needed: standard halves (its floor is 4), not a quarter.
     let small = fleet.submit(job_spec("p2", Tier::Premium, 2, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(small));
@@ -268,10 +277,7 @@ fn standard_is_never_shrunk_below_its_floor() {
 #[test]
 fn standard_preempts_only_basic_and_basic_preempts_nothing() {
     let (mut fleet, nodes) = fleet(1);
-    let standard = fleet.run_job(
-        job_spec("s", Tier::Standard, 8, "h100"),
-        devices_of(nodes[0], 0, 8),
-    );
+    let standard = running(&mut fleet, "s", Tier::Standard, 8, nodes[0], 0);
     let other = fleet.submit(job_spec("s2", Tier::Standard, 8, "h100"));
     let basic = fleet.submit(job_spec("b", Tier::Basic, 1, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(other));
@@ -289,14 +295,8 @@ fn standard_preempts_only_basic_and_basic_preempts_nothing() {
 #[test]
 fn gangs_are_all_or_nothing() {
     let (mut fleet, nodes) = fleet(2);
-    fleet.run_job(
-        job_spec("x", Tier::Premium, 4, "h100"),
-        devices_of(nodes[0], 0, 4),
-    );
-    fleet.run_job(
-        job_spec("y", Tier::Premium, 4, "h100"),
-        devices_of(nodes[1], 0, 4),
-    );
+    running(&mut fleet, "x", Tier::Premium, 4, nodes[0], 0);
+    running(&mut fleet, "y", Tier::Premium, 4, nodes[1], 0);
     // 8 devices are free (4 + 4) and nothing may be preempted for anyone: a premium gang of
     // 12 gets no partial placement, and waits without holding anything.
     let premium = fleet.submit(job_spec("p", Tier::Premium, 12, "h100"));
@@ -307,53 +307,47 @@ fn gangs_are_all_or_nothing() {
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(wide));
     let mut devices = devices_of(nodes[0], 4, 4);
     devices.extend(devices_of(nodes[1], 4, 4));
-    assert_eq!(
-        plan.actions,
+    expect_and_commit(
+        &mut fleet,
+        plan,
         vec![action(
             wide,
             ActionOp::Place { devices },
             "placed: 8 ranks on 2 nodes in domain n-d0",
-        )]
+        )],
     );
-    commit(&mut fleet, plan);
 }
 
 #[test]
 fn drain_moves_every_job_off_the_node() {
     let (mut fleet, nodes) = fleet(2);
-    let a = fleet.run_job(
-        job_spec("a", Tier::Standard, 4, "h100"),
-        devices_of(nodes[0], 0, 4),
-    );
-    let b = fleet.run_job(
-        job_spec("b", Tier::Basic, 2, "h100"),
-        devices_of(nodes[0], 4, 2),
-    );
+    let a = running(&mut fleet, "a", Tier::Standard, 4, nodes[0], 0);
+    let b = running(&mut fleet, "b", Tier::Basic, 2, nodes[0], 4);
     fleet.apply(Command::SetNodeDraining {
         name: NodeName::new("n-0").expect("valid"),
         draining: true,
     });
     let plan = plan_now(&fleet, Evaluation::NodeDraining(nodes[0]));
-    assert_eq!(
-        plan.actions,
+    let actions = expect_and_commit(
+        &mut fleet,
+        plan,
         vec![
             action(
                 a,
                 ActionOp::Migrate {
-                    to: devices_of(nodes[1], 0, 4)
+                    to: devices_of(nodes[1], 0, 4),
                 },
                 "migrated off draining node n-0 to 1 node in domain n-d0",
             ),
             action(
                 b,
                 ActionOp::Migrate {
-                    to: devices_of(nodes[1], 4, 2)
+                    to: devices_of(nodes[1], 4, 2),
                 },
                 "migrated off draining node n-0 to 1 node in domain n-d0",
             ),
-        ]
+        ],
     );
-    let actions = commit(&mut fleet, plan);
     for action in actions {
         fleet.finish_action(action, 5);
     }
@@ -365,14 +359,8 @@ fn drain_moves_every_job_off_the_node() {
 #[test]
 fn drain_preempts_what_cannot_move_and_nothing_targets_a_draining_node() {
     let (mut fleet, nodes) = fleet(2);
-    let a = fleet.run_job(
-        job_spec("a", Tier::Premium, 8, "h100"),
-        devices_of(nodes[0], 0, 8),
-    );
-    fleet.run_job(
-        job_spec("b", Tier::Premium, 8, "h100"),
-        devices_of(nodes[1], 0, 8),
-    );
+    let a = running(&mut fleet, "a", Tier::Premium, 8, nodes[0], 0);
+    running(&mut fleet, "b", Tier::Premium, 8, nodes[1], 0);
     fleet.apply(Command::SetNodeDraining {
         name: NodeName::new("n-0").expect("valid"),
         draining: true,
@@ -396,10 +384,7 @@ fn drain_preempts_what_cannot_move_and_nothing_targets_a_draining_node() {
 #[test]
 fn a_lost_job_resumes_elsewhere_from_its_checkpoint() {
     let (mut fleet, nodes) = fleet(2);
-    let job = fleet.run_job(
-        job_spec("j", Tier::Standard, 4, "h100"),
-        devices_of(nodes[0], 0, 4),
-    );
+    let job = running(&mut fleet, "j", Tier::Standard, 4, nodes[0], 0);
     // A migration within the node leaves a checkpoint at step 50.
     let moved = fleet.commit(
         job,
@@ -418,74 +403,68 @@ fn a_lost_job_resumes_elsewhere_from_its_checkpoint() {
         Some(JobPhase::Pending)
     );
     let plan = plan_now(&fleet, Evaluation::NodeDown(nodes[0]));
-    assert_eq!(
-        plan.actions,
+    expect_and_commit(
+        &mut fleet,
+        plan,
         vec![action(
             job,
             ActionOp::Resume {
-                devices: devices_of(nodes[1], 0, 4)
+                devices: devices_of(nodes[1], 0, 4),
             },
             "resumed from its checkpoint at step 50: 4 ranks on 1 node in domain n-d0",
-        )]
+        )],
     );
-    commit(&mut fleet, plan);
 }
 
 #[test]
 fn shrunk_jobs_grow_back_when_capacity_frees() {
     let (mut fleet, nodes) = fleet(1);
-    let small = fleet.run_job(
-        job_spec("x", Tier::Basic, 4, "h100"),
-        devices_of(nodes[0], 0, 4),
-    );
+    let small = running(&mut fleet, "x", Tier::Basic, 4, nodes[0], 0);
     let wide = fleet.submit(job_spec("w", Tier::Standard, 8, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(wide));
-    assert_eq!(
-        plan.actions,
+    let actions = expect_and_commit(
+        &mut fleet,
+        plan,
         vec![action(
             wide,
             ActionOp::Place {
-                devices: devices_of(nodes[0], 4, 4)
+                devices: devices_of(nodes[0], 4, 4),
             },
             "placed: 8 ranks spliced onto 4 devices (2 per device) on 1 node in domain n-d0; \
              the whole gang did not fit, it grows back when devices free up",
-        )]
+        )],
     );
-    let actions = commit(&mut fleet, plan);
     fleet.finish_action(actions[0], 0);
     fleet.succeed(small);
     let plan = plan_now(&fleet, Evaluation::Tick);
     let mut to = devices_of(nodes[0], 4, 4);
     to.extend(devices_of(nodes[0], 0, 4));
-    assert_eq!(
-        plan.actions,
+    expect_and_commit(
+        &mut fleet,
+        plan,
         vec![action(
             wide,
             ActionOp::Resize { to, for_job: None },
             "grown from 4 to 8 devices toward its world size of 8: idle devices go to shrunk jobs",
-        )]
+        )],
     );
-    commit(&mut fleet, plan);
 }
 
 #[test]
 fn cancelled_running_jobs_are_stopped_and_nothing_else() {
     let (mut fleet, nodes) = fleet(1);
-    let job = fleet.run_job(
-        job_spec("x", Tier::Basic, 2, "h100"),
-        devices_of(nodes[0], 0, 2),
-    );
+    let job = running(&mut fleet, "x", Tier::Basic, 2, nodes[0], 0);
     fleet.apply(Command::CancelJob { job });
     let plan = plan_now(&fleet, Evaluation::JobCancelled(job));
-    assert_eq!(
-        plan.actions,
+    expect_and_commit(
+        &mut fleet,
+        plan,
         vec![action(
             job,
             ActionOp::Stop,
-            "stopped: cancelled by a client"
-        )]
+            "stopped: cancelled by a client",
+        )],
     );
-    commit(&mut fleet, plan);
 }
 
 #[test]
@@ -493,14 +472,8 @@ fn a_pending_job_is_explained() {
     let mut fleet = Fleet::new();
     fleet.add_nodes("a", 3, 8, "a100", H100_MEMORY_BYTES, 8);
     let nodes = fleet.add_nodes("h", 2, 8, "h100", H100_MEMORY_BYTES, 8);
-    fleet.run_job(
-        job_spec("x", Tier::Premium, 6, "h100"),
-        devices_of(nodes[0], 0, 6),
-    );
-    fleet.run_job(
-        job_spec("y", Tier::Premium, 8, "h100"),
-        devices_of(nodes[1], 0, 8),
-    );
+    running(&mut fleet, "x", Tier::Premium, 6, nodes[0], 0);
+    running(&mut fleet, "y", Tier::Premium, 8, nodes[1], 0);
     let job = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
     fleet.clock_ms += 10_000;
     fleet.apply(Command::Tick);
@@ -535,32 +508,26 @@ fn a_pending_job_is_explained() {
 #[test]
 fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
     let (mut fleet, nodes) = fleet(2);
-    let a = fleet.run_job(
-        job_spec("a", Tier::Basic, 4, "h100"),
-        devices_of(nodes[0], 0, 4),
-    );
-    fleet.run_job(
-        job_spec("b", Tier::Basic, 4, "h100"),
-        devices_of(nodes[1], 0, 4),
-    );
+    let a = running(&mut fleet, "a", Tier::Basic, 4, nodes[0], 0);
+    running(&mut fleet, "b", Tier::Basic, 4, nodes[1], 0);
     // 8 devices are free, 4 on each node: the premium gang of 8 belongs on one node, so a
     // small job moves to clear one instead of the gang being spread.
     let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
-    assert_eq!(
-        plan.actions,
+    let actions = expect_and_commit(
+        &mut fleet,
+        plan,
         vec![action(
             a,
             ActionOp::Migrate {
-                to: devices_of(nodes[1], 4, 4)
+                to: devices_of(nodes[1], 4, 4),
             },
             &format!(
                 "migrated to 1 node in domain n-d0 to defragment: node n-0 is being cleared for \
                  {premium} (premium), whose 8-device gang needs one node"
             ),
-        )]
+        )],
     );
-    let actions = commit(&mut fleet, plan);
     // While the migration is in flight, the gang waits for that node and nothing else moves.
     let submitted = fleet.submit(job_spec("c", Tier::Basic, 2, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(submitted));
