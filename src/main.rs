@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod device_proxy;
 mod logging;
 mod operator;
 mod server;
