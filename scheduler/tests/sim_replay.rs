@@ -151,8 +151,20 @@ fn check_conservation(report: &Report, jobs: u64) {
 fn every_job_finishes_and_device_time_adds_up() {
     let trace = synthetic_trace(150);
     for policy in available_policies() {
-        let report = run(&trace, 16, policy).report();
+        let sim = run(&trace, 16, policy);
+        let report = sim.report();
         check_conservation(&report, 150);
+        let last_finish_ms = sim
+            .records()
+            .iter()
+            .map(|r| sim.trace()[r.trace_index].submission_s * 1000 + r.completion_ms)
+            .max()
+            .expect("jobs finished");
+        assert_eq!(
+            report.makespan_s,
+            last_finish_ms as f64 / 1000.0,
+            "{policy}: the makespan ends at the last completion"
+        );
         if policy != "singularity" {
             // No splicing: the devices ran exactly the work the trace asked for.
             assert_eq!(

@@ -207,6 +207,11 @@ impl Simulator {
 
     /// Processes the next event. Returns `Done` once every job has finished.
     pub fn step(&mut self) -> Result<StepStatus, SimError> {
+        // Done when every job has finished; events still queued are stale (a finish scheduled
+        // for a running segment that an action ended) and must not move the clock.
+        if self.jobs.is_empty() && self.next_submission == self.trace.len() {
+            return Ok(StepStatus::Done);
+        }
         let next_event = self.queue.peek().map(|Reverse((at, _, _))| *at);
         let next_submission = self
             .trace
