@@ -4,7 +4,8 @@
 //! every invariant checked after every entry. Every plan the policy proposes on a fresh state
 //! must be accepted whole (no rejected action), must never target a device on a node that is not
 //! up (not even one the job keeps), must give each job at most one action, must make room only
-//! for a pending job of a strictly higher tier, and must be the same when computed twice.
+//! for a pending job of a strictly higher tier (or, within basic, one that has had less
+//! service), and must be the same when computed twice.
 
 use proptest::prelude::*;
 use singularity_scheduler::action::{ActionOp, Plan, Progress};
@@ -48,7 +49,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (any::<usize>(), any::<bool>()).prop_map(|(node, on)| Event::Drain { node, on }),
         1 => any::<usize>().prop_map(|node| Event::NodeDown { node }),
         1 => (any::<usize>(), 0u16..8).prop_map(|(node, device)| Event::Unhealthy { node, device }),
-        2 => (1u64..100_000).prop_map(|ms| Event::Wait { ms }),
+        2 => prop_oneof![1u64..100_000, 3_600_000u64..40_000_000].prop_map(|ms| Event::Wait { ms }),
     ]
 }
 
@@ -163,14 +164,18 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
         if job.cancel_requested {
             prop_assert_eq!(&action.op, &ActionOp::Stop);
         }
-        // Room is made only for a pending job of a strictly higher tier.
+        // Room is made only for a pending job of a higher tier, or a basic job with less service.
         if let ActionOp::Preempt { for_job: Some(b) }
         | ActionOp::Resize {
             for_job: Some(b), ..
         } = &action.op
         {
             let beneficiary = fleet.state.job(*b).expect("beneficiary exists");
-            prop_assert!(beneficiary.spec.tier > job.spec.tier, "{}", action);
+            let by_tier = beneficiary.spec.tier > job.spec.tier;
+            let by_service = beneficiary.spec.tier == Tier::Basic
+                && job.spec.tier == Tier::Basic
+                && job.ledger.delivered_device_ms > beneficiary.ledger.delivered_device_ms;
+            prop_assert!(by_tier || by_service, "{}", action);
             prop_assert_eq!(beneficiary.phase, singularity_scheduler::JobPhase::Pending);
         }
     }

@@ -275,7 +275,7 @@ fn standard_is_never_shrunk_below_its_floor() {
 }
 
 #[test]
-fn standard_preempts_only_basic_and_basic_preempts_nothing() {
+fn standard_preempts_only_basic_and_basic_never_touches_standard() {
     let (mut fleet, nodes) = fleet(1);
     let standard = running(&mut fleet, "s", Tier::Standard, 8, nodes[0], 0);
     let other = fleet.submit(job_spec("s2", Tier::Standard, 8, "h100"));
@@ -544,4 +544,41 @@ fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
         )
     );
     commit(&mut fleet, plan);
+}
+
+#[test]
+fn a_basic_job_with_much_service_yields_to_a_new_basic_job() {
+    let (mut fleet, nodes) = fleet(1);
+    let old = running(&mut fleet, "old", Tier::Basic, 8, nodes[0], 0);
+    // Two hours on 8 devices: 16 device-hours, above the 10 device-hour queue threshold.
+    fleet.clock_ms += 2 * 3_600_000;
+    fleet.apply(Command::Tick);
+    let new = fleet.submit(job_spec("new", Tier::Basic, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(new));
+    let actions = expect_and_commit(
+        &mut fleet,
+        plan,
+        vec![action(
+            old,
+            ActionOp::Preempt { for_job: Some(new) },
+            &format!(
+                "preempted for {new} (tier basic): shrinking was not enough; least attained \
+                 service first within tier basic: it has had 16.0 device-hours, {new} has had 0.0"
+            ),
+        )],
+    );
+    fleet.finish_action(actions[0], 11);
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            new,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 0, 8)
+            }
+        )]
+    );
+    commit(&mut fleet, plan);
+    // The old job waits; having had more service, it cannot take the devices back.
+    assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
 }

@@ -9,7 +9,7 @@
 use super::defrag::{defragment, wait_for_cleared_node};
 use super::select::{candidates, place, Candidate, Locality, Placement};
 use super::session::Session;
-use super::victims::make_room;
+use super::victims::{class_of, make_room};
 use crate::action::ActionOp;
 use crate::ids::{DeviceRef, NodeId};
 use crate::job::{Job, JobSpec};
@@ -43,10 +43,18 @@ pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Localit
     }
 }
 
-/// Pending jobs in scheduling order: tier (premium first), then submission order.
+/// Pending jobs in scheduling order: tier (premium first), then least attained service (the
+/// device-time delivered so far, as in Tiresias: new jobs before ones that already ran, which
+/// favours short jobs without knowing durations), then submission order.
 pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
     let mut jobs = s.pending.clone();
-    jobs.sort_by_key(|j| (std::cmp::Reverse(j.spec.tier), j.id));
+    jobs.sort_by_key(|j| {
+        (
+            std::cmp::Reverse(j.spec.tier),
+            j.ledger.delivered_device_ms,
+            j.id,
+        )
+    });
     jobs.truncate(s.config.max_pending_considered);
     jobs
 }
@@ -154,7 +162,12 @@ pub(crate) fn schedule_pending(s: &mut Session) {
         if s.full() {
             break;
         }
-        if try_start(s, job) || job.spec.tier == Tier::Basic {
+        if try_start(s, job) {
+            continue;
+        }
+        // A basic job makes room only from basic jobs that have had more service.
+        let las = !s.config.basic_queue_thresholds_device_ms.is_empty();
+        if job.spec.tier == Tier::Basic && !las {
             continue;
         }
         // A job others are already making room for always holds what it will use; the bound
@@ -168,9 +181,13 @@ pub(crate) fn schedule_pending(s: &mut Session) {
     }
 }
 
-/// The fewest devices a blocked job waits for: premium its whole gang, standard its floor.
+/// The devices a blocked job waits for: premium its whole gang, standard its floor, basic
+/// (which makes room only by least attained service) its whole gang.
 fn room_needed(spec: &JobSpec) -> usize {
-    spec.tier.min_devices(spec.world_size) as usize
+    match spec.tier {
+        Tier::Basic => spec.world_size as usize,
+        _ => spec.tier.min_devices(spec.world_size) as usize,
+    }
 }
 
 /// The node a one-node gang will wait for: the one its reserved devices are on, else the up
@@ -184,15 +201,11 @@ fn target_node(s: &mut Session, job: &Job, need: usize) -> Option<NodeId> {
     if let Some((&node, _)) = reserved.iter().max_by_key(|(n, c)| (**c, Reverse(**n))) {
         return Some(node);
     }
-    let lower: Vec<usize> = Tier::ALL
-        .iter()
-        .filter(|t| **t < spec.tier)
-        .map(|t| t.index())
-        .collect();
+    let class = class_of(s.config, job);
     let reclaimable: Vec<(NodeId, usize)> = s
-        .held_by_tier()
+        .held_by_class()
         .iter()
-        .map(|(&node, held)| (node, lower.iter().map(|&i| held[i]).sum()))
+        .map(|(&node, held)| (node, held.iter().skip(class + 1).sum()))
         .collect();
     reclaimable
         .into_iter()
@@ -208,8 +221,8 @@ fn target_node(s: &mut Session, job: &Job, need: usize) -> Option<NodeId> {
         .map(|(_, node)| node)
 }
 
-/// Handles a premium or standard job that did not fit: makes room if none is on its way, and
-/// holds the free devices it will use.
+/// Handles a job that did not fit (premium, standard, or basic with least-attained-service
+/// queues): makes room if none is on its way, and holds the free devices it will use.
 fn wait_for_room(s: &mut Session, job: &Job) {
     let spec = &job.spec;
     let need = room_needed(spec);

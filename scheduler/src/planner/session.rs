@@ -5,7 +5,7 @@
 //! It lives for one call and is never shared; it reads the state and never changes it.
 
 use super::config::PolicyConfig;
-use super::victims::victim_key;
+use super::victims::{class_count, class_of, victim_key};
 use super::view::FleetView;
 use crate::action::{ActionOp, PlannedAction};
 use crate::ids::{DeviceRef, JobId, NodeId};
@@ -33,8 +33,9 @@ pub(crate) struct Session<'a> {
     pub cancelled: Vec<&'a Job>,
     /// Running jobs in victim order (built on first use).
     victim_pool: Option<Vec<&'a Job>>,
-    /// Devices held per node by running jobs, per tier index (built on first use).
-    held_by_tier: Option<BTreeMap<NodeId, [usize; 3]>>,
+    /// Devices held per node by running jobs, per yield class (`victims::class_of`; built on
+    /// first use).
+    held_by_class: Option<BTreeMap<NodeId, Vec<usize>>>,
     /// Blocked jobs that tried to make room in this plan.
     pub room_attempts: usize,
 }
@@ -104,7 +105,7 @@ impl<'a> Session<'a> {
             reserved_for,
             no_fit: BTreeMap::new(),
             victim_pool: None,
-            held_by_tier: None,
+            held_by_class: None,
             room_attempts: 0,
         }
     }
@@ -169,14 +170,20 @@ impl<'a> Session<'a> {
         self.victim_pool.clone().unwrap_or_default()
     }
 
-    /// Devices held on each node by running jobs without an action in flight, per tier index.
-    pub fn held_by_tier(&mut self) -> &BTreeMap<NodeId, [usize; 3]> {
+    /// Devices held on each node by running jobs without an action in flight, per yield class.
+    pub fn held_by_class(&mut self) -> &BTreeMap<NodeId, Vec<usize>> {
         let running = &self.running;
-        self.held_by_tier.get_or_insert_with(|| {
-            let mut held: BTreeMap<NodeId, [usize; 3]> = BTreeMap::new();
+        let config = self.config;
+        self.held_by_class.get_or_insert_with(|| {
+            let classes = class_count(config);
+            let mut held: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
             for job in running {
+                let class = class_of(config, job);
                 for d in &job.assignment {
-                    held.entry(d.node).or_default()[job.spec.tier.index()] += 1;
+                    let counts = held.entry(d.node).or_insert_with(|| vec![0; classes]);
+                    if let Some(count) = counts.get_mut(class) {
+                        *count += 1;
+                    }
                 }
             }
             held

@@ -7,6 +7,7 @@
 //! checks the tier rules, and so that later plans keep the freed devices for the beneficiary.
 //! It never shrinks a job below its tier floor and never touches a job with an action in flight.
 
+use super::config::PolicyConfig;
 use super::session::Session;
 use crate::action::ActionOp;
 use crate::ids::{DeviceRef, JobId, NodeId};
@@ -35,6 +36,35 @@ pub(crate) fn victim_key(job: &Job) -> (Tier, Reverse<i64>, u64, JobId) {
     )
 }
 
+/// A job's yield class: premium 0, standard 1, basic 2 + its least-attained-service queue.
+/// A running job may give up devices for a pending one of a smaller class: a lower tier for a
+/// higher one, or, within basic, a job that has had more device-time for one that has had less
+/// (`PolicyConfig::basic_queue_thresholds_device_ms`). Premium is never anyone's victim.
+pub(crate) fn class_of(config: &PolicyConfig, job: &Job) -> usize {
+    match job.spec.tier {
+        Tier::Premium => 0,
+        Tier::Standard => 1,
+        Tier::Basic => {
+            let delivered = job.ledger.delivered_device_ms;
+            2 + config
+                .basic_queue_thresholds_device_ms
+                .iter()
+                .take_while(|&&t| delivered >= t)
+                .count()
+        }
+    }
+}
+
+/// Number of yield classes under `config`.
+pub(crate) fn class_count(config: &PolicyConfig) -> usize {
+    3 + config.basic_queue_thresholds_device_ms.len()
+}
+
+/// Whether `victim` may give up devices for `beneficiary` (see `class_of`).
+pub(crate) fn may_yield(config: &PolicyConfig, victim: &Job, beneficiary: &Job) -> bool {
+    victim.spec.tier != Tier::Premium && class_of(config, victim) > class_of(config, beneficiary)
+}
+
 /// Percent with no decimals, for reasons.
 pub(crate) fn percent(ppm: u32) -> String {
     format!("{}%", ppm / 10_000)
@@ -53,6 +83,31 @@ pub(crate) fn sla_text(job: &Job) -> String {
             "tier {}, SLA attainment {attained} (best effort)",
             job.spec.tier
         ),
+    }
+}
+
+/// Device-hours with one decimal, for reasons.
+fn device_hours(device_ms: u64) -> String {
+    let tenths = device_ms / 360_000;
+    format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+/// Why this victim was chosen, in words.
+fn why_victim(victim: &Job, beneficiary: &Job) -> String {
+    if victim.spec.tier < beneficiary.spec.tier {
+        format!(
+            "victims go lowest tier first, then most SLA slack ({}), then least work at risk",
+            sla_text(victim)
+        )
+    } else {
+        format!(
+            "least attained service first within tier {}: it has had {} device-hours, {} has \
+             had {}",
+            victim.spec.tier,
+            device_hours(victim.ledger.delivered_device_ms),
+            beneficiary.id,
+            device_hours(beneficiary.ledger.delivered_device_ms),
+        )
     }
 }
 
@@ -155,7 +210,6 @@ fn candidates<'a>(
     shortfall: usize,
     target: Option<NodeId>,
 ) -> Vec<Candidate<'a>> {
-    let tier = beneficiary.spec.tier;
     let pool = s.victim_pool();
     let mut out = Vec::new();
     let mut shrinkable = 0;
@@ -163,7 +217,7 @@ fn candidates<'a>(
         if out.len() >= s.config.max_victims_considered || shrinkable >= shortfall {
             break;
         }
-        let eligible = job.spec.tier < tier
+        let eligible = may_yield(s.config, job, beneficiary)
             && s.is_free(job)
             && target.map_or(true, |t| job.assignment.iter().any(|d| d.node == t));
         if !eligible {
@@ -249,10 +303,9 @@ pub(crate) fn make_room(
             .collect();
         let reason = format!(
             "shrunk from {held} to {size} devices ({} ranks per device) for {bene} ({bene_tier}): \
-             shrinking is preferred to preempting; victims go lowest tier first, then most SLA \
-             slack ({}), then least work at risk",
+             shrinking is preferred to preempting; {}",
             c.job.spec.world_size as usize / size,
-            sla_text(c.job),
+            why_victim(c.job, beneficiary),
         );
         planned.push((
             c.job.id,
@@ -266,9 +319,8 @@ pub(crate) fn make_room(
     for (i, c) in cands.iter().enumerate() {
         if preempted[i] {
             let reason = format!(
-                "preempted for {bene} (tier {bene_tier}): shrinking lower-tier jobs was not \
-                 enough; lowest tier first, then most SLA slack ({}), then least work at risk",
-                sla_text(c.job),
+                "preempted for {bene} (tier {bene_tier}): shrinking was not enough; {}",
+                why_victim(c.job, beneficiary),
             );
             planned.push((
                 c.job.id,
