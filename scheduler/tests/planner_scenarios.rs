@@ -506,14 +506,14 @@ fn a_pending_job_is_explained() {
 }
 
 #[test]
-fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
+fn a_node_is_defragmented_for_a_standard_gang_that_belongs_on_one_node() {
     let (mut fleet, nodes) = fleet(2);
     let a = running(&mut fleet, "a", Tier::Basic, 4, nodes[0], 0);
     running(&mut fleet, "b", Tier::Basic, 4, nodes[1], 0);
-    // 8 devices are free, 4 on each node: the premium gang of 8 belongs on one node, so a
+    // 8 devices are free, 4 on each node: the standard gang of 8 belongs on one node, so a
     // small job moves to clear one instead of the gang being spread.
-    let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
-    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    let standard = fleet.submit(job_spec("s", Tier::Standard, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(standard));
     let actions = expect_and_commit(
         &mut fleet,
         plan,
@@ -524,7 +524,7 @@ fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
             },
             &format!(
                 "migrated to 1 node in domain n-d0 to defragment: node n-0 is being cleared for \
-                 {premium} (premium), whose 8-device gang needs one node"
+                 {standard} (standard), whose 8-device gang needs one node"
             ),
         )],
     );
@@ -537,13 +537,33 @@ fn a_node_is_defragmented_for_a_gang_that_belongs_on_one_node() {
     assert_eq!(
         ops(&plan)[0],
         (
-            premium,
+            standard,
             ActionOp::Place {
                 devices: devices_of(nodes[0], 0, 8)
             }
         )
     );
     commit(&mut fleet, plan);
+}
+
+#[test]
+fn a_premium_gang_spreads_at_once_rather_than_wait_for_a_node() {
+    let (mut fleet, nodes) = fleet(2);
+    running(&mut fleet, "a", Tier::Basic, 4, nodes[0], 0);
+    running(&mut fleet, "b", Tier::Basic, 4, nodes[1], 0);
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    let mut devices = devices_of(nodes[0], 4, 4);
+    devices.extend(devices_of(nodes[1], 4, 4));
+    expect_and_commit(
+        &mut fleet,
+        plan,
+        vec![action(
+            premium,
+            ActionOp::Place { devices },
+            "placed: 8 ranks on 2 nodes in domain n-d0",
+        )],
+    );
 }
 
 #[test]

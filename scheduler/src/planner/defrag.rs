@@ -1,8 +1,9 @@
-//! Defragmentation: when a premium or standard gang belongs on one node (it fits one node of its
+//! Defragmentation: when a standard gang belongs on one node (it fits one node of its
 //! kind) and enough devices are free in the fleet but no node has enough, migrate a few small
 //! jobs (each wholly on the chosen node, of a tier no higher than the gang's) to other nodes so
 //! that the node is cleared for the gang. While such migrations are in flight, the gang waits
-//! for that node and holds its free devices instead of clearing another one.
+//! for that node and holds its free devices instead of clearing another one. Premium gangs do
+//! not wait for locality (their SLA counts from submission): they spread at once.
 //!
 //! It works at node granularity (the unit a one-node gang needs), moves at most
 //! `PolicyConfig::max_defrag_migrations_per_plan` jobs, never moves a job onto the node being
@@ -55,8 +56,10 @@ fn capacity_of(s: &Session, pos: usize, job: &Job) -> usize {
 }
 
 /// Whether defragmentation may serve this job's gang of `need` devices.
+/// Premium does not wait for locality (its SLA counts from submission: it spreads at once),
+/// and basic takes what is idle; standard gangs wait for a node to be cleared.
 fn applies(s: &Session, job: &Job, need: usize) -> bool {
-    s.config.max_defrag_migrations_per_plan > 0 && job.spec.tier != Tier::Basic && need >= 2
+    s.config.max_defrag_migrations_per_plan > 0 && job.spec.tier == Tier::Standard && need >= 2
 }
 
 /// For a gang of `need` devices that belongs on one node: when migrations in flight are

@@ -48,13 +48,7 @@ pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Localit
 /// favours short jobs without knowing durations), then submission order.
 pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
     let mut jobs = s.pending.clone();
-    jobs.sort_by_key(|j| {
-        (
-            std::cmp::Reverse(j.spec.tier),
-            j.ledger.delivered_device_ms,
-            j.id,
-        )
-    });
+    jobs.sort_by_key(|j| (Reverse(j.spec.tier), j.ledger.delivered_device_ms, j.id));
     jobs.truncate(s.config.max_pending_considered);
     jobs
 }
@@ -190,16 +184,21 @@ fn room_needed(spec: &JobSpec) -> usize {
     }
 }
 
-/// The node a one-node gang will wait for: the one its reserved devices are on, else the up
-/// node that needs the fewest devices reclaimed from lower tiers (ties: lowest node id).
+/// The node a one-node gang will wait for: the one its reserved devices are on (none when they
+/// are spread: room is being made across nodes), else the up node that needs the fewest
+/// devices reclaimed from jobs that may yield (ties: lowest node id); none when no node can be
+/// cleared.
 fn target_node(s: &mut Session, job: &Job, need: usize) -> Option<NodeId> {
     let spec = &job.spec;
     let mut reserved: BTreeMap<NodeId, usize> = BTreeMap::new();
     for d in s.reserved(job.id) {
         *reserved.entry(d.node).or_default() += 1;
     }
-    if let Some((&node, _)) = reserved.iter().max_by_key(|(n, c)| (**c, Reverse(**n))) {
-        return Some(node);
+    // Room already on its way: on one node, wait for that node; spread, keep spreading.
+    match reserved.len() {
+        0 => {}
+        1 => return reserved.keys().next().copied(),
+        _ => return None,
     }
     let class = class_of(s.config, job);
     let reclaimable: Vec<(NodeId, usize)> = s
@@ -227,11 +226,11 @@ fn wait_for_room(s: &mut Session, job: &Job) {
     let spec = &job.spec;
     let need = room_needed(spec);
     let locality = locality_for(s, spec, need);
+    // A gang that belongs on one node waits for one node to be cleared; when no node can be
+    // (say every node runs some premium rank), room is made across nodes instead: waiting for
+    // locality would cost more than spreading.
     let target = match locality {
-        Locality::OneNode => match target_node(s, job, need) {
-            Some(node) => Some(node),
-            None => return,
-        },
+        Locality::OneNode => target_node(s, job, need),
         Locality::Spread => None,
     };
     let on_target = |d: &DeviceRef| target.map_or(true, |t| d.node == t);
