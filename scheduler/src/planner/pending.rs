@@ -1,10 +1,12 @@
 //! Starting pending jobs: new ones with `Place`, preempted or lost ones with `Resume` from their
-//! checkpoint, highest tier first and oldest first within a tier, each as a whole gang.
+//! checkpoint, highest tier first, then least attained service, then oldest, each as a whole
+//! gang.
 //!
 //! A gang tries its full world size first (on one node if it fits one node, else packed into
 //! the fewest domains and nodes); basic and standard jobs may then start spliced onto fewer
 //! devices, down to their tier floor. It never targets a node that is not up (the view only
-//! holds free devices of up nodes) and never gives away devices reserved for a higher job.
+//! holds free devices of up nodes) and never gives away devices reserved for a higher job. A
+//! job that does not fit makes room through `victims` and holds what it will use.
 
 use super::defrag::{defragment, wait_for_cleared_node};
 use super::select::{candidates, place, Candidate, Locality, Placement};

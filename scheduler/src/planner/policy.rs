@@ -1,10 +1,21 @@
 //! `SingularityPolicy`: the default policy, and the free function `plan` that runs it with the
 //! default config. One evaluation runs the whole pipeline over the fleet (level-triggered, so a
-//! lost or rejected plan is repaired by the next one): stop cancelled jobs, move jobs off
-//! draining nodes, start pending jobs (making room for premium and standard work), grow shrunk
-//! jobs on idle devices.
+//! lost or rejected plan is repaired by the next one, whatever the evaluation's kind), in order:
 //!
-//! It must stay deterministic: no clock, no randomness, ordered collections, ties broken by ids.
+//! 1. stop running jobs a client cancelled (`Stop`, nothing else for them);
+//! 2. move running jobs off draining nodes: migrate, else shrink, else preempt (`drain`);
+//! 3. start pending jobs, premium first, then least attained service, then oldest (`pending`):
+//!    the whole gang on one node when it fits one node, else packed into the fewest domains and
+//!    nodes, best fit; basic and standard may start spliced down to their floor; a standard gang
+//!    that belongs on one node may have a node cleared for it (`defrag`); a blocked premium or
+//!    standard job makes room from lower tiers, shrinking before preempting (`victims`), and a
+//!    basic job from basic jobs that have had much more service; a job with room on its way
+//!    holds the free devices it will use;
+//! 4. grow shrunk jobs on what is still idle (`growth`).
+//!
+//! Every step reads the `Session` view, so nothing targets a node that is not up and no device
+//! is handed out twice; the plan's size is bounded by `PolicyConfig`. It must stay
+//! deterministic: no clock, no randomness, ordered collections, ties broken by ids.
 
 use super::config::PolicyConfig;
 use super::drain::drain_nodes;

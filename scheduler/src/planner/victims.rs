@@ -1,6 +1,8 @@
-//! Making room for a blocked premium or standard job: choose running jobs of a strictly lower
-//! tier to shrink by splicing (preferred) or to preempt, in victim order: lowest tier first,
-//! then most SLA slack (attainment above the tier's target), then least work at risk, then id.
+//! Making room for a blocked job: choose running jobs that may yield to it (a strictly lower
+//! tier; within basic, jobs in a higher least-attained-service queue: see `class_of`) to shrink
+//! by splicing (preferred) or to preempt, in victim order: lowest tier first, then most SLA
+//! slack (attainment above the tier's target), then least work at risk, then id. Premium is
+//! never a victim; standard is preempted only for premium.
 //!
 //! Nothing here frees a device at once: a shrink or preempt completes after its checkpoint,
 //! and the beneficiary is placed by a later evaluation. Actions carry `for_job` so that apply
