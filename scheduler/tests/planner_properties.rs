@@ -13,7 +13,9 @@ use singularity_scheduler::command::Command;
 use singularity_scheduler::names::NodeName;
 use singularity_scheduler::node::{DeviceHealth, NodeStatus};
 use singularity_scheduler::outcome::{Effect, Outcome};
-use singularity_scheduler::planner::{plan, Evaluation};
+use singularity_scheduler::planner::{
+    Evaluation, PolicyConfig, SingularityPolicy, TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS,
+};
 use singularity_scheduler::testkit::{job_spec, Fleet, H100_MEMORY_BYTES};
 use singularity_scheduler::Tier;
 use std::collections::BTreeSet;
@@ -200,8 +202,15 @@ proptest! {
         nodes in 1usize..6,
         devices_per_node in prop_oneof![Just(8usize), 1usize..8],
         mixed_kinds in any::<bool>(),
+        las_queues in any::<bool>(),
         events in prop::collection::vec(event(), 1..40),
     ) {
+        // The default policy, or with least-attained-service queues within basic.
+        let mut config = PolicyConfig::default();
+        if las_queues {
+            config.basic_queue_thresholds_device_ms = TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS.to_vec();
+        }
+        let policy = SingularityPolicy::with_config(config);
         let mut fleet = Fleet::new();
         fleet.state.set_verify_invariants(true);
         fleet.add_nodes("n", nodes, devices_per_node, "h100", H100_MEMORY_BYTES, 2);
@@ -211,8 +220,8 @@ proptest! {
         for event in &events {
             perform(&mut fleet, event);
             let evaluation = Evaluation::Tick;
-            let first = plan(&fleet.state, &evaluation, fleet.clock_ms, fleet.applied);
-            let again = plan(&fleet.state, &evaluation, fleet.clock_ms, fleet.applied);
+            let first = policy.compute(&fleet.state, &evaluation, fleet.applied);
+            let again = policy.compute(&fleet.state, &evaluation, fleet.applied);
             prop_assert_eq!(&first, &again, "the planner is not deterministic");
             check_and_commit(&mut fleet, first)?;
         }
@@ -222,7 +231,7 @@ proptest! {
             for action in &actions {
                 fleet.finish_action(*action, 1);
             }
-            let next = plan(&fleet.state, &Evaluation::Tick, fleet.clock_ms, fleet.applied);
+            let next = policy.compute(&fleet.state, &Evaluation::Tick, fleet.applied);
             let quiet = next.actions.is_empty() && actions.is_empty();
             check_and_commit(&mut fleet, next)?;
             if quiet {

@@ -7,7 +7,10 @@ use singularity_scheduler::command::Command;
 use singularity_scheduler::ids::{ActionId, DeviceRef, JobId, NodeId};
 use singularity_scheduler::names::NodeName;
 use singularity_scheduler::outcome::{Effect, Outcome};
-use singularity_scheduler::planner::{explain, plan, Evaluation};
+use singularity_scheduler::planner::{
+    explain, plan, Evaluation, PolicyConfig, SingularityPolicy,
+    TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS,
+};
 use singularity_scheduler::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
 use singularity_scheduler::{JobPhase, NodeStatus, Tier};
 
@@ -567,14 +570,23 @@ fn a_premium_gang_spreads_at_once_rather_than_wait_for_a_node() {
 }
 
 #[test]
-fn a_basic_job_with_much_service_yields_to_a_new_basic_job() {
+fn with_las_queues_a_basic_job_with_much_service_yields_to_a_new_basic_job() {
     let (mut fleet, nodes) = fleet(1);
     let old = running(&mut fleet, "old", Tier::Basic, 8, nodes[0], 0);
     // Two hours on 8 devices: 16 device-hours, above the 10 device-hour queue threshold.
     fleet.clock_ms += 2 * 3_600_000;
     fleet.apply(Command::Tick);
     let new = fleet.submit(job_spec("new", Tier::Basic, 8, "h100"));
-    let plan = plan_now(&fleet, Evaluation::JobSubmitted(new));
+    // Off by default: basic jobs take only idle devices.
+    assert!(plan_now(&fleet, Evaluation::JobSubmitted(new))
+        .actions
+        .is_empty());
+    let las = SingularityPolicy::with_config(PolicyConfig {
+        basic_queue_thresholds_device_ms: TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS.to_vec(),
+        ..PolicyConfig::default()
+    });
+    let plan_las = |fleet: &Fleet| las.compute(&fleet.state, &Evaluation::Tick, fleet.applied);
+    let plan = plan_las(&fleet);
     let actions = expect_and_commit(
         &mut fleet,
         plan,
@@ -588,7 +600,7 @@ fn a_basic_job_with_much_service_yields_to_a_new_basic_job() {
         )],
     );
     fleet.finish_action(actions[0], 11);
-    let plan = plan_now(&fleet, Evaluation::Tick);
+    let plan = plan_las(&fleet);
     assert_eq!(
         ops(&plan),
         vec![(
@@ -600,5 +612,5 @@ fn a_basic_job_with_much_service_yields_to_a_new_basic_job() {
     );
     commit(&mut fleet, plan);
     // The old job waits; having had more service, it cannot take the devices back.
-    assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
+    assert!(plan_las(&fleet).actions.is_empty());
 }
