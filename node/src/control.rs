@@ -49,6 +49,8 @@ pub struct ProxyStats {
     pub naive_swap_bytes: u64,
     pub checkpoints_written: u64,
     pub restores: u64,
+    /// The highest step boundary any rank has reported (progress, for agents and tests).
+    pub last_step: u64,
 }
 
 /// A reply on the control socket.

@@ -522,6 +522,10 @@ impl Proxy {
                 Ok(([flags as u64, 0, 0, 0], 0))
             }
             op::STEP_BOUNDARY => {
+                {
+                    let mut s = lock(&self.stats);
+                    s.last_step = s.last_step.max(a[0]);
+                }
                 if conn.cut_pending {
                     self.wait_for_request(conn)?;
                     return Ok(([1, 0, 0, 0], 0));

@@ -16,6 +16,7 @@ const WORLD: u32 = 4;
 const STEPS: u64 = 400;
 const JOB_TIMEOUT_MS: u64 = 120_000;
 const MEMORY_BYTES: u64 = 64 << 20;
+const PROGRESS_POLLS: u32 = 100_000;
 
 /// Proxies, a scratch directory, and cleanup of every shared-memory file the job could leave.
 struct Fleet {
@@ -74,35 +75,52 @@ impl Fleet {
         }
     }
 
-    /// One phase of a run: launch on `devices` (restoring from `restore`), and when `preempt_to`
-    /// is set, checkpoint-and-stop into it.
+    /// One phase of a run: launch on `devices` (restoring from `restore`), and when `preempt` is
+    /// `(dir, step)`, checkpoint-and-stop into `dir` once a rank has passed `step`.
     fn phase(
         &mut self,
         devices: &[usize],
         restore: Option<&Path>,
-        preempt_to: Option<&Path>,
+        preempt: Option<(&Path, u64)>,
     ) -> JobOutcome {
         self.launches += 1;
         let spec = self.spec(&self.dir.path().join("out"));
         let sockets = self.sockets(devices);
         let mut job = launch(&spec, &sockets, &format!("i{}", self.launches), restore).unwrap();
-        if let Some(dir) = preempt_to {
+        if let Some((dir, after_step)) = preempt {
+            self.wait_for_progress(devices[0], after_step);
             checkpoint_job(&self.job, &sockets, dir, true).unwrap();
         }
         let outcome = job.wait(JOB_TIMEOUT_MS).unwrap();
-        if let Some(dir) = preempt_to {
+        if let Some((dir, after_step)) = preempt {
             assert_eq!(
                 outcome,
                 JobOutcome::Preempted,
                 "the job finished before the checkpoint request reached it"
             );
             let m = checkpoint::verify(dir).unwrap();
+            assert!(
+                m.step > after_step && m.step < STEPS,
+                "cut at step {}",
+                m.step
+            );
             eprintln!(
                 "{}: checkpoint at step {} on devices {devices:?}",
                 self.job, m.step
             );
         }
         outcome
+    }
+
+    /// Polls the proxy's progress counter (bounded in count, not asserted on time).
+    fn wait_for_progress(&self, device: usize, step: u64) {
+        for _ in 0..PROGRESS_POLLS {
+            if self.proxies[device].stats().unwrap().last_step > step {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the job did not pass step {step} within {PROGRESS_POLLS} polls");
     }
 
     fn ckpt(&self, n: u32) -> PathBuf {
@@ -154,7 +172,7 @@ fn preempted_and_resumed_is_bit_exact() {
     let want = baseline();
     let mut f = Fleet::new("resume", WORLD);
     let c = f.ckpt(1);
-    f.phase(&[0, 1, 2, 3], None, Some(&c));
+    f.phase(&[0, 1, 2, 3], None, Some((&c, 60)));
     assert_eq!(
         f.phase(&[0, 1, 2, 3], Some(&c), None),
         JobOutcome::Completed
@@ -167,7 +185,7 @@ fn migrated_to_other_proxies_is_bit_exact() {
     let want = baseline();
     let mut f = Fleet::new("migrate", 2 * WORLD);
     let c = f.ckpt(1);
-    f.phase(&[0, 1, 2, 3], None, Some(&c));
+    f.phase(&[0, 1, 2, 3], None, Some((&c, 60)));
     assert_eq!(
         f.phase(&[4, 5, 6, 7], Some(&c), None),
         JobOutcome::Completed
@@ -180,8 +198,8 @@ fn shrunk_by_splicing_and_grown_back_is_bit_exact() {
     let want = baseline();
     let mut f = Fleet::new("splice", WORLD);
     let (c1, c2) = (f.ckpt(1), f.ckpt(2));
-    f.phase(&[0, 1, 2, 3], None, Some(&c1));
-    f.phase(&[0, 1], Some(&c1), Some(&c2));
+    f.phase(&[0, 1, 2, 3], None, Some((&c1, 90)));
+    f.phase(&[0, 1], Some(&c1), Some((&c2, 250)));
     assert_eq!(
         f.phase(&[0, 1, 2, 3], Some(&c2), None),
         JobOutcome::Completed
@@ -213,10 +231,10 @@ fn all_of_it_in_one_run_is_bit_exact() {
     let want = baseline();
     let mut f = Fleet::new("all", 2 * WORLD);
     let c: Vec<PathBuf> = (1..=4).map(|i| f.ckpt(i)).collect();
-    f.phase(&[0, 1, 2, 3], None, Some(&c[0]));
-    f.phase(&[0, 1, 2, 3], Some(&c[0]), Some(&c[1])); // resumed in place
-    f.phase(&[6, 7], Some(&c[1]), Some(&c[2])); // migrated and shrunk to factor 2
-    f.phase(&[5], Some(&c[2]), Some(&c[3])); // migrated and shrunk to factor 4
+    f.phase(&[0, 1, 2, 3], None, Some((&c[0], 40)));
+    f.phase(&[0, 1, 2, 3], Some(&c[0]), Some((&c[1], 120))); // resumed in place
+    f.phase(&[6, 7], Some(&c[1]), Some((&c[2], 200))); // migrated and shrunk to factor 2
+    f.phase(&[5], Some(&c[2]), Some((&c[3], 290))); // migrated and shrunk to factor 4
     assert_eq!(
         f.phase(&[4, 5, 6, 7], Some(&c[3]), None),
         JobOutcome::Completed
@@ -228,7 +246,7 @@ fn all_of_it_in_one_run_is_bit_exact() {
 fn a_checkpoint_with_a_bad_checksum_is_refused() {
     let mut f = Fleet::new("corrupt", 2);
     let c = f.ckpt(1);
-    f.phase(&[0, 1], None, Some(&c));
+    f.phase(&[0, 1], None, Some((&c, 10)));
     let data = c.join("rank-00001.bin");
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[5] ^= 0x01;
