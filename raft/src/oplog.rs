@@ -39,14 +39,26 @@ pub fn describe(entry: &LogEntry) -> LogLine {
             )
         }
         EntryPayload::Membership(m) => {
-            let voters: Vec<String> = m.voter_ids().map(|id| id.to_string()).collect();
+            let configs: Vec<String> = m
+                .get_joint_config()
+                .iter()
+                .map(|voters| {
+                    let ids: Vec<String> = voters.iter().map(|id| id.to_string()).collect();
+                    format!("[{}]", ids.join(","))
+                })
+                .collect();
             let learners: Vec<String> = m.learner_ids().map(|id| id.to_string()).collect();
+            let what = if configs.len() > 1 {
+                "joint membership (old and new voters must both agree)"
+            } else {
+                "membership"
+            };
             (
                 0,
                 "membership".to_string(),
                 format!(
-                    "membership: voters [{}] learners [{}]",
-                    voters.join(","),
+                    "{what}: voters {} learners [{}]",
+                    configs.join(" + "),
                     learners.join(",")
                 ),
             )

@@ -29,6 +29,8 @@ use tonic::{Request, Response, Status};
 pub struct ApiStats {
     pub proposals: AtomicU64,
     pub proposals_failed: AtomicU64,
+    /// Writes refused because this replica is not the leader (the client retries there).
+    pub writes_redirected: AtomicU64,
     pub proposal_nanos_total: AtomicU64,
     pub invalid_requests: AtomicU64,
     pub reads: AtomicU64,
@@ -176,25 +178,26 @@ impl Control for ControlService {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let mut entry = self.validate(&request.into_inner().entry)?;
         entry.leader_time_ms = now_ms();
-        self.stats.proposals.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.raft.client_write(entry).await;
         self.stats
             .proposal_nanos_total
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match result {
-            Ok(response) => Ok(Response::new(WriteReply {
-                outcome_json: json(&response.data)?,
-                log_index: response.log_id.index,
-            })),
-            Err(e) => {
+            Ok(response) => {
+                self.stats.proposals.fetch_add(1, Ordering::Relaxed);
+                Ok(Response::new(WriteReply {
+                    outcome_json: json(&response.data)?,
+                    log_index: response.log_id.index,
+                }))
+            }
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                self.stats.writes_redirected.fetch_add(1, Ordering::Relaxed);
+                Err(self.leader_status(&f))
+            }
+            Err(other) => {
                 self.stats.proposals_failed.fetch_add(1, Ordering::Relaxed);
-                match e {
-                    RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
-                        Err(self.leader_status(&f))
-                    }
-                    other => Err(Status::unavailable(format!("write not committed: {other}"))),
-                }
+                Err(Status::unavailable(format!("write not committed: {other}")))
             }
         }
     }

@@ -84,9 +84,15 @@ pub fn render(sources: &MetricsSources) -> String {
     );
     gauge(
         "proposals_total",
-        "Client writes proposed.",
+        "Client writes committed through this replica.",
         "counter",
         api.proposals.load(Ordering::Relaxed),
+    );
+    gauge(
+        "writes_redirected_total",
+        "Writes sent back to the client to retry at the leader.",
+        "counter",
+        api.writes_redirected.load(Ordering::Relaxed),
     );
     gauge(
         "proposals_failed_total",
@@ -95,8 +101,8 @@ pub fn render(sources: &MetricsSources) -> String {
         api.proposals_failed.load(Ordering::Relaxed),
     );
     gauge(
-        "proposal_seconds_total_micros",
-        "Sum of proposal latencies, microseconds.",
+        "proposal_micros_total",
+        "Sum of write latencies on this replica (all outcomes), microseconds.",
         "counter",
         api.proposal_nanos_total.load(Ordering::Relaxed) / 1_000,
     );

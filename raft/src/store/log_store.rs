@@ -120,7 +120,7 @@ impl LogStore {
 
     /// The committed log id last saved (may lag the true commit index).
     pub fn committed(&self) -> Result<Option<LogId>, StorageError> {
-        self.meta(KEY_COMMITTED)
+        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 }
 
@@ -181,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        self.committed()
     }
 
     async fn append<I>(
