@@ -37,6 +37,13 @@ fn running(
     )
 }
 
+/// Devices 4 to 7 of the first two nodes.
+fn upper_halves(nodes: &[NodeId]) -> Vec<DeviceRef> {
+    let mut devices = devices_of(nodes[0], 4, 4);
+    devices.extend(devices_of(nodes[1], 4, 4));
+    devices
+}
+
 fn plan_now(fleet: &Fleet, evaluation: Evaluation) -> Plan {
     plan(&fleet.state, &evaluation, fleet.clock_ms, fleet.applied)
 }
@@ -308,8 +315,7 @@ fn gangs_are_all_or_nothing() {
     // A basic gang of 8 behind it gets all 8 ranks, across both nodes.
     let wide = fleet.submit(job_spec("w", Tier::Basic, 8, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(wide));
-    let mut devices = devices_of(nodes[0], 4, 4);
-    devices.extend(devices_of(nodes[1], 4, 4));
+    let devices = upper_halves(&nodes);
     expect_and_commit(
         &mut fleet,
         plan,
@@ -556,8 +562,7 @@ fn a_premium_gang_spreads_at_once_rather_than_wait_for_a_node() {
     running(&mut fleet, "b", Tier::Basic, 4, nodes[1], 0);
     let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
     let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
-    let mut devices = devices_of(nodes[0], 4, 4);
-    devices.extend(devices_of(nodes[1], 4, 4));
+    let devices = upper_halves(&nodes);
     expect_and_commit(
         &mut fleet,
         plan,

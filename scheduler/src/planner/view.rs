@@ -97,6 +97,32 @@ impl NodeView<'_> {
     }
 }
 
+/// Names numbered in order of first appearance. Consecutive nodes mostly share a domain and a
+/// kind, so the last answer is checked before the map.
+#[derive(Default)]
+struct Numbering<'a> {
+    numbers: BTreeMap<&'a str, u32>,
+    last: Option<(&'a str, u32)>,
+}
+
+impl<'a> Numbering<'a> {
+    fn number(&mut self, name: &'a str) -> u32 {
+        if let Some((prev, id)) = self.last {
+            if prev == name {
+                return id;
+            }
+        }
+        let next = self.numbers.len() as u32;
+        let id = *self.numbers.entry(name).or_insert(next);
+        self.last = Some((name, id));
+        id
+    }
+
+    fn known(&self, name: &str) -> Option<u32> {
+        self.numbers.get(name).copied()
+    }
+}
+
 /// The kind and memory shared by every device of `node`, if they all share them.
 fn uniform_class(node: &Node) -> Option<(&str, u64)> {
     let first = node.devices.first()?;
@@ -116,7 +142,7 @@ pub(crate) struct FleetView<'a> {
     /// Every node, in id order.
     pub nodes: Vec<NodeView<'a>>,
     /// Device kinds, numbered in order of first appearance.
-    kinds: BTreeMap<&'a str, u32>,
+    kinds: Numbering<'a>,
     /// Free devices over all nodes (any kind), kept as devices are taken and given back.
     pub free_total: usize,
     /// The most devices any node has.
@@ -129,23 +155,12 @@ impl<'a> FleetView<'a> {
     /// Builds the view in O(devices).
     pub fn build(state: &'a ClusterState) -> Self {
         let mut nodes = Vec::with_capacity(state.nodes().size_hint().0);
-        let mut domains: BTreeMap<&'a str, u32> = BTreeMap::new();
-        let mut last: Option<(&'a str, u32)> = None;
-        let mut kinds: BTreeMap<&'a str, u32> = BTreeMap::new();
-        let mut last_kind: Option<(&'a str, u32)> = None;
+        let mut domains = Numbering::default();
+        let mut kinds = Numbering::default();
         let mut free_total = 0;
         let mut max_node_devices = 0;
         for node in state.nodes() {
-            let name = node.domain.as_str();
-            let domain = match last {
-                Some((prev, id)) if prev == name => id,
-                _ => {
-                    let next = domains.len() as u32;
-                    let id = *domains.entry(name).or_insert(next);
-                    last = Some((name, id));
-                    id
-                }
-            };
+            let domain = domains.number(node.domain.as_str());
             let mut free = FreeSet::default();
             if node.status == NodeStatus::Up {
                 // The holder is read first: most devices are held, and for those the health
@@ -161,18 +176,7 @@ impl<'a> FleetView<'a> {
             let uniform = if free.is_empty() {
                 None
             } else {
-                uniform_class(node).map(|(kind, memory_bytes)| {
-                    let id = match last_kind {
-                        Some((prev, id)) if prev == kind => id,
-                        _ => {
-                            let next = kinds.len() as u32;
-                            let id = *kinds.entry(kind).or_insert(next);
-                            last_kind = Some((kind, id));
-                            id
-                        }
-                    };
-                    (id, memory_bytes)
-                })
+                uniform_class(node).map(|(kind, memory_bytes)| (kinds.number(kind), memory_bytes))
             };
             free_total += free.len();
             nodes.push(NodeView {
@@ -196,7 +200,7 @@ impl<'a> FleetView<'a> {
     pub fn uniform_fit(&self, node: &NodeView, spec: &JobSpec) -> Option<bool> {
         let (kind, memory_bytes) = node.uniform?;
         Some(
-            self.kinds.get(spec.device_kind.as_str()) == Some(&kind)
+            self.kinds.known(spec.device_kind.as_str()) == Some(kind)
                 && memory_bytes >= spec.memory_per_rank_bytes,
         )
     }
