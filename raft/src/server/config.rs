@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub snapshot_every_entries: u64,
     pub logs_kept_after_snapshot: u64,
     pub metrics_addr: Option<SocketAddr>,
+    /// The leader's scheduling loop.
+    pub scheduling: super::scheduling::SchedulingConfig,
 }
 
 impl ServerConfig {
@@ -50,6 +52,7 @@ impl ServerConfig {
             snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
             logs_kept_after_snapshot: DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT,
             metrics_addr: None,
+            scheduling: super::scheduling::SchedulingConfig::default(),
         }
     }
 

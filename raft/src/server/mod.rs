@@ -6,8 +6,10 @@ pub mod config;
 pub mod control;
 pub mod metrics;
 pub mod replica;
+pub mod scheduling;
 pub mod status;
 
 pub use config::ServerConfig;
 pub use replica::Replica;
+pub use scheduling::{SchedulingConfig, SchedulingLoop};
 pub use status::RaftStatus;

@@ -7,6 +7,7 @@
 use super::config::ServerConfig;
 use super::control::{ApiStats, ControlService};
 use super::metrics::{self, MetricsSources};
+use super::scheduling::SchedulingLoop;
 use crate::error::RaftError;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::network::{Network, RaftGrpc};
@@ -34,6 +35,7 @@ pub struct Replica {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: Option<JoinHandle<()>>,
+    scheduling: Option<SchedulingLoop>,
 }
 
 impl Replica {
@@ -105,6 +107,12 @@ impl Replica {
             }
         };
 
+        let scheduling = SchedulingLoop::spawn(
+            raft.clone(),
+            sm.clone(),
+            config.node_id,
+            config.scheduling.clone(),
+        );
         let replica = Replica {
             raft,
             sm,
@@ -114,6 +122,7 @@ impl Replica {
             stop: Some(stop),
             server,
             metrics,
+            scheduling: Some(scheduling),
         };
         replica.bootstrap().await?;
         tracing::info!(node = replica.config.node_id, addr = %replica.addr, "replica started");
@@ -153,6 +162,9 @@ impl Replica {
     /// Stops serving and stops openraft; the data dir is closed once this returns and all
     /// in-flight requests have ended.
     pub async fn shutdown(mut self) -> Result<(), RaftError> {
+        if let Some(scheduling) = self.scheduling.take() {
+            scheduling.stop().await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -166,6 +178,9 @@ impl Replica {
 
     /// Stops without waiting for anything: the nearest an in-process test gets to a crash.
     pub fn abort(self) {
+        if let Some(scheduling) = &self.scheduling {
+            scheduling.abort();
+        }
         if let Some(metrics) = &self.metrics {
             metrics.abort();
         }

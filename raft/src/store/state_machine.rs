@@ -13,7 +13,8 @@ use crate::error::RaftError;
 use crate::types::{LogEntry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use singularity_scheduler::{ClusterState, Effect, Outcome};
+use singularity_scheduler::planner::Evaluation;
+use singularity_scheduler::{evaluations_for, ClusterState, Effect, EvaluationQueue, Outcome};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -46,6 +47,8 @@ pub struct StateMachineStore {
     db: Db,
     applied: Arc<RwLock<AppliedState>>,
     stats: Arc<ApplyStats>,
+    /// Evaluations that applied entries called for, drained by the leader's scheduling loop.
+    evaluations: Arc<std::sync::Mutex<EvaluationQueue>>,
 }
 
 impl StateMachineStore {
@@ -67,6 +70,7 @@ impl StateMachineStore {
             db,
             applied: Arc::new(RwLock::new(applied)),
             stats: Arc::new(ApplyStats::default()),
+            evaluations: Arc::default(),
         })
     }
 
@@ -79,6 +83,15 @@ impl StateMachineStore {
 
     pub fn stats(&self) -> &ApplyStats {
         &self.stats
+    }
+
+    /// Takes the evaluations applied entries called for since the last call.
+    pub fn take_evaluations(&self) -> Vec<Evaluation> {
+        let mut queue = self
+            .evaluations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::iter::from_fn(|| queue.pop()).collect()
     }
 
     /// The last snapshot stored in RocksDB, encoded, if any.
@@ -156,6 +169,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let started = Instant::now();
         let mut outcomes = Vec::new();
+        let mut evaluations = Vec::new();
         let mut applied = self.write();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
@@ -164,6 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Normal(command) => {
                     let is_plan = command.command.kind() == "plan";
                     let outcome = applied.state.apply(command);
+                    evaluations.extend(evaluations_for(&outcome));
                     if !outcome.is_accepted() {
                         self.stats.entries_rejected.fetch_add(1, Ordering::Relaxed);
                     }
@@ -180,6 +195,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             outcomes.push(outcome);
         }
         drop(applied);
+        if !evaluations.is_empty() {
+            self.evaluations
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend(evaluations);
+        }
         self.stats
             .entries_applied
             .fetch_add(outcomes.len() as u64, Ordering::Relaxed);

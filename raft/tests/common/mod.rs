@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use singularity_raft::client::Client;
-use singularity_raft::server::{Replica, ServerConfig};
+use singularity_raft::server::{Replica, SchedulingConfig, ServerConfig};
 use singularity_raft::types::NodeId;
 use singularity_scheduler::testkit;
 use singularity_scheduler::{Command, JobSpec, Tier};
@@ -29,6 +29,8 @@ pub struct TestCluster {
     pub initial: BTreeMap<NodeId, String>,
     pub snapshot_every_entries: u64,
     pub logs_kept_after_snapshot: u64,
+    /// The leader's scheduling loop; off for tests of the bare log (it appends ticks and plans).
+    pub scheduling: SchedulingConfig,
 }
 
 pub fn spec(name: &str) -> JobSpec {
@@ -50,6 +52,26 @@ impl TestCluster {
         snapshot_every_entries: u64,
         logs_kept_after_snapshot: u64,
     ) -> TestCluster {
+        let scheduling = SchedulingConfig {
+            enabled: false,
+            ..SchedulingConfig::default()
+        };
+        TestCluster::start_full(
+            n,
+            snapshot_every_entries,
+            logs_kept_after_snapshot,
+            scheduling,
+        )
+        .await
+    }
+
+    /// Starts `n` voters with the leader's scheduling loop configured as given.
+    pub async fn start_full(
+        n: u64,
+        snapshot_every_entries: u64,
+        logs_kept_after_snapshot: u64,
+        scheduling: SchedulingConfig,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
@@ -67,6 +89,7 @@ impl TestCluster {
             initial,
             snapshot_every_entries,
             logs_kept_after_snapshot,
+            scheduling,
         };
         for (id, listener) in listeners {
             let config = cluster.config(id, true);
@@ -94,6 +117,7 @@ impl TestCluster {
         config.heartbeat_interval_ms = 100;
         config.snapshot_every_entries = self.snapshot_every_entries;
         config.logs_kept_after_snapshot = self.logs_kept_after_snapshot;
+        config.scheduling = self.scheduling.clone();
         config
     }
 

@@ -1,0 +1,245 @@
+//! The leader's scheduling loop (issue 4, item 1). On the replica that leads, it drains the
+//! evaluations that applied entries produced (job submitted, action finished, node down...),
+//! plans with the pure policy (`singularity_scheduler::planner`), and proposes the plan as one
+//! log entry with the index it was computed on. Apply re-validates it; if some actions no longer
+//! fit, the loop re-plans on the fresher state, a bounded number of times. It also declares
+//! silent nodes down and proposes periodic `Tick`s (SLA accrual, growth, rebalancing).
+//!
+//! A replica that becomes leader rebuilds its queue from the replicated state (pending jobs,
+//! jobs to stop) after its read index confirms it has applied everything committed, so it
+//! carries on where the old leader stopped. The loop decides nothing itself: every decision is
+//! the policy's, and every effect goes through the log. Followers run it idle.
+
+use crate::store::StateMachineStore;
+use crate::types::{NodeId, Raft};
+use openraft::ServerState;
+use singularity_scheduler::planner::{Evaluation, SingularityPolicy};
+use singularity_scheduler::{silent_nodes, Command, Effect, Entry, EvaluationQueue, Outcome, Plan};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How the loop paces itself.
+#[derive(Clone, Debug)]
+pub struct SchedulingConfig {
+    /// Off: the replica never plans (tests of the bare log use this).
+    pub enabled: bool,
+    /// The longest the loop sleeps when nothing is applied.
+    pub wake_interval_ms: u64,
+    /// How often the leader proposes a `Tick`.
+    pub tick_interval_ms: u64,
+    /// A node silent this long (by leader time) is declared down; `None`: never.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Plans proposed for one evaluation before the loop waits for the next change.
+    pub max_replans: u32,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        SchedulingConfig {
+            enabled: true,
+            wake_interval_ms: 250,
+            tick_interval_ms: 5_000,
+            heartbeat_timeout_ms: Some(30_000),
+            max_replans: 8,
+        }
+    }
+}
+
+/// The running loop; dropping it does not stop it, `stop` does.
+pub struct SchedulingLoop {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl SchedulingLoop {
+    /// Starts the loop for replica `node_id`.
+    pub fn spawn(
+        raft: Raft,
+        sm: StateMachineStore,
+        node_id: NodeId,
+        config: SchedulingConfig,
+    ) -> SchedulingLoop {
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(run(raft, sm, node_id, config, stopped));
+        SchedulingLoop { stop, handle }
+    }
+
+    /// Stops the loop and waits for it to end (a proposal in flight is abandoned).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+
+    /// Stops the loop without waiting.
+    pub fn abort(&self) {
+        let _ = self.stop.send(true);
+        self.handle.abort();
+    }
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a proposal did not go through.
+enum ProposeError {
+    /// This replica is no longer the leader.
+    NotLeader,
+    Other(String),
+}
+
+async fn propose(raft: &Raft, command: Command) -> Result<Outcome, ProposeError> {
+    let entry = Entry::system(wall_clock_ms(), command);
+    match raft.client_write(entry).await {
+        Ok(response) => Ok(response.data),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(_),
+        )) => Err(ProposeError::NotLeader),
+        Err(e) => Err(ProposeError::Other(e.to_string())),
+    }
+}
+
+async fn run(
+    raft: Raft,
+    sm: StateMachineStore,
+    node_id: NodeId,
+    config: SchedulingConfig,
+    mut stopped: watch::Receiver<bool>,
+) {
+    if !config.enabled {
+        return;
+    }
+    let policy = SingularityPolicy::new();
+    let mut metrics = raft.metrics();
+    let mut queue = EvaluationQueue::new();
+    let mut leading = false;
+    let mut last_tick = Instant::now();
+    let wake = Duration::from_millis(config.wake_interval_ms.max(1));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(wake) => {}
+        }
+        let is_leader = {
+            let m = metrics.borrow();
+            m.state == ServerState::Leader && m.current_leader == Some(node_id)
+        };
+        if !is_leader {
+            leading = false;
+            continue;
+        }
+        if !leading {
+            // Applied everything committed before planning on it: the read index does that.
+            if raft.ensure_linearizable().await.is_err() {
+                continue;
+            }
+            sm.take_evaluations();
+            queue = EvaluationQueue::rebuilt_from(&sm.read().state);
+            leading = true;
+            last_tick = Instant::now();
+            tracing::info!(
+                queued = queue.len(),
+                "leading: scheduling loop rebuilt its queue"
+            );
+        }
+        queue.extend(sm.take_evaluations());
+        let mut result = housekeeping(&raft, &sm, &config, &mut last_tick, &mut queue).await;
+        if result.is_ok() {
+            if let Some(first) = queue.pop() {
+                // The policy is level-triggered: one plan covers every queued evaluation.
+                let more = std::iter::from_fn(|| queue.pop()).count();
+                result = plan_and_propose(&raft, &sm, &policy, &config, &first, more).await;
+            }
+        }
+        match result {
+            Ok(()) => {}
+            Err(ProposeError::NotLeader) => leading = false,
+            Err(ProposeError::Other(error)) => {
+                // Leadership may be in doubt; the next round re-checks it and retries.
+                tracing::warn!("scheduling loop: proposal failed: {error}");
+                queue.push(Evaluation::Tick);
+            }
+        }
+    }
+}
+
+/// Declares silent nodes down and proposes the periodic tick.
+async fn housekeeping(
+    raft: &Raft,
+    sm: &StateMachineStore,
+    config: &SchedulingConfig,
+    last_tick: &mut Instant,
+    queue: &mut EvaluationQueue,
+) -> Result<(), ProposeError> {
+    if let Some(timeout_ms) = config.heartbeat_timeout_ms {
+        let silent = silent_nodes(&sm.read().state, wall_clock_ms(), timeout_ms);
+        for name in silent {
+            let reason = format!("no heartbeat for more than {timeout_ms} ms");
+            tracing::warn!(node = %name, "declaring node down: {reason}");
+            propose(raft, Command::NodeDown { name, reason }).await?;
+        }
+    }
+    if last_tick.elapsed() >= Duration::from_millis(config.tick_interval_ms) {
+        *last_tick = Instant::now();
+        propose(raft, Command::Tick).await?;
+        queue.push(Evaluation::Tick);
+    }
+    Ok(())
+}
+
+/// Plans on the current state and proposes; re-plans while apply refuses actions, up to
+/// `max_replans` times.
+async fn plan_and_propose(
+    raft: &Raft,
+    sm: &StateMachineStore,
+    policy: &SingularityPolicy,
+    config: &SchedulingConfig,
+    evaluation: &Evaluation,
+    coalesced: usize,
+) -> Result<(), ProposeError> {
+    for attempt in 0..config.max_replans.max(1) {
+        let plan: Plan = {
+            let applied = sm.read();
+            let index = applied.last_applied.map_or(0, |id| id.index);
+            let mut plan = policy.compute(&applied.state, evaluation, index);
+            if coalesced > 0 {
+                plan.trigger = format!("{} (and {coalesced} more)", plan.trigger);
+            }
+            plan
+        };
+        if plan.actions.is_empty() {
+            return Ok(());
+        }
+        let actions = plan.actions.len();
+        match propose(raft, Command::ApplyPlan { plan }).await? {
+            Outcome::Accepted(Effect::PlanApplied { rejected, .. }) if rejected.is_empty() => {
+                tracing::debug!(actions, "plan committed");
+                return Ok(());
+            }
+            Outcome::Accepted(Effect::PlanApplied { rejected, .. }) => {
+                tracing::info!(
+                    actions,
+                    refused = rejected.len(),
+                    attempt,
+                    "plan partly refused; re-planning"
+                );
+            }
+            Outcome::Rejected(rejection) => {
+                tracing::info!(actions, attempt, "plan refused ({rejection}); re-planning");
+            }
+            other => {
+                return Err(ProposeError::Other(format!(
+                    "unexpected outcome of a plan: {other:?}"
+                )));
+            }
+        }
+    }
+    tracing::warn!(evaluation = %evaluation, "plans kept being refused; waiting for the next change");
+    Ok(())
+}
