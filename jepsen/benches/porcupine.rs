@@ -70,9 +70,19 @@ fn main() {
             theirs_ms / ours_ms
         );
     };
-    let ours = median_ms(|| check_all(&etcd, ModelKind::CasRegister));
-    row("etcd (102 logs)", ours, PORCUPINE_ETCD_TOTAL_MS);
-    for (name, text, theirs) in &kv {
+    // A name filter given to the bench (e.g. `cargo bench -- c10`) limits the summary too.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    if "etcd/all-102".contains(filter.as_str()) {
+        let ours = median_ms(|| check_all(&etcd, ModelKind::CasRegister));
+        row("etcd (102 logs)", ours, PORCUPINE_ETCD_TOTAL_MS);
+    }
+    for (name, text, theirs) in kv
+        .iter()
+        .filter(|(name, _, _)| format!("kv/{name}").contains(filter.as_str()))
+    {
         let ours = median_ms(|| check_all(std::slice::from_ref(text), ModelKind::Kv));
         row(name, ours, *theirs);
     }

@@ -157,11 +157,16 @@ fn run_searches(
             None => lock(&queue).push_back((index, key)),
         }
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_CHECK_THREADS)
-        .min(count);
-    if parallel && threads > 1 {
+    // Asking for the parallelism reads cgroup files: only when it may be used.
+    let threads = if parallel && count > 1 {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_CHECK_THREADS)
+            .min(count)
+    } else {
+        1
+    };
+    if threads > 1 {
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(worker);

@@ -194,8 +194,13 @@ impl<'a> EdnReader<'a> {
     }
 
     fn column(&self) -> usize {
-        let start = self.line_start.min(self.text.len());
-        let end = self.pos.min(self.text.len());
+        self.column_at(self.line_start, self.pos)
+    }
+
+    /// The 1-based column (in characters) of byte `pos` on the line starting at `line_start`.
+    fn column_at(&self, line_start: usize, pos: usize) -> usize {
+        let start = line_start.min(self.text.len());
+        let end = pos.min(self.text.len()).max(start);
         self.text
             .get(start..end)
             .map_or(end - start, |s| s.chars().count())
@@ -298,15 +303,15 @@ impl<'a> EdnReader<'a> {
     }
 
     fn read_seq(&mut self, close: u8, depth: usize) -> Result<Vec<Value>> {
-        let (line, column) = (self.line, self.column().saturating_sub(1).max(1));
+        let opened = (self.line, self.line_start, self.pos.saturating_sub(1));
         let mut items = Vec::new();
         loop {
             self.skip_blank()?;
             match self.peek() {
                 None => {
                     return Err(Error::Syntax {
-                        line,
-                        column,
+                        line: opened.0,
+                        column: self.column_at(opened.1, opened.2),
                         message: format!(
                             "the collection opened here is not closed: '{}' expected before the \
                              end of the text",
@@ -362,23 +367,28 @@ impl<'a> EdnReader<'a> {
     }
 
     fn read_string(&mut self) -> Result<Value> {
-        let (line, column) = (self.line, self.column());
+        let opened = (self.line, self.line_start, self.pos);
         self.bump();
         let mut out = String::new();
         loop {
             let start = self.pos;
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' {
-                    break;
-                }
-                self.bump();
+            let rest = self.bytes.get(start..).unwrap_or(&[]);
+            let length = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\')
+                .unwrap_or(rest.len());
+            let segment = &rest[..length];
+            if let Some(last_newline) = segment.iter().rposition(|&b| b == b'\n') {
+                self.line += segment.iter().filter(|&&b| b == b'\n').count();
+                self.line_start = start + last_newline + 1;
             }
+            self.pos = start + length;
             out.push_str(self.text.get(start..self.pos).unwrap_or(""));
             match self.peek() {
                 None => {
                     return Err(Error::Syntax {
-                        line,
-                        column,
+                        line: opened.0,
+                        column: self.column_at(opened.1, opened.2),
                         message: "the string that starts here is not closed (missing '\"')"
                             .to_string(),
                     })
@@ -453,19 +463,21 @@ impl<'a> EdnReader<'a> {
 
     fn read_atom(&mut self) -> Result<Value> {
         let line = self.line;
-        let column = self.column();
+        let (line_start, start) = (self.line_start, self.pos);
         let token = self.token();
+        let column = || self.column_at(line_start, start);
         if token.is_empty() {
-            self.bump();
-            return Err(Error::Syntax {
+            let error = Error::Syntax {
                 line,
-                column,
+                column: column(),
                 message: "unexpected character".to_string(),
-            });
+            };
+            self.bump();
+            return Err(error);
         }
         let bad = |message: String| Error::Syntax {
             line,
-            column,
+            column: column(),
             message,
         };
         match token {

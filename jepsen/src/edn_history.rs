@@ -7,7 +7,8 @@ use crate::edn::{EdnReader, Item};
 use crate::error::{Error, Result};
 use crate::format::{check_event_count, check_text_limits};
 use crate::history::History;
-use crate::op::{Op, OpType};
+use crate::limits::MAX_HISTORY_EVENTS;
+use crate::op::{function_name, Op, OpType};
 use crate::value::Value;
 use std::fmt::Write as _;
 
@@ -15,7 +16,9 @@ use std::fmt::Write as _;
 pub fn read_edn(text: &str) -> Result<History> {
     check_text_limits(text)?;
     let mut reader = EdnReader::new(text);
-    let mut history = History::new(Vec::new());
+    // One op map per line is the usual layout: size the vector for it.
+    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut history = History::new(Vec::with_capacity(lines.min(MAX_HISTORY_EVENTS)));
     match reader.open_top_collection()? {
         Some(close) => {
             while !reader.try_close(close)? {
@@ -134,7 +137,7 @@ impl<'a> OpBuilder<'a> {
                 "the op map has no :f (e.g. :read, :write, :cas)",
             ));
         };
-        let Some(f) = f.name().map(str::to_string) else {
+        let Some(f) = f.name().map(function_name) else {
             return Err(Error::bad_op(
                 line,
                 format!(

@@ -103,7 +103,7 @@ pub fn write_json_op(out: &mut String, op: &Op) {
         "{{\"process\":{},\"type\":\"{}\",\"f\":{}",
         op.process,
         op.kind,
-        text(&Json::String(op.f.clone()))
+        text(&Json::String(op.f.to_string()))
     ));
     if let Some(key) = &op.key {
         out.push_str(&format!(",\"key\":{}", text(&value_to_json(key))));

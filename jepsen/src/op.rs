@@ -3,7 +3,17 @@
 //! It must not pair invocations with completions or judge them; `pairing` and the models do.
 
 use crate::value::Value;
+use std::borrow::Cow;
 use std::fmt;
+
+/// A function name, shared (not allocated) when it is one the models know.
+pub fn function_name(name: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 6] = ["read", "write", "cas", "get", "put", "append"];
+    match KNOWN.iter().find(|&&known| known == name) {
+        Some(&known) => Cow::Borrowed(known),
+        None => Cow::Owned(name.to_string()),
+    }
+}
 
 /// Jepsen's `:type` of an operation record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,7 +65,7 @@ pub struct Op {
     /// Invocation or completion kind.
     pub kind: OpType,
     /// The function (`:f`), without its colon: `read`, `write`, `cas`, `get`, `put`, `append`.
-    pub f: String,
+    pub f: Cow<'static, str>,
     /// The operation's value (`:value`).
     pub value: Value,
     /// The explicit key (`:key`), if the record has one.
@@ -72,7 +82,7 @@ impl Op {
         Op {
             process,
             kind,
-            f: f.to_string(),
+            f: function_name(f),
             value,
             key: None,
             time_ns: None,

@@ -230,7 +230,7 @@ fn compile(
         return Ok(None);
     }
     let observed = completion.map_or(&NIL, |c| split_key(c, independent).1);
-    let f = match (model, op.f.as_str()) {
+    let f = match (model, op.f.as_ref()) {
         (ModelKind::Kv, "read") => "get",
         (ModelKind::Kv, "write") => "put",
         (_, f) => f,

@@ -68,7 +68,7 @@ impl WindowOp {
         let complete = pair.complete.map(|i| &history.ops[i]);
         WindowOp {
             process: invoke.process,
-            f: invoke.f.clone(),
+            f: invoke.f.to_string(),
             input: split_key(invoke, independent).1.to_string(),
             output: complete.map(|c| split_key(c, independent).1.to_string()),
             completion: complete

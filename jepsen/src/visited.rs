@@ -71,7 +71,8 @@ impl VisitedCache {
             }
             if slot.hash == hash && slot.state == state {
                 let start = slot.set as usize * self.words;
-                if self.arena[start..start + self.words] == *bits {
+                let stored = &self.arena[start..start + self.words];
+                if stored.iter().zip(bits).all(|(a, b)| a == b) {
                     return Ok(false);
                 }
             }

@@ -43,7 +43,7 @@ fn edn_one_op_per_line_with_nemesis_skipped() {
     assert_eq!(history.semantics, Semantics::Knossos);
     let first = &history.ops[0];
     assert_eq!(
-        (first.process, first.kind, first.f.as_str()),
+        (first.process, first.kind, first.f.as_ref()),
         (0, OpType::Invoke, "write")
     );
     assert_eq!(first.value, Value::Int(1));
