@@ -54,6 +54,17 @@ pub struct ServerArgs {
     pub metrics_listen: Option<SocketAddr>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Declare a node down after this long without a heartbeat from its agent (leader time);
+    /// 0 never does.
+    #[arg(long, default_value_t = 30_000)]
+    pub node_heartbeat_timeout_ms: u64,
+    /// How often the leader proposes a tick (SLA accrual, growth and rebalancing).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub tick_interval_ms: u64,
+    /// Do not run the leader's scheduling loop on this replica (it still stores and serves the
+    /// log); for tests and benchmarks of the bare log.
+    #[arg(long)]
+    pub no_scheduling: bool,
 }
 
 impl ServerArgs {
@@ -76,6 +87,10 @@ impl ServerArgs {
         config.snapshot_every_entries = self.snapshot_every_entries;
         config.logs_kept_after_snapshot = self.logs_kept_after_snapshot;
         config.metrics_addr = self.metrics_listen;
+        config.scheduling.enabled = !self.no_scheduling;
+        config.scheduling.tick_interval_ms = self.tick_interval_ms;
+        config.scheduling.heartbeat_timeout_ms =
+            (self.node_heartbeat_timeout_ms > 0).then_some(self.node_heartbeat_timeout_ms);
         Ok(config)
     }
 }
