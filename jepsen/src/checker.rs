@@ -54,9 +54,10 @@ pub fn check_history(history: &History, options: &CheckOptions) -> Result<CheckR
     if history.is_empty() {
         return Err(Error::EmptyHistory);
     }
+    // A limit too far away to represent is no limit.
     let deadline = options
         .time_limit_ms
-        .map(|ms| started + Duration::from_millis(ms));
+        .and_then(|ms| started.checked_add(Duration::from_millis(ms)));
     let initial = options
         .initial
         .clone()
