@@ -22,6 +22,14 @@ fn simulate(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// Simulates `trace` on 16 devices under `policy`, with more flags.
+fn simulate_on_16(trace: &std::path::Path, policy: &str, more: &[&str]) -> Output {
+    let path = trace.to_str().expect("utf-8 path");
+    let mut args = vec!["--trace", path, "--devices", "16", "--policy", policy];
+    args.extend_from_slice(more);
+    simulate(&args)
+}
+
 fn small_trace() -> String {
     let mut text = String::from("job_id,submission_time,duration,num_gpu\n");
     for n in 0..40u64 {
@@ -35,18 +43,7 @@ fn small_trace() -> String {
 fn replays_a_trace_and_prints_json() {
     let trace = write_trace("small.csv", &small_trace());
     for policy in ["fifo", "backfill", "tiresias", "singularity"] {
-        let out = simulate(&[
-            "--trace",
-            trace.to_str().expect("utf-8 path"),
-            "--devices",
-            "16",
-            "--policy",
-            policy,
-            "--output",
-            "json",
-            "--limit-jobs",
-            "30",
-        ]);
+        let out = simulate_on_16(&trace, policy, &["--output", "json", "--limit-jobs", "30"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if policy == "singularity" && stderr.contains("not available") {
             continue;
@@ -63,16 +60,7 @@ fn replays_a_trace_and_prints_json() {
 #[test]
 fn prints_a_table_by_default() {
     let trace = write_trace("table.csv", &small_trace());
-    let out = simulate(&[
-        "--trace",
-        trace.to_str().expect("utf-8 path"),
-        "--devices",
-        "16",
-        "--policy",
-        "fifo",
-        "--tier-mix",
-        "premium=0.5,basic=0.5",
-    ]);
+    let out = simulate_on_16(&trace, "fifo", &["--tier-mix", "premium=0.5,basic=0.5"]);
     assert!(
         out.status.success(),
         "{}",

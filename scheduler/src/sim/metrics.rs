@@ -41,20 +41,32 @@ fn percentile(sorted: &[u64], per_mille: u64) -> u64 {
     sorted[(rank - 1) as usize]
 }
 
+/// Sorts `values` and returns their mean, median and p99 in units of `per_second` (`None`
+/// for no values).
+fn mean_median_p99(values: &mut [u64], per_second: f64) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let sum: u128 = values.iter().map(|&v| u128::from(v)).sum();
+    Some((
+        sum as f64 / values.len() as f64 / per_second,
+        percentile(values, 500) as f64 / per_second,
+        percentile(values, 990) as f64 / per_second,
+    ))
+}
+
 impl Summary {
     /// Summarises millisecond values.
     pub fn of_ms(values: &mut [u64]) -> Summary {
-        if values.is_empty() {
-            return Summary::default();
-        }
-        values.sort_unstable();
-        let sum: u128 = values.iter().map(|&v| u128::from(v)).sum();
-        let mean_ms = sum as f64 / values.len() as f64;
-        Summary {
-            mean_s: mean_ms / 1000.0,
-            median_s: percentile(values, 500) as f64 / 1000.0,
-            p99_s: percentile(values, 990) as f64 / 1000.0,
-        }
+        mean_median_p99(values, 1000.0).map_or_else(
+            Summary::default,
+            |(mean_s, median_s, p99_s)| Summary {
+                mean_s,
+                median_s,
+                p99_s,
+            },
+        )
     }
 }
 
@@ -152,20 +164,15 @@ pub struct PlannerSpeed {
 
 impl PlannerSpeed {
     pub fn of_ns(latencies_ns: &mut [u64]) -> PlannerSpeed {
-        if latencies_ns.is_empty() {
+        let count = latencies_ns.len() as f64;
+        let Some((mean_us, p50_us, p99_us)) = mean_median_p99(latencies_ns, 1e3) else {
             return PlannerSpeed::default();
-        }
-        latencies_ns.sort_unstable();
-        let total_ns: u128 = latencies_ns.iter().map(|&v| u128::from(v)).sum();
-        let total_s = total_ns as f64 / 1e9;
+        };
+        let total_s = mean_us * count / 1e6;
         PlannerSpeed {
-            decisions_per_s: if total_s > 0.0 {
-                latencies_ns.len() as f64 / total_s
-            } else {
-                0.0
-            },
-            latency_p50_us: percentile(latencies_ns, 500) as f64 / 1e3,
-            latency_p99_us: percentile(latencies_ns, 990) as f64 / 1e3,
+            decisions_per_s: if total_s > 0.0 { count / total_s } else { 0.0 },
+            latency_p50_us: p50_us,
+            latency_p99_us: p99_us,
             total_planner_s: total_s,
         }
     }
