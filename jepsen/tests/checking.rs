@@ -273,3 +273,15 @@ fn time_limit_gives_unknown() {
         progress.reason
     );
 }
+
+#[test]
+fn huge_time_limit_is_no_limit() {
+    let history =
+        read_edn(&edn("0 invoke write 1; 0 ok write 1")).unwrap_or_else(|e| panic!("{e}"));
+    let options = CheckOptions {
+        time_limit_ms: Some(u64::MAX),
+        ..CheckOptions::new(Register)
+    };
+    let report = check_history(&history, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.valid, Linearizable);
+}
