@@ -1,2 +1,308 @@
-//! Node benchmarks (placeholder until written).
-fn main() {}
+//! Benchmarks of the device proxy, reported in `node/BENCHMARKS.md`:
+//! round trip per call through the shared-memory channel (p50/p90/p99); the example job's
+//! steady-state step time through the proxy against the same program on an in-process device;
+//! checkpoint and restore throughput against the disk's own sequential write and read bandwidth
+//! measured in the same run; splicing at factors 2 and 4 against the ideal 1/factor.
+//!
+//! Run: `cargo bench -p singularity-node --bench proxy` (set `BENCH_ONLY=rtt,step,ckpt,splice`
+//! to pick sections). It must not assert on times; it prints them.
+
+use singularity_node::example::{train, TrainConfig, TrainState};
+use singularity_node::launcher::{checkpoint_job, stats, ProxyProcess};
+use singularity_node::runtime::{Attachment, ProxyClient, Runtime};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PROXY: &str = env!("CARGO_BIN_EXE_singularity-device-proxy");
+const ROUNDS: usize = 5;
+
+fn attachment(socket: &Path, job: &str, incarnation: &str, rank: u32, world: u32) -> Attachment {
+    Attachment {
+        job: job.to_string(),
+        incarnation: incarnation.to_string(),
+        rank,
+        world_size: world,
+        proxy_socket: socket.to_path_buf(),
+        restore_dir: None,
+        collective_bytes: 1 << 20,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rtt(socket: &Path) {
+    let (mut c, _, _) = ProxyClient::attach(&attachment(socket, "bench-rtt", "a", 0, 1)).unwrap();
+    for _ in 0..20_000 {
+        c.noop().unwrap();
+    }
+    let mut p50s = Vec::new();
+    for round in 0..ROUNDS {
+        let mut ns: Vec<u64> = (0..100_000)
+            .map(|_| {
+                let t = Instant::now();
+                c.noop().unwrap();
+                t.elapsed().as_nanos() as u64
+            })
+            .collect();
+        ns.sort_unstable();
+        let q = |p: f64| ns[((ns.len() as f64) * p) as usize] as f64 / 1000.0;
+        println!(
+            "rtt round {round}: p50 {:.2} us  p90 {:.2} us  p99 {:.2} us",
+            q(0.5),
+            q(0.9),
+            q(0.99)
+        );
+        p50s.push(q(0.5));
+    }
+    println!(
+        "rtt: median of round p50s {:.2} us (target <= 5 us)",
+        median(p50s)
+    );
+}
+
+fn step_config(steps: u64) -> TrainConfig {
+    TrainConfig {
+        steps,
+        seed: 3,
+        features: 512,
+        outputs: 64,
+        batch: 128,
+        learning_rate: 0.001,
+    }
+}
+
+/// Seconds per step in steady state: (T(long) - T(short)) / (long - short).
+fn steady(mut run: impl FnMut(u64) -> Duration) -> f64 {
+    let (short, long) = (5, 305);
+    let a = run(short);
+    let b = run(long);
+    (b.as_secs_f64() - a.as_secs_f64()) / (long - short) as f64
+}
+
+fn step(socket: &Path) {
+    let mut n = 0;
+    let mut ratios = Vec::new();
+    let (mut mins_in, mut mins_px) = (f64::MAX, f64::MAX);
+    for round in 0..ROUNDS {
+        let mut last_in = Vec::new();
+        let t_in = steady(|steps| {
+            let t = Instant::now();
+            let mut rt = Runtime::in_process(|r, _| TrainState::new(3, r));
+            last_in = train(&mut rt, &step_config(steps)).unwrap();
+            t.elapsed()
+        });
+        let mut last_px = Vec::new();
+        let t_px = steady(|steps| {
+            n += 1;
+            let t = Instant::now();
+            let a = attachment(socket, "bench-step", &format!("s{n}"), 0, 1);
+            let mut rt = Runtime::attach(&a, |r, _| TrainState::new(3, r)).unwrap();
+            last_px = train(&mut rt, &step_config(steps)).unwrap();
+            rt.finish().unwrap();
+            t.elapsed()
+        });
+        assert_eq!(
+            last_in, last_px,
+            "proxy and in-process results are bit-identical"
+        );
+        println!(
+            "step round {round}: in-process {:.3} ms, proxy {:.3} ms, ratio {:.4}",
+            t_in * 1e3,
+            t_px * 1e3,
+            t_px / t_in
+        );
+        ratios.push(t_px / t_in);
+        mins_in = mins_in.min(t_in);
+        mins_px = mins_px.min(t_px);
+    }
+    println!(
+        "step: median ratio proxy/in-process {:.4}; best-of-rounds {:.3} ms vs {:.3} ms = {:.4} (target <= 1.03)",
+        median(ratios),
+        mins_px * 1e3,
+        mins_in * 1e3,
+        mins_px / mins_in
+    );
+}
+
+fn drop_caches() -> bool {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+const CHUNK: usize = 8 << 20;
+
+fn disk_write(path: &Path, bytes: usize) -> f64 {
+    let buf = vec![0x5Au8; CHUNK];
+    let t = Instant::now();
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+    f.sync_all().unwrap();
+    bytes as f64 / t.elapsed().as_secs_f64()
+}
+
+fn disk_read(path: &Path) -> f64 {
+    let mut buf = vec![0u8; CHUNK];
+    let t = Instant::now();
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut total = 0usize;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+fn ckpt(socket: &Path, scratch: &Path) {
+    const BUFFERS: usize = 4;
+    const ELEMS: usize = 16 << 20; // 64 MiB each
+    let bytes = BUFFERS * ELEMS * 4;
+    let cold = drop_caches();
+    println!(
+        "ckpt: {} MiB per checkpoint; page cache dropped before reads: {cold}",
+        bytes >> 20
+    );
+    let (mut wr, mut rd) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let dir = scratch.join(format!("ckpt-{round}"));
+        let job = format!("bench-ckpt{round}");
+        let a = attachment(socket, &job, "w", 0, 1);
+        let mut rt = Runtime::attach(&a, |r, _| TrainState::new(1, r)).unwrap();
+        for i in 0..BUFFERS {
+            rt.buffer(&format!("big{i}"), ELEMS, || {
+                (0..ELEMS).map(|j| (j ^ i) as f32).collect()
+            })
+            .unwrap();
+        }
+        let g = rt.buffer("g", 16, || vec![1.0; 16]).unwrap();
+        rt.next_step(u64::MAX).unwrap();
+        checkpoint_job(&job, &[socket.to_path_buf()], &dir, false).unwrap();
+        rt.allreduce_sum(g).unwrap();
+        let t = Instant::now();
+        rt.next_step(u64::MAX).unwrap();
+        let ckpt_bw = bytes as f64 / t.elapsed().as_secs_f64();
+        let disk_w = disk_write(&scratch.join("disk.bin"), bytes);
+
+        drop_caches();
+        let mut r = a.clone();
+        r.incarnation = "r".into();
+        r.restore_dir = Some(dir.clone());
+        let t = Instant::now();
+        let (c, step, _) = ProxyClient::attach(&r).unwrap();
+        let restore_bw = bytes as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(step, 1);
+        drop(c);
+        drop_caches();
+        let disk_r = disk_read(&scratch.join("disk.bin"));
+        rt.finish().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let gb = |b: f64| b / 1e9;
+        println!(
+            "ckpt round {round}: checkpoint {:.2} GB/s vs disk write {:.2} GB/s (ratio {:.2}); restore {:.2} GB/s vs disk read {:.2} GB/s (ratio {:.2})",
+            gb(ckpt_bw), gb(disk_w), ckpt_bw / disk_w, gb(restore_bw), gb(disk_r), restore_bw / disk_r
+        );
+        wr.push(ckpt_bw / disk_w);
+        rd.push(restore_bw / disk_r);
+    }
+    println!(
+        "ckpt: median ratios write {:.2}, read {:.2} (target >= 0.8)",
+        median(wr),
+        median(rd)
+    );
+}
+
+/// Runs a job of `world` ranks (threads of this process) on the one proxy; wall time.
+fn spliced_job(socket: &Path, world: u32, steps: u64, incarnation: &str) -> Duration {
+    let t = Instant::now();
+    let threads: Vec<_> = (0..world)
+        .map(|rank| {
+            let a = attachment(socket, "bench-splice", incarnation, rank, world);
+            std::thread::spawn(move || {
+                let mut rt = Runtime::attach(&a, |r, _| TrainState::new(3, r)).unwrap();
+                train(&mut rt, &step_config(steps)).unwrap();
+                rt.finish().unwrap();
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    t.elapsed()
+}
+
+fn splice(socket: &Path) {
+    let mut n = 0;
+    let mut per_step = |world: u32| {
+        steady(|steps| {
+            n += 1;
+            spliced_job(socket, world, steps, &format!("x{n}"))
+        })
+    };
+    let mut ratios = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        let t1 = per_step(1);
+        let before = stats(socket).unwrap();
+        let t2 = per_step(2);
+        let mid = stats(socket).unwrap();
+        let t4 = per_step(4);
+        let after = stats(socket).unwrap();
+        let swapped = |a: &singularity_node::control::ProxyStats,
+                       b: &singularity_node::control::ProxyStats| {
+            (
+                b.swap_bytes - a.swap_bytes,
+                b.naive_swap_bytes - a.naive_swap_bytes,
+            )
+        };
+        let (s2, n2) = swapped(&before, &mid);
+        let (s4, n4) = swapped(&mid, &after);
+        println!(
+            "splice round {round}: factor 1 {:.3} ms/step; factor 2 {:.3} ms/step = {:.4} x ideal (swapped {:.1} MiB of naive {:.1} MiB); factor 4 {:.3} ms/step = {:.4} x ideal (swapped {:.1} MiB of naive {:.1} MiB)",
+            t1 * 1e3,
+            t2 * 1e3,
+            t2 / (2.0 * t1),
+            s2 as f64 / 1048576.0,
+            n2 as f64 / 1048576.0,
+            t4 * 1e3,
+            t4 / (4.0 * t1),
+            s4 as f64 / 1048576.0,
+            n4 as f64 / 1048576.0
+        );
+        ratios[0].push(t2 / (2.0 * t1));
+        ratios[1].push(t4 / (4.0 * t1));
+    }
+    let [r2, r4] = ratios;
+    println!(
+        "splice: median x ideal: factor 2 {:.4}, factor 4 {:.4} (target <= 1.03)",
+        median(r2),
+        median(r4)
+    );
+}
+
+fn main() {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "rtt,step,ckpt,splice".into());
+    let scratch = tempfile::tempdir_in("/var/tmp").unwrap();
+    let socket: PathBuf = scratch.path().join("proxy.sock");
+    let proxy = ProxyProcess::spawn(Path::new(PROXY), &[], &socket, 0, 4 << 30).unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    for section in only.split(',') {
+        match section {
+            "rtt" => rtt(&socket),
+            "step" => step(&socket),
+            "ckpt" => ckpt(&socket, scratch.path()),
+            "splice" => splice(&socket),
+            other => println!("unknown section {other}"),
+        }
+    }
+    drop(proxy);
+}

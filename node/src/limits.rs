@@ -29,10 +29,10 @@ pub const DEVICE_WAIT_TIMEOUT_MS: u64 = 60_000;
 /// How long a worker waits for the proxy to answer one request.
 pub const CALL_TIMEOUT_MS: u64 = 120_000;
 /// Busy-spin iterations of a waiter before it starts yielding its core.
-pub const SPIN_ITERATIONS: u32 = 300;
+pub const SPIN_ITERATIONS: u32 = 30;
 /// `sched_yield` rounds of a waiter (after spinning) before it sleeps on its futex: cheap
 /// wake-ups when cores are free, and no stolen cores when they are not.
-pub const YIELD_ITERATIONS: u32 = 200;
+pub const YIELD_ITERATIONS: u32 = 1000;
 /// How long a waiter sleeps on a futex before re-checking liveness.
 pub const FUTEX_SLICE_MS: u64 = 50;
 /// Largest file a checkpoint may contain (one rank's buffers), in bytes.

@@ -227,6 +227,11 @@ impl ProxyClient {
         ))
     }
 
+    /// An empty round trip through the channel (what the latency benchmark measures).
+    pub fn noop(&mut self) -> Result<()> {
+        self.call(op::NOOP, [0; 8], |_| Ok(0)).map(|_| ())
+    }
+
     fn call(
         &mut self,
         op: u32,
