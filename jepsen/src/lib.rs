@@ -3,8 +3,9 @@
 //!
 //! It must talk to a cluster only through its public API (the `proto` crate), never through
 //! internal crates. Today it holds the history types, their readers and writers (Jepsen EDN,
-//! JSON lines, porcupine's etcd logs) and the linearizability checker (WGL search with
-//! per-key partitioning and a visited-state cache).
+//! JSON lines, porcupine's etcd logs), the linearizability checker (WGL search with
+//! per-key partitioning and a visited-state cache) and its text, JSON and HTML reports.
+//! `jepsen/README.md` describes the formats and the models' semantics.
 
 pub mod checker;
 pub mod edn;

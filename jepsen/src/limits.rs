@@ -20,13 +20,13 @@ pub const MAX_EDN_DEPTH: usize = 64;
 
 /// Most (linearized set, state) pairs the visited cache may hold for one key before the search
 /// gives up with an `Unknown` verdict instead of exhausting memory.
-pub const MAX_CACHE_ENTRIES: usize = 50_000_000;
+pub const MAX_CACHE_ENTRIES: usize = 16_000_000;
 
-/// Most 64-bit words the visited cache may hold for its bitsets, for one key.
-pub const MAX_CACHE_WORDS: usize = 1 << 30;
+/// Most 64-bit words the visited cache may hold for its bitsets, for one key (1 GiB).
+pub const MAX_CACHE_WORDS: usize = 1 << 27;
 
 /// Most distinct key-value states (strings) the kv model may intern for one key.
-pub const MAX_KV_STATES: usize = 20_000_000;
+pub const MAX_KV_STATES: usize = 8_000_000;
 
 /// Search steps between two looks at the clock for the time limit.
 pub const STEPS_PER_DEADLINE_CHECK: u32 = 1 << 12;
