@@ -204,15 +204,20 @@ async fn plan_and_propose(
     coalesced: usize,
 ) -> Result<(), ProposeError> {
     for attempt in 0..config.max_replans.max(1) {
-        let plan: Plan = {
+        // Plan on a copy: the read lock is held only for the clone, so apply never waits
+        // for the planner.
+        let (state, index) = {
             let applied = sm.read();
-            let index = applied.last_applied.map_or(0, |id| id.index);
-            let mut plan = policy.compute(&applied.state, evaluation, index);
-            if coalesced > 0 {
-                plan.trigger = format!("{} (and {coalesced} more)", plan.trigger);
-            }
-            plan
+            (
+                applied.state.clone(),
+                applied.last_applied.map_or(0, |id| id.index),
+            )
         };
+        let mut plan: Plan = policy.compute(&state, evaluation, index);
+        drop(state);
+        if coalesced > 0 {
+            plan.trigger = format!("{} (and {coalesced} more)", plan.trigger);
+        }
         if plan.actions.is_empty() {
             return Ok(());
         }
