@@ -31,6 +31,8 @@ enum Command {
     Cluster(crate::client::cluster::ClusterArgs),
     /// Raft status and membership, snapshots, the decoded log.
     Operator(crate::operator::OperatorArgs),
+    /// Closed-loop write load against a Singularity or etcd cluster (benchmarks).
+    BenchLoad(crate::bench_load::BenchLoadArgs),
     /// Replay a job trace through a scheduling policy on a simulated fleet and report
     /// utilization, completion times and SLA attainment.
     Simulate(crate::simulate::SimulateArgs),
@@ -47,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Node(args) => crate::client::node::run(args),
         Command::Cluster(args) => crate::client::cluster::run(args),
         Command::Operator(args) => crate::operator::run(args),
+        Command::BenchLoad(args) => crate::bench_load::run(args),
         Command::Simulate(args) => crate::simulate::run(args),
     };
     match result {

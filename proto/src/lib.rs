@@ -10,6 +10,12 @@ pub mod v1 {
     tonic::include_proto!("singularity.v1");
 }
 
+/// The subset of etcd's v3 KV API the load generator uses to compare against etcd.
+pub mod etcd {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// The response header in which a follower names the leader's address.
 pub const LEADER_HEADER: &str = "x-singularity-leader";
 

@@ -5,7 +5,9 @@
 //! a replica.
 
 use crate::error::RaftError;
-use crate::limits::{CLIENT_RPC_TIMEOUT_MS, MAX_CLIENT_ATTEMPTS, MAX_GRPC_MESSAGE_BYTES};
+use crate::limits::{
+    CLIENT_RPC_TIMEOUT_MS, MAX_CLIENT_ATTEMPTS, MAX_CLIENT_BACKOFF_MS, MAX_GRPC_MESSAGE_BYTES,
+};
 use crate::network::channel;
 use singularity_proto::v1::control_client::ControlClient;
 use singularity_proto::v1::*;
@@ -16,9 +18,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
-
-/// Longest pause between attempts, in milliseconds.
-const MAX_BACKOFF_MS: u64 = 500;
 
 /// The result of a committed write.
 #[derive(Clone, Debug)]
@@ -159,7 +158,7 @@ impl Client {
                         }
                         _ => self.current = (self.current + 1) % self.endpoints.len(),
                     }
-                    let backoff = (50u64 << attempt.min(4)).min(MAX_BACKOFF_MS);
+                    let backoff = (10u64 << attempt.min(4)).min(MAX_CLIENT_BACKOFF_MS);
                     tokio::time::sleep(Duration::from_millis(backoff)).await;
                 }
             }

@@ -25,4 +25,7 @@ pub const DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
 /// Client-side deadline for one RPC, in milliseconds.
 pub const CLIENT_RPC_TIMEOUT_MS: u64 = 10_000;
 /// Times a client follows a leader hint or retries before giving up.
-pub const MAX_CLIENT_ATTEMPTS: u32 = 20;
+pub const MAX_CLIENT_ATTEMPTS: u32 = 60;
+/// Longest pause between two attempts of a client, in milliseconds: short, so a write
+/// commits soon after a new leader is elected.
+pub const MAX_CLIENT_BACKOFF_MS: u64 = 100;

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Side-by-side write benchmark: a 3-replica Singularity cluster and a 3-member etcd cluster
+# (Debian's etcd-server, installed here if missing), both on loopback, both fsyncing, with their
+# data on the same disk. The same closed-loop generator (`singularity bench-load`) drives each
+# with the same client counts, payload size and duration; it prints writes/s and p50/p99 per
+# run and the Singularity/etcd ratios. Then failover trials: SIGKILL the Singularity leader
+# under load and take the longest gap between two commits.
+#
+# Env: CLIENTS ("1 16 256"), DURATION_S (10), PAYLOAD_BYTES (256), FAILOVER_TRIALS (20),
+#      ELECTION_MIN_MS (400), ELECTION_MAX_MS (800), HEARTBEAT_MS (100), DATA_ROOT (/var/tmp).
+set -euo pipefail
+
+CLIENTS=${CLIENTS:-"1 16 256"}
+DURATION_S=${DURATION_S:-10}
+PAYLOAD_BYTES=${PAYLOAD_BYTES:-256}
+FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
+ELECTION_MIN_MS=${ELECTION_MIN_MS:-400}
+ELECTION_MAX_MS=${ELECTION_MAX_MS:-800}
+HEARTBEAT_MS=${HEARTBEAT_MS:-100}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=${BIN:-$TARGET_DIR/release/singularity}
+DATA=$(mktemp -d "${DATA_ROOT:-/var/tmp}/bench-vs-etcd.XXXXXX")
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+if [ ! -x "$BIN" ]; then
+  cargo build --release --bin singularity
+fi
+if ! command -v etcd >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null
+fi
+
+# --- etcd: 3 members, default fsync behaviour (WAL fsync per commit batch).
+ETCD_CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+  ETCD_UNSUPPORTED_ARCH= etcd --name "e$i" --data-dir "$DATA/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new --initial-cluster-token bench \
+    --log-level error >"$DATA/etcd$i.log" 2>&1 &
+  PIDS+=($!)
+done
+
+# --- Singularity: 3 replicas.
+SG_CLUSTER="1=127.0.0.1:27071,2=127.0.0.1:27072,3=127.0.0.1:27073"
+declare -A SG_PID
+start_replica() {
+  local i=$1
+  "$BIN" server --node-id "$i" --listen "127.0.0.1:2707$i" --data-dir "$DATA/sg$i" \
+    --initial-cluster "$SG_CLUSTER" --election-timeout-min-ms "$ELECTION_MIN_MS" \
+    --election-timeout-max-ms "$ELECTION_MAX_MS" --heartbeat-interval-ms "$HEARTBEAT_MS" \
+    2>>"$DATA/sg$i.log" &
+  SG_PID[$i]=$!
+  PIDS+=($!)
+}
+for i in 1 2 3; do start_replica "$i"; done
+SG_ENDPOINTS=127.0.0.1:27071,127.0.0.1:27072,127.0.0.1:27073
+
+# The etcd leader's client URL (clients talk to the leader, as Singularity's clients do).
+etcd_leader() {
+  for i in 1 2 3; do
+    local status
+    status=$(curl -s -m 2 -X POST "http://127.0.0.1:2379$i/v3/maintenance/status" -d '{}' || true)
+    if python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["header"]["member_id"]==s["leader"] else 1)' "$status" 2>/dev/null; then
+      echo "127.0.0.1:2379$i"; return
+    fi
+  done
+}
+ETCD_LEADER=""
+for _ in $(seq 1 100); do
+  ETCD_LEADER=$(etcd_leader); [ -n "$ETCD_LEADER" ] && break; sleep 0.2
+done
+[ -n "$ETCD_LEADER" ] || { echo "etcd did not elect a leader" >&2; exit 1; }
+
+# Warm up both (connections, first election on Singularity).
+"$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients 1 --duration-s 2 >/dev/null
+"$BIN" bench-load --target etcd --endpoints "$ETCD_LEADER" --clients 1 --duration-s 2 >/dev/null
+
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+printf '%-8s %14s %9s %9s %14s %9s %9s %8s %8s\n' clients sg_writes/s sg_p50ms sg_p99ms etcd_writes/s etcd_p50 etcd_p99 tput_x p99_x
+for c in $CLIENTS; do
+  sg=$("$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  et=$("$BIN" bench-load --target etcd --endpoints "$ETCD_LEADER" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  echo "$sg" >>"$DATA/results.jsonl"; echo "$et" >>"$DATA/results.jsonl"
+  python3 - "$c" "$sg" "$et" <<'PY'
+import json, sys
+c, sg, et = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+tx = sg["writes_per_s"] / max(et["writes_per_s"], 1e-9)
+px = sg["p99_ms"] / max(et["p99_ms"], 1e-9)
+print(f'{c:<8} {sg["writes_per_s"]:14.0f} {sg["p50_ms"]:9.2f} {sg["p99_ms"]:9.2f} {et["writes_per_s"]:14.0f} {et["p50_ms"]:9.2f} {et["p99_ms"]:9.2f} {tx:8.2f} {px:8.2f}')
+PY
+done
+
+# --- Failover: SIGKILL the leader under 16 clients of load; the longest gap between two
+# commits is the time until the next write commits.
+sg_leader() {
+  "$BIN" operator raft status --endpoints "$SG_ENDPOINTS" --output json 2>/dev/null | python3 -c '
+import json, sys
+for s in json.load(sys.stdin):
+    st = s.get("status")
+    if st and st["leader"] == st["id"]:
+        print(st["id"]); break'
+}
+GAPS=()
+for t in $(seq 1 "$FAILOVER_TRIALS"); do
+  leader=$(sg_leader)
+  [ -n "$leader" ] || { sleep 1; continue; }
+  out="$DATA/failover$t.json"
+  "$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients 16 --duration-s 5 >"$out" &
+  load=$!
+  sleep 2
+  { kill -9 "${SG_PID[$leader]}"; wait "${SG_PID[$leader]}"; } 2>/dev/null || true
+  wait "$load" || true
+  gap=$(field "$(cat "$out")" max_commit_gap_ms)
+  GAPS+=("$gap")
+  echo "failover trial $t: killed leader $leader, longest commit gap ${gap} ms"
+  start_replica "$leader"
+  sleep 2
+done
+python3 - "${GAPS[@]}" <<'PY'
+import sys
+gaps = sorted(float(g) for g in sys.argv[1:])
+if gaps:
+    p = lambda q: gaps[min(len(gaps) - 1, round((len(gaps) - 1) * q))]
+    print(f"failover: {len(gaps)} trials, p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, max {gaps[-1]:.0f} ms")
+PY
