@@ -173,8 +173,12 @@ fn ckpt(socket: &Path, scratch: &Path) {
         bytes >> 20
     );
     let (mut wr, mut rd) = (Vec::new(), Vec::new());
-    for round in 0..3 {
+    for round in 0..ROUNDS {
         let dir = scratch.join(format!("ckpt-{round}"));
+        // Alternate which write goes first, so neither always follows the other's writeback.
+        let disk_first = round % 2 == 1;
+        let disk_w_before =
+            disk_first.then(|| disk_write(&scratch.join(format!("disk-{round}.bin")), bytes));
         let job = format!("bench-ckpt{round}");
         let a = attachment(socket, &job, "w", 0, 1);
         let mut rt = Runtime::attach(&a, |r, _| TrainState::new(1, r)).unwrap();
@@ -191,7 +195,8 @@ fn ckpt(socket: &Path, scratch: &Path) {
         let t = Instant::now();
         rt.next_step(u64::MAX).unwrap();
         let ckpt_bw = bytes as f64 / t.elapsed().as_secs_f64();
-        let disk_w = disk_write(&scratch.join("disk.bin"), bytes);
+        let disk_w = disk_w_before
+            .unwrap_or_else(|| disk_write(&scratch.join(format!("disk-{round}.bin")), bytes));
 
         drop_caches();
         let mut r = a.clone();
@@ -203,7 +208,7 @@ fn ckpt(socket: &Path, scratch: &Path) {
         assert_eq!(step, 1);
         drop(c);
         drop_caches();
-        let disk_r = disk_read(&scratch.join("disk.bin"));
+        let disk_r = disk_read(&scratch.join(format!("disk-{round}.bin")));
         rt.finish().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let gb = |b: f64| b / 1e9;
@@ -219,6 +224,24 @@ fn ckpt(socket: &Path, scratch: &Path) {
         median(wr),
         median(rd)
     );
+    let t = Instant::now();
+    let fresh: Vec<Vec<f32>> = (0..BUFFERS).map(|_| vec![1.0f32; ELEMS]).collect();
+    println!(
+        "ckpt: first touch of {} MiB of fresh memory (what restore pays to create device buffers): {:.2} GB/s",
+        bytes >> 20,
+        bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
+    let t = Instant::now();
+    for f in &fresh {
+        std::hint::black_box(singularity_node::device::digest(
+            singularity_node::shm::f32s_as_bytes(f),
+        ));
+    }
+    println!(
+        "ckpt: BLAKE3 on one core: {:.2} GB/s",
+        bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
+    drop(fresh);
 }
 
 /// Runs a job of `world` ranks (threads of this process) on the one proxy; wall time.

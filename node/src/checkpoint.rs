@@ -14,11 +14,12 @@ use crate::limits::{
     CHECKPOINT_WRITE_CHUNK_BYTES, MAX_BUFFERS_PER_RANK, MAX_CHECKPOINT_FILE_BYTES,
     MAX_HOST_STATE_BYTES, MAX_MANIFEST_BYTES, MAX_WORLD_SIZE,
 };
-use crate::shm::{f32s_as_bytes, f32s_as_bytes_mut};
+use crate::shm::{device_vec, f32s_as_bytes, f32s_as_bytes_mut};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 
 /// Version of the on-disk format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -115,13 +116,13 @@ pub fn begin(dir: &Path) -> Result<()> {
 
 /// Writes one rank's buffers (as `(handle, data, known checksum)`) and host state, fsyncs them,
 /// and returns the checksum of the rank manifest for the job manifest.
-pub fn write_rank(
+pub fn write_rank<'a>(
     dir: &Path,
     job: &str,
     rank: u32,
     step: u64,
     next_handle: Handle,
-    buffers: &mut dyn Iterator<Item = (Handle, &[f32], Option<Digest>)>,
+    buffers: &mut dyn Iterator<Item = (Handle, &'a [f32], Option<Digest>)>,
     host_state: &[u8],
 ) -> Result<String> {
     NodeError::check_limit(
@@ -134,21 +135,39 @@ pub fn write_rank(
     let file = File::create(&data_path).map_err(io("creating", &data_path))?;
     let mut out = BufWriter::with_capacity(CHECKPOINT_WRITE_CHUNK_BYTES, file);
     let mut entries = Vec::new();
+    let mut known_digests = Vec::new();
     let mut offset = 0u64;
-    for (handle, data, known) in buffers {
-        let bytes = f32s_as_bytes(data);
-        out.write_all(bytes).map_err(io("writing", &data_path))?;
-        let sum = known.unwrap_or_else(|| digest(bytes));
-        entries.push(BufferEntry {
-            handle,
-            len_elems: data.len() as u64,
-            offset_bytes: offset,
-            blake3: hex(&sum),
-        });
-        offset += bytes.len() as u64;
+    // Write on this thread while a helper checksums the buffers whose digest is not known.
+    let computed = hashing_alongside(|hasher| {
+        for (handle, data, known) in buffers {
+            let bytes = f32s_as_bytes(data);
+            for chunk in bytes.chunks(CHECKPOINT_WRITE_CHUNK_BYTES) {
+                out.write_all(chunk).map_err(io("writing", &data_path))?;
+                if known.is_none() && hasher.send(Some(chunk)).is_err() {
+                    return Err(NodeError::Proxy("checksum thread stopped".into()));
+                }
+            }
+            if known.is_none() {
+                let _ = hasher.send(None);
+            }
+            known_digests.push(known);
+            entries.push(BufferEntry {
+                handle,
+                len_elems: data.len() as u64,
+                offset_bytes: offset,
+                blake3: String::new(),
+            });
+            offset += bytes.len() as u64;
+        }
+        out.write_all(host_state).map_err(io("writing", &data_path))
+    })?;
+    let mut computed = computed.into_iter();
+    for (entry, known) in entries.iter_mut().zip(known_digests) {
+        let sum = known
+            .or_else(|| computed.next())
+            .ok_or_else(|| NodeError::Proxy("checksum thread returned too few digests".into()))?;
+        entry.blake3 = hex(&sum);
     }
-    out.write_all(host_state)
-        .map_err(io("writing", &data_path))?;
     let file = out
         .into_inner()
         .map_err(|e| io("writing", &data_path)(e.into_error()))?;
@@ -305,7 +324,6 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
         ));
     }
     let mut input = BufReader::with_capacity(CHECKPOINT_WRITE_CHUNK_BYTES, file);
-    let mut buffers = Vec::with_capacity(m.buffers.len());
     let mut offset = 0u64;
     for b in &m.buffers {
         let end = b
@@ -318,11 +336,29 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
                 format!("buffer {} is not laid out back to back", b.handle),
             ));
         }
-        let mut data = vec![0f32; b.len_elems as usize];
-        input
-            .read_exact(f32s_as_bytes_mut(&mut data))
-            .map_err(io("reading", &data_path))?;
-        let d = digest(f32s_as_bytes(&data));
+        offset += b.len_elems * 4;
+    }
+    let mut datas: Vec<Vec<f32>> = m
+        .buffers
+        .iter()
+        .map(|b| device_vec(b.len_elems as usize))
+        .collect();
+    // Read on this thread while a helper hashes what has been read.
+    let digests = hashing_alongside(|hasher| {
+        for data in datas.iter_mut() {
+            for chunk in f32s_as_bytes_mut(data).chunks_mut(CHECKPOINT_WRITE_CHUNK_BYTES) {
+                input.read_exact(chunk).map_err(io("reading", &data_path))?;
+                let chunk: &[u8] = chunk;
+                if hasher.send(Some(chunk)).is_err() {
+                    return Err(NodeError::Proxy("checksum thread stopped".into()));
+                }
+            }
+            let _ = hasher.send(None);
+        }
+        Ok(())
+    })?;
+    let mut buffers = Vec::with_capacity(m.buffers.len());
+    for ((b, data), d) in m.buffers.iter().zip(datas).zip(digests) {
         if hex(&d) != b.blake3 {
             return Err(NodeError::ChecksumMismatch {
                 path: PathBuf::from(format!("{} (buffer {})", data_path.display(), b.handle)),
@@ -330,7 +366,6 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
                 actual: hex(&d),
             });
         }
-        offset += b.len_elems * 4;
         buffers.push((b.handle, data, d));
     }
     if offset != m.host_state_offset_bytes || offset + m.host_state_len_bytes != m.data_bytes {
@@ -359,6 +394,41 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
         next_handle: m.next_handle,
         buffers,
         host_state,
+    })
+}
+
+/// Byte slices queued between the reader and the checksum thread.
+const HASH_QUEUE: usize = 4;
+
+/// Runs `produce` on this thread while a helper thread hashes the slices it sends (`None` ends
+/// one digest); returns the digests in order, so reading and checksumming overlap.
+fn hashing_alongside<'a>(
+    produce: impl FnOnce(&SyncSender<Option<&'a [u8]>>) -> Result<()>,
+) -> Result<Vec<Digest>> {
+    std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Option<&'a [u8]>>(HASH_QUEUE);
+        let hasher = s.spawn(move || {
+            let mut digests = Vec::new();
+            let mut h = blake3::Hasher::new();
+            for msg in rx {
+                match msg {
+                    Some(bytes) => {
+                        h.update(bytes);
+                    }
+                    None => {
+                        digests.push(*h.finalize().as_bytes());
+                        h = blake3::Hasher::new();
+                    }
+                }
+            }
+            digests
+        });
+        let produced = produce(&tx);
+        drop(tx);
+        let digests = hasher
+            .join()
+            .map_err(|_| NodeError::Proxy("checksum thread panicked".into()))?;
+        produced.map(|()| digests)
     })
 }
 

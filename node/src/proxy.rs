@@ -436,7 +436,7 @@ impl Proxy {
                 d.bufs.buffers.insert(
                     h,
                     DevBuf {
-                        data: vec![0.0; a[0] as usize],
+                        data: crate::shm::device_vec(a[0] as usize),
                         digest: None,
                     },
                 );
@@ -686,8 +686,10 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
                 }
                 _ => {
                     copied += s.data.len() as u64 * 4;
+                    let mut data = crate::shm::device_vec(s.data.len());
+                    data.copy_from_slice(&s.data);
                     DevBuf {
-                        data: s.data.as_ref().clone(),
+                        data,
                         digest: Some(s.digest),
                     }
                 }
