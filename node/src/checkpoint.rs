@@ -116,13 +116,13 @@ pub fn begin(dir: &Path) -> Result<()> {
 
 /// Writes one rank's buffers (as `(handle, data, known checksum)`) and host state, fsyncs them,
 /// and returns the checksum of the rank manifest for the job manifest.
-pub fn write_rank<'a>(
+pub fn write_rank(
     dir: &Path,
     job: &str,
     rank: u32,
     step: u64,
     next_handle: Handle,
-    buffers: &mut dyn Iterator<Item = (Handle, &'a [f32], Option<Digest>)>,
+    buffers: &mut dyn Iterator<Item = (Handle, &[f32], Option<Digest>)>,
     host_state: &[u8],
 ) -> Result<String> {
     NodeError::check_limit(
