@@ -95,6 +95,26 @@ impl Channel {
         Ok(u32::from_ne_bytes(b))
     }
 
+    /// A payload length from the header, refused when above the data area.
+    fn data_len_at(&self, offset: usize, what: &str) -> Result<usize> {
+        let len = self.u32_at(offset)? as usize;
+        if len > CHANNEL_DATA_BYTES {
+            return Err(NodeError::BadRequest(format!(
+                "{what} claims {len} bytes, above {CHANNEL_DATA_BYTES}"
+            )));
+        }
+        Ok(len)
+    }
+
+    /// `N` consecutive u64 words from the header.
+    fn words<const N: usize>(&self, offset: usize) -> Result<[u64; N]> {
+        let mut out = [0u64; N];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = self.region.read_u64(offset + 8 * i)?;
+        }
+        Ok(out)
+    }
+
     fn put_u32(&self, offset: usize, v: u32) -> Result<()> {
         self.region.write_bytes(offset, &v.to_ne_bytes())
     }
@@ -171,16 +191,8 @@ impl Channel {
             || !closed() && alive(),
         )?;
         let status = self.u32_at(RESP_STATUS)?;
-        let len = self.u32_at(RESP_LEN)? as usize;
-        if len > CHANNEL_DATA_BYTES {
-            return Err(NodeError::Proxy(format!(
-                "reply claims {len} bytes, above {CHANNEL_DATA_BYTES}"
-            )));
-        }
-        let mut vals = [0u64; 4];
-        for (i, v) in vals.iter_mut().enumerate() {
-            *v = self.region.read_u64(RESP_VALS + 8 * i)?;
-        }
+        let len = self.data_len_at(RESP_LEN, "reply")?;
+        let vals = self.words(RESP_VALS)?;
         if status != STATUS_OK {
             let mut msg = vec![0u8; len];
             self.region.read_bytes(DATA, &mut msg)?;
@@ -211,16 +223,8 @@ impl Channel {
         )?;
         let seq = self.word(REQ_SEQ).load(Ordering::SeqCst);
         let op = self.u32_at(REQ_OP)?;
-        let data_len = self.u32_at(REQ_LEN)? as usize;
-        if data_len > CHANNEL_DATA_BYTES {
-            return Err(NodeError::BadRequest(format!(
-                "request claims {data_len} bytes, above {CHANNEL_DATA_BYTES}"
-            )));
-        }
-        let mut args = [0u64; 8];
-        for (i, a) in args.iter_mut().enumerate() {
-            *a = self.region.read_u64(REQ_ARGS + 8 * i)?;
-        }
+        let data_len = self.data_len_at(REQ_LEN, "request")?;
+        let args = self.words(REQ_ARGS)?;
         Ok((seq, Request { op, args, data_len }))
     }
 

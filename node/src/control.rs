@@ -12,19 +12,24 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
+/// Where and how a worker attaches one rank: everything the agent puts in its environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    pub job: String,
+    pub incarnation: String,
+    pub rank: u32,
+    pub world_size: u32,
+    pub proxy_socket: PathBuf,
+    pub restore_dir: Option<PathBuf>,
+    pub collective_bytes: u64,
+}
+
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     /// A worker attaches one rank of a job; with `restore_dir`, the rank's buffers and host
     /// state are loaded (and verified) from that checkpoint.
-    Attach {
-        job: String,
-        incarnation: String,
-        rank: u32,
-        world_size: u32,
-        collective_bytes: u64,
-        restore_dir: Option<PathBuf>,
-    },
+    Attach(Attachment),
     /// The worker has mapped its channel; the proxy unlinks the file.
     Mapped,
     /// The agent asks for a checkpoint of `job` at the next step boundary every rank reaches.

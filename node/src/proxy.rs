@@ -12,7 +12,7 @@
 use crate::channel::{decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA};
 use crate::checkpoint;
 use crate::collective::{check_name, Collective};
-use crate::control::{self, ControlReply, ControlRequest, ProxyStats};
+use crate::control::{self, Attachment, ControlReply, ControlRequest, ProxyStats};
 use crate::device::{BufferSet, DevBuf, Digest, Handle};
 use crate::error::{NodeError, Result};
 use crate::limits::{
@@ -146,22 +146,7 @@ impl Proxy {
             return Ok(());
         };
         match req {
-            ControlRequest::Attach {
-                job,
-                incarnation,
-                rank,
-                world_size,
-                collective_bytes,
-                restore_dir,
-            } => self.attach(
-                stream,
-                job,
-                incarnation,
-                rank,
-                world_size,
-                collective_bytes,
-                restore_dir,
-            ),
+            ControlRequest::Attach(a) => self.attach(stream, a),
             ControlRequest::Checkpoint { job, dir, stop } => {
                 let has_ranks = lock(&self.dev).ranks.values().any(|s| s.job == job);
                 if !has_ranks {
@@ -189,17 +174,16 @@ impl Proxy {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attach(
-        self: &Arc<Self>,
-        stream: &mut UnixStream,
-        job: String,
-        incarnation: String,
-        rank: u32,
-        world_size: u32,
-        collective_bytes: u64,
-        restore_dir: Option<PathBuf>,
-    ) -> Result<()> {
+    fn attach(self: &Arc<Self>, stream: &mut UnixStream, a: Attachment) -> Result<()> {
+        let Attachment {
+            job,
+            incarnation,
+            rank,
+            world_size,
+            collective_bytes,
+            restore_dir,
+            ..
+        } = a;
         check_name("job", &job)?;
         if rank >= world_size {
             return Err(NodeError::BadRequest(format!(

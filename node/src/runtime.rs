@@ -9,6 +9,7 @@
 //! proxies) and must not touch device memory except through its backend.
 
 use crate::channel::{encode_kernel, op, Channel, CHANNEL_BYTES, DATA};
+pub use crate::control::Attachment;
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::device::{BufferSet, DevBuf, Handle, Kernel};
 use crate::error::{NodeError, Result};
@@ -132,18 +133,6 @@ impl Backend for InProcess {
     }
 }
 
-/// Where to attach: everything the agent puts in the worker's environment.
-#[derive(Debug, Clone)]
-pub struct Attachment {
-    pub job: String,
-    pub incarnation: String,
-    pub rank: u32,
-    pub world_size: u32,
-    pub proxy_socket: PathBuf,
-    pub restore_dir: Option<PathBuf>,
-    pub collective_bytes: u64,
-}
-
 impl Attachment {
     /// Reads the attachment from the `SINGULARITY_*` environment variables.
     pub fn from_env() -> Result<Self> {
@@ -189,14 +178,7 @@ impl ProxyClient {
                 e,
             )
         })?;
-        let req = ControlRequest::Attach {
-            job: a.job.clone(),
-            incarnation: a.incarnation.clone(),
-            rank: a.rank,
-            world_size: a.world_size,
-            collective_bytes: a.collective_bytes,
-            restore_dir: a.restore_dir.clone(),
-        };
+        let req = ControlRequest::Attach(a.clone());
         control::send(&mut stream, &req)?;
         let (path, step, host_state) = match control::recv(&mut stream)? {
             Some(ControlReply::Attached {

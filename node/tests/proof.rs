@@ -167,30 +167,24 @@ fn baseline() -> Vec<Vec<u8>> {
     models
 }
 
-#[test]
-fn preempted_and_resumed_is_bit_exact() {
+/// Runs on devices 0..4, preempts after step 60, resumes on `resume_on`.
+fn preempt_then_resume(name: &str, proxies: u32, resume_on: &[usize]) {
     let want = baseline();
-    let mut f = Fleet::new("resume", WORLD);
+    let mut f = Fleet::new(name, proxies);
     let c = f.ckpt(1);
     f.phase(&[0, 1, 2, 3], None, Some((&c, 60)));
-    assert_eq!(
-        f.phase(&[0, 1, 2, 3], Some(&c), None),
-        JobOutcome::Completed
-    );
+    assert_eq!(f.phase(resume_on, Some(&c), None), JobOutcome::Completed);
     assert_eq!(f.models(), want);
 }
 
 #[test]
+fn preempted_and_resumed_is_bit_exact() {
+    preempt_then_resume("resume", WORLD, &[0, 1, 2, 3]);
+}
+
+#[test]
 fn migrated_to_other_proxies_is_bit_exact() {
-    let want = baseline();
-    let mut f = Fleet::new("migrate", 2 * WORLD);
-    let c = f.ckpt(1);
-    f.phase(&[0, 1, 2, 3], None, Some((&c, 60)));
-    assert_eq!(
-        f.phase(&[4, 5, 6, 7], Some(&c), None),
-        JobOutcome::Completed
-    );
-    assert_eq!(f.models(), want);
+    preempt_then_resume("migrate", 2 * WORLD, &[4, 5, 6, 7]);
 }
 
 #[test]
