@@ -75,6 +75,17 @@ pub enum Error {
         /// The error inside it.
         error: Box<Error>,
     },
+    /// The test harness needs root (network namespaces, veth, iptables).
+    #[error("singularity-jepsen test needs root to create network namespaces, veth links and iptables rules; run it as root (e.g. sudo)")]
+    NotRoot,
+    /// A step of the test harness failed (a command, a process, the cluster never came up).
+    #[error("{step}: {message}")]
+    Harness {
+        /// What the harness was doing.
+        step: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {
@@ -82,6 +93,14 @@ impl Error {
     pub fn bad_op(line: usize, message: impl Into<String>) -> Self {
         Error::BadOp {
             line,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Harness`].
+    pub fn harness(step: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Harness {
+            step: step.into(),
             message: message.into(),
         }
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod etcd_log;
 pub mod fast_hash;
 pub mod format;
+pub mod harness;
 pub mod history;
 pub mod html;
 pub mod json_history;

@@ -1,12 +1,14 @@
 //! The `singularity-jepsen` binary: a thin command-line front end to the library.
 //!
-//! It must not hold checking logic; it parses flags, calls `singularity_jepsen`, prints the
-//! report and maps the verdict to the exit status (0 linearizable, 1 not, 2 unknown or bad
-//! input).
+//! It must not hold checking or harness logic; it parses flags, calls `singularity_jepsen`,
+//! prints the report and maps the verdict to the exit status (`check`: 0 linearizable, 1 not,
+//! 2 unknown or bad input; `test`: 0 every check valid, 1 an anomaly or undecided, 2 the run
+//! could not be done).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use singularity_jepsen::edn::EdnReader;
+use singularity_jepsen::harness::{self, NemesisKind, TestOptions, WorkloadKind};
 use singularity_jepsen::html::render_html;
 use singularity_jepsen::{
     check_history, read_history_file, CheckOptions, Error, Format, ModelKind, Validity,
@@ -26,6 +28,85 @@ struct Cli {
 enum Command {
     /// Check a history for linearizability (exit 0: linearizable, 1: not, 2: unknown or bad input).
     Check(CheckArgs),
+    /// Run replicas in network namespaces under faults, record histories and check them
+    /// (needs root; exit 0: every check valid, 1: not, 2: the run could not be done).
+    Test(TestArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkloadArg {
+    /// Per-key compare-and-set registers on job metadata, checked for linearizability.
+    Register,
+    /// Concurrent job submissions; acknowledged ones present exactly once at the end.
+    Set,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// The `singularity` binary to run as replicas. Default: next to this executable.
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// How long the workload runs, in seconds (setup, recovery and checks come on top).
+    #[arg(long, default_value_t = 30)]
+    time_limit_s: u64,
+    /// Clients per workload.
+    #[arg(long, default_value_t = 5)]
+    concurrency: usize,
+    /// Seed of the operations and the fault schedule. Default: from the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where the run's files go. Default: results/<seed>-<unix time>.
+    #[arg(long, value_name = "DIR")]
+    results_dir: Option<PathBuf>,
+    /// Faults to inject (comma-separated); give `--nemesis none` for none.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "partition,kill,pause"
+    )]
+    nemesis: Vec<NemesisArgOrNone>,
+    /// Workloads to run concurrently (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "register,set"
+    )]
+    workload: Vec<WorkloadArg>,
+    /// Registers (jobs) of the register workload.
+    #[arg(long, default_value_t = 8)]
+    keys: usize,
+    /// Typical length of one fault, in milliseconds.
+    #[arg(long, default_value_t = 4000)]
+    fault_ms: u64,
+    /// Healed time between faults, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    heal_ms: u64,
+    /// Time after the workload, all faults healed, before the final reads, in seconds.
+    #[arg(long, default_value_t = 5)]
+    recovery_s: u64,
+    /// Time one operation may take before it is indeterminate (:info), in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    op_timeout_ms: u64,
+    /// Pause of each client between operations, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    op_delay_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NemesisArgOrNone {
+    /// Partitions: random halves, majority/minority, isolated leader, bridge, ring.
+    Partition,
+    /// kill -9 of a random replica or the leader, restarted when the fault ends.
+    Kill,
+    /// SIGSTOP of a random replica or the leader, SIGCONT when the fault ends.
+    Pause,
+    /// No faults.
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,6 +185,10 @@ fn hint(error: &Error) -> &'static str {
         Error::UnknownFormat(_) => "name the format with --format edn|json|etcd-log",
         Error::Limit { .. } => "split the history, or check it per key",
         Error::Io { .. } => "check the path and its permissions",
+        Error::NotRoot => "run as root, e.g. `sudo singularity-jepsen test ...`",
+        Error::Harness { .. } => {
+            "see the replicas' server.log files in the results directory; leftovers are removed at the next start"
+        }
         Error::Syntax { .. } | Error::BadOp { .. } => "fix the record at that line",
     }
 }
@@ -146,9 +231,91 @@ fn run(args: &CheckArgs) -> anyhow::Result<Validity> {
     Ok(report.valid)
 }
 
+fn default_server_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding this executable's path")?;
+    Ok(exe.with_file_name("singularity"))
+}
+
+fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
+    let seed = match args.seed {
+        Some(seed) => seed,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    };
+    let results_dir = match &args.results_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from("results").join(format!("{seed}-{secs}"))
+        }
+    };
+    let server_bin = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => default_server_bin()?,
+    };
+    let nemeses = args
+        .nemesis
+        .iter()
+        .filter_map(|n| match n {
+            NemesisArgOrNone::Partition => Some(NemesisKind::Partition),
+            NemesisArgOrNone::Kill => Some(NemesisKind::Kill),
+            NemesisArgOrNone::Pause => Some(NemesisKind::Pause),
+            NemesisArgOrNone::None => None,
+        })
+        .collect();
+    let workloads = args
+        .workload
+        .iter()
+        .map(|w| match w {
+            WorkloadArg::Register => WorkloadKind::Register,
+            WorkloadArg::Set => WorkloadKind::Set,
+        })
+        .collect();
+    eprintln!("jepsen: seed {seed}, results in {}", results_dir.display());
+    let outcome = harness::run_test(TestOptions {
+        server_bin,
+        replicas: args.replicas,
+        time_limit_s: args.time_limit_s,
+        concurrency: args.concurrency,
+        seed,
+        results_dir,
+        nemeses,
+        workloads,
+        keys: args.keys,
+        fault_ms: args.fault_ms,
+        heal_ms: args.heal_ms,
+        recovery_s: args.recovery_s,
+        op_timeout_ms: args.op_timeout_ms,
+        op_delay_ms: args.op_delay_ms,
+    })?;
+    eprintln!("jepsen: results in {}", outcome.results_dir.display());
+    println!("{}", outcome.summary);
+    Ok(outcome.valid)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Check(args) = &cli.command;
+    let args = match &cli.command {
+        Command::Check(args) => args,
+        Command::Test(args) => {
+            return match run_test(args) {
+                Ok(true) => ExitCode::from(0),
+                Ok(false) => ExitCode::from(1),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    if let Some(fix) = error.downcast_ref::<Error>().map(hint) {
+                        eprintln!("hint: {fix}");
+                    }
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     match run(args) {
         Ok(Validity::Linearizable) => ExitCode::from(0),
         Ok(Validity::NotLinearizable) => ExitCode::from(1),

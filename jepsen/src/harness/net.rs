@@ -1,0 +1,214 @@
+//! The test network: one network namespace per replica ("host"), each with a veth link to a
+//! bridge in the root namespace that also carries the harness's own address, and partitions
+//! as iptables DROP rules inside the namespaces.
+//!
+//! Every name it creates starts with `NAME_PREFIX`, so `remove_leftovers` can clean up after
+//! a crashed run. It must only address the private subnet `SUBNET_PREFIX`.0/24.
+
+use crate::error::{Error, Result};
+use std::process::{Command, Stdio};
+
+/// Prefix of every namespace and link the harness creates.
+pub const NAME_PREFIX: &str = "sjep";
+/// The private /24 used only inside the test network.
+pub const SUBNET_PREFIX: &str = "10.77.0";
+/// The bridge's (the harness's) host number in the subnet.
+const BRIDGE_HOST: u8 = 1;
+/// Replica `i` (0-based) gets host number `FIRST_REPLICA_HOST + i`.
+const FIRST_REPLICA_HOST: u8 = 11;
+/// Most replicas the subnet layout allows.
+pub const MAX_REPLICAS: usize = 9;
+
+/// Runs a command, failing with its stderr.
+pub fn sh(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::harness(format!("{program} {}", args.join(" ")), e.to_string()))?;
+    if !output.status.success() {
+        return Err(Error::harness(
+            format!("{program} {}", args.join(" ")),
+            format!(
+                "exit {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// True when the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn bridge_name() -> String {
+    format!("{NAME_PREFIX}-br")
+}
+
+/// The namespace of replica `i` (0-based).
+pub fn namespace(i: usize) -> String {
+    format!("{NAME_PREFIX}-n{}", i + 1)
+}
+
+fn veth_name(i: usize) -> String {
+    format!("{NAME_PREFIX}-v{}", i + 1)
+}
+
+/// The IPv4 address of replica `i` (0-based).
+pub fn replica_ip(i: usize) -> String {
+    format!("{SUBNET_PREFIX}.{}", FIRST_REPLICA_HOST as usize + i)
+}
+
+/// Removes every namespace (killing the processes in it) and link whose name starts with
+/// `NAME_PREFIX`. Errors are ignored: this is best-effort cleanup.
+pub fn remove_leftovers() {
+    let namespaces = sh("ip", &["netns", "list"]).unwrap_or_default();
+    for line in namespaces.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !name.starts_with(NAME_PREFIX) {
+            continue;
+        }
+        let pids = sh("ip", &["netns", "pids", name]).unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = sh("kill", &["-CONT", pid]);
+            let _ = sh("kill", &["-KILL", pid]);
+        }
+        let _ = sh("ip", &["netns", "del", name]);
+    }
+    let links = sh("ip", &["-o", "link", "show"]).unwrap_or_default();
+    for line in links.lines() {
+        // "12: sjep-v1@if2: <...>"
+        let Some(name) = line.split(':').nth(1) else {
+            continue;
+        };
+        let name = name.trim().split('@').next().unwrap_or("");
+        if name.starts_with(NAME_PREFIX) {
+            let _ = sh("ip", &["link", "del", name]);
+        }
+    }
+}
+
+/// The test network; dropping it removes everything it created.
+pub struct Network {
+    replicas: usize,
+}
+
+impl Network {
+    /// Creates the bridge and `replicas` namespaces, after removing leftovers of earlier runs.
+    pub fn create(replicas: usize) -> Result<Network> {
+        if !is_root() {
+            return Err(Error::NotRoot);
+        }
+        if replicas == 0 || replicas > MAX_REPLICAS {
+            return Err(Error::harness(
+                "network",
+                format!("{replicas} replicas; give between 1 and {MAX_REPLICAS}"),
+            ));
+        }
+        remove_leftovers();
+        let network = Network { replicas };
+        let bridge = bridge_name();
+        let bridge_addr = format!("{SUBNET_PREFIX}.{BRIDGE_HOST}/24");
+        sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        sh("ip", &["addr", "add", &bridge_addr, "dev", &bridge])?;
+        sh("ip", &["link", "set", &bridge, "up"])?;
+        for i in 0..replicas {
+            let ns = namespace(i);
+            let veth = veth_name(i);
+            let addr = format!("{}/24", replica_ip(i));
+            sh("ip", &["netns", "add", &ns])?;
+            sh(
+                "ip",
+                &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+            )?;
+            sh(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
+            sh("ip", &["link", "set", &veth, "master", &bridge])?;
+            sh("ip", &["link", "set", &veth, "up"])?;
+            sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", "eth0",
+                ],
+            )?;
+            sh(
+                "ip",
+                &["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"],
+            )?;
+        }
+        Ok(network)
+    }
+
+    /// Number of replica hosts.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// Installs DROP rules: replica `a` drops packets from every replica in `grudges[a]`.
+    pub fn partition(&self, grudges: &[Vec<usize>]) -> Result<()> {
+        for (a, dropped) in grudges.iter().enumerate().take(self.replicas) {
+            let ns = namespace(a);
+            for &b in dropped {
+                let source = replica_ip(b);
+                sh(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "iptables", "-A", "INPUT", "-s", &source, "-j",
+                        "DROP",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every partition rule.
+    pub fn heal(&self) -> Result<()> {
+        for a in 0..self.replicas {
+            sh(
+                "ip",
+                &["netns", "exec", &namespace(a), "iptables", "-F", "INPUT"],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        remove_leftovers();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses_are_private_and_prefixed() {
+        assert_eq!(namespace(0), "sjep-n1");
+        assert_eq!(replica_ip(2), "10.77.0.13");
+        assert!(
+            veth_name(8).len() <= 15,
+            "interface names are at most 15 bytes"
+        );
+        assert!(bridge_name().starts_with(NAME_PREFIX));
+    }
+}

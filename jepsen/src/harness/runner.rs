@@ -1,0 +1,786 @@
+//! One test run from start to verdict: network and replicas up, setup, workloads and nemesis
+//! for the time limit, heal, recovery, final reads, checks, results directory, summary line.
+//!
+//! It must stay bounded in time: every loop has a deadline or a count, every RPC a timeout.
+
+use crate::checker::{check_history, CheckOptions};
+use crate::error::{Error, Result};
+use crate::harness::client::{CallError, Conn};
+use crate::harness::cluster::{replica_endpoint, Cluster};
+use crate::harness::net::{is_root, Network};
+use crate::harness::plot::{render_svg, Point, Shade};
+use crate::harness::recorder::{render, NemesisEvent, Recorder};
+use crate::harness::rng::Rng;
+use crate::harness::schedule::{
+    build_schedule, grudges, Fault, NemesisKind, ScheduleOptions, Target, Window,
+};
+use crate::harness::workload::{check_set, next_register_op, AddOutcome, RegisterOp, SetReport};
+use crate::history::History;
+use crate::model::ModelKind;
+use crate::op::{Op, OpType};
+use crate::report::Validity;
+use crate::value::Value;
+use serde::Serialize;
+use singularity_scheduler::{
+    Command, DeviceKind, Effect, JobId, JobSpec, Outcome, RunSpec, TenantName, Tier,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Time for the cluster to elect a leader and accept the setup writes.
+const SETUP_TIMEOUT_MS: u64 = 60_000;
+/// Time one setup write may take before it is retried.
+const SETUP_WRITE_TIMEOUT_MS: u64 = 5_000;
+/// Time for the final reads, after recovery.
+const FINAL_READ_TIMEOUT_MS: u64 = 30_000;
+/// Time the linearizability check may take before it answers unknown.
+const CHECK_TIME_LIMIT_MS: u64 = 120_000;
+/// Granularity of the harness's sleeps, so an interrupt is noticed quickly.
+const POLL_MS: u64 = 100;
+/// Process ids of the final reads start here.
+const FINAL_PROCESS_BASE: i64 = 1_000_000;
+/// The device kind no node has, so the workloads' jobs stay pending.
+const UNPLACEABLE_DEVICE_KIND: &str = "none";
+/// Job names of the register workload's jobs and the set workload's submissions.
+const REGISTER_JOB_PREFIX: &str = "jepsen-reg-";
+const SET_JOB_PREFIX: &str = "jepsen-set-";
+
+/// Which workloads run (concurrently, each with its own clients and history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Register,
+    Set,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    pub server_bin: PathBuf,
+    pub replicas: usize,
+    pub time_limit_s: u64,
+    /// Clients per workload.
+    pub concurrency: usize,
+    pub seed: u64,
+    pub results_dir: PathBuf,
+    pub nemeses: Vec<NemesisKind>,
+    pub workloads: Vec<WorkloadKind>,
+    /// Registers (jobs) of the register workload.
+    pub keys: usize,
+    pub fault_ms: u64,
+    pub heal_ms: u64,
+    /// Time after the workload, all faults healed, before the final reads.
+    pub recovery_s: u64,
+    /// Time one client operation may take before it is indeterminate.
+    pub op_timeout_ms: u64,
+    /// Pause of each client between two operations.
+    pub op_delay_ms: u64,
+}
+
+/// The verdicts of a run.
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    /// `jepsen: register valid=... set valid=... ops=... faults=...`.
+    pub summary: String,
+    /// True when every check is valid.
+    pub valid: bool,
+    pub results_dir: PathBuf,
+}
+
+/// One fault as it happened.
+#[derive(Debug, Clone, Serialize)]
+struct TimelineEntry {
+    fault: String,
+    start_ms: u64,
+    end_ms: u64,
+    detail: String,
+}
+
+struct Shared {
+    interrupted: AtomicBool,
+    clients_created: AtomicU64,
+    set_names: AtomicU64,
+    nemesis: Mutex<Vec<NemesisEvent>>,
+    timeline: Mutex<Vec<TimelineEntry>>,
+    set_adds: Mutex<BTreeMap<String, AddOutcome>>,
+    seed: u64,
+}
+
+impl Shared {
+    fn client_id(&self) -> u128 {
+        let n = self.clients_created.fetch_add(1, Ordering::Relaxed) as u128;
+        ((self.seed as u128) << 64) | ((std::process::id() as u128) << 32) | n
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(io_error(path))
+}
+
+/// Sleeps until `until` or an interrupt.
+fn sleep_until(shared: &Shared, until: Instant) {
+    while !shared.interrupted() {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(POLL_MS)));
+    }
+}
+
+fn job_spec(name: String) -> Result<JobSpec> {
+    let invalid =
+        |e: singularity_scheduler::Rejection| Error::harness("job spec", format!("{e:?}"));
+    Ok(JobSpec {
+        name,
+        tenant: TenantName::new("jepsen").map_err(invalid)?,
+        tier: Tier::Basic,
+        world_size: 1,
+        device_kind: DeviceKind::new(UNPLACEABLE_DEVICE_KIND).map_err(invalid)?,
+        memory_per_rank_bytes: 1,
+        run: RunSpec::Command {
+            argv: vec!["true".into()],
+            env: BTreeMap::new(),
+        },
+        max_restarts: 0,
+        metadata: BTreeMap::new(),
+    })
+}
+
+/// Submits one job per register key; retries until `SETUP_TIMEOUT_MS`.
+async fn setup_registers(shared: &Shared, endpoints: &[String], keys: usize) -> Result<Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_millis(SETUP_TIMEOUT_MS);
+    let mut conn = Conn::new(endpoints.to_vec(), shared.client_id(), 0);
+    let mut jobs = Vec::with_capacity(keys);
+    for key in 0..keys {
+        let spec = job_spec(format!("{REGISTER_JOB_PREFIX}{key}"))?;
+        let mut last = String::new();
+        // The same Conn retries with a new sequence each time, so a lost first submission may
+        // leave an extra job behind; only the id we are told is used.
+        loop {
+            if Instant::now() >= deadline || shared.interrupted() {
+                return Err(Error::harness(
+                    "setup",
+                    format!("the cluster did not accept the register jobs in {SETUP_TIMEOUT_MS} ms: {last}"),
+                ));
+            }
+            let command = Command::SubmitJob { spec: spec.clone() };
+            match conn
+                .write(command, Duration::from_millis(SETUP_WRITE_TIMEOUT_MS))
+                .await
+            {
+                Ok(outcome) => match outcome.effect() {
+                    Some(Effect::JobSubmitted { job, .. }) => {
+                        jobs.push(job.0);
+                        break;
+                    }
+                    _ => last = format!("unexpected outcome {outcome:?}"),
+                },
+                Err(e) => last = e.message().to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    }
+    Ok(jobs)
+}
+
+fn write_command(job: u64, expected_version: Option<u64>, value: i64) -> Command {
+    Command::UpdateJobMetadata {
+        job: JobId(job),
+        expected_version,
+        set: BTreeMap::from([("v".to_string(), value.to_string())]),
+        remove: Vec::new(),
+    }
+}
+
+fn write_completion(result: std::result::Result<Outcome, CallError>) -> OpType {
+    match result {
+        Ok(Outcome::Accepted(_)) | Ok(Outcome::Duplicate(_)) => OpType::Ok,
+        Ok(Outcome::Rejected(_)) | Err(CallError::Definite(_)) => OpType::Fail,
+        Err(CallError::Indefinite(_)) => OpType::Info,
+    }
+}
+
+/// One register operation, recorded; returns the completion type.
+async fn register_op(
+    conn: &mut Conn,
+    recorder: &Recorder,
+    process: i64,
+    key: i64,
+    job: u64,
+    op: RegisterOp,
+    timeout: Duration,
+) -> OpType {
+    match op {
+        RegisterOp::Read => {
+            recorder.record(process, OpType::Invoke, "read", Some(key), Value::Nil);
+            match conn.read_register(job, timeout).await {
+                Ok(read) => {
+                    let value = read.value.map(Value::Int).unwrap_or(Value::Nil);
+                    recorder.record(process, OpType::Ok, "read", Some(key), value);
+                    OpType::Ok
+                }
+                // A read changes nothing, so a read that did not answer did not happen.
+                Err(_) => {
+                    recorder.record(process, OpType::Fail, "read", Some(key), Value::Nil);
+                    OpType::Fail
+                }
+            }
+        }
+        RegisterOp::Write(v) => {
+            recorder.record(process, OpType::Invoke, "write", Some(key), Value::Int(v));
+            let kind = write_completion(conn.write(write_command(job, None, v), timeout).await);
+            recorder.record(process, kind, "write", Some(key), Value::Int(v));
+            kind
+        }
+        RegisterOp::Cas(from, to) => {
+            let value = Value::Vector(vec![Value::Int(from), Value::Int(to)]);
+            recorder.record(process, OpType::Invoke, "cas", Some(key), value.clone());
+            let kind = match conn.read_register(job, timeout).await {
+                Ok(read) if read.value == Some(from) => write_completion(
+                    conn.write(write_command(job, Some(read.version), to), timeout)
+                        .await,
+                ),
+                _ => OpType::Fail,
+            };
+            recorder.record(process, kind, "cas", Some(key), value);
+            kind
+        }
+    }
+}
+
+/// One submission of the set workload, recorded.
+async fn set_op(
+    conn: &mut Conn,
+    recorder: &Recorder,
+    shared: &Shared,
+    process: i64,
+    timeout: Duration,
+) -> Result<OpType> {
+    let n = shared.set_names.fetch_add(1, Ordering::Relaxed) as i64;
+    let name = format!("{SET_JOB_PREFIX}{n}");
+    let spec = job_spec(name.clone())?;
+    recorder.record(process, OpType::Invoke, "add", None, Value::Int(n));
+    let kind = write_completion(conn.write(Command::SubmitJob { spec }, timeout).await);
+    recorder.record(process, kind, "add", None, Value::Int(n));
+    let outcome = match kind {
+        OpType::Ok => AddOutcome::Ok,
+        OpType::Fail => AddOutcome::Fail,
+        _ => AddOutcome::Info,
+    };
+    shared
+        .set_adds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name, outcome);
+    Ok(kind)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_loop(
+    workload: WorkloadKind,
+    worker: usize,
+    options: Arc<TestOptions>,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    endpoints: Vec<String>,
+    jobs: Arc<Vec<u64>>,
+    deadline: Instant,
+) -> Result<()> {
+    let concurrency = options.concurrency as i64;
+    let mut process = worker as i64;
+    let mut rng = Rng::new(
+        options
+            .seed
+            .wrapping_mul(31)
+            .wrapping_add(worker as u64 + 1),
+    );
+    let mut conn = Conn::new(endpoints.clone(), shared.client_id(), worker);
+    let timeout = Duration::from_millis(options.op_timeout_ms);
+    while Instant::now() < deadline && !shared.interrupted() {
+        let kind = match workload {
+            WorkloadKind::Register => {
+                let key = rng.below(jobs.len() as u64) as usize;
+                let op = next_register_op(&mut rng);
+                register_op(
+                    &mut conn, &recorder, process, key as i64, jobs[key], op, timeout,
+                )
+                .await
+            }
+            WorkloadKind::Set => set_op(&mut conn, &recorder, &shared, process, timeout).await?,
+        };
+        if kind == OpType::Info {
+            // The indeterminate op stays open forever: go on as a new process and client.
+            process += concurrency;
+            conn = Conn::new(endpoints.clone(), shared.client_id(), worker);
+        }
+        tokio::time::sleep(Duration::from_millis(options.op_delay_ms)).await;
+    }
+    Ok(())
+}
+
+fn node_list(nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|i| format!("n{}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Carries out `schedule`, then heals everything. Runs on its own thread.
+#[allow(clippy::too_many_arguments)]
+fn nemesis_loop(
+    schedule: Vec<Window>,
+    start: Instant,
+    recorder_start: Instant,
+    shared: Arc<Shared>,
+    network: Arc<Network>,
+    cluster: Arc<Mutex<Cluster>>,
+    endpoints: Vec<String>,
+    handle: tokio::runtime::Handle,
+) -> Result<()> {
+    let mut rng = Rng::new(shared.seed ^ 0xFA_17);
+    let mut conn = Conn::new(endpoints, shared.client_id(), 0);
+    let n = network.replicas();
+    let now_ns = || i64::try_from(recorder_start.elapsed().as_nanos()).unwrap_or(i64::MAX);
+    let event = |f: String, value: String| {
+        shared
+            .nemesis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(NemesisEvent {
+                time_ns: now_ns(),
+                f,
+                value,
+            });
+    };
+    let mut result = Ok(());
+    for window in schedule {
+        sleep_until(&shared, start + Duration::from_millis(window.start_ms));
+        if shared.interrupted() {
+            break;
+        }
+        let leader = handle.block_on(conn.leader());
+        let pick = |target: Target, rng: &mut Rng| match (target, leader) {
+            (Target::Leader, Some(l)) => l,
+            _ => rng.below(n as u64) as usize,
+        };
+        let started_ms = start.elapsed().as_millis() as u64;
+        let detail = match window.fault {
+            Fault::Partition(kind) => {
+                let g = grudges(kind, n, leader, &mut rng);
+                let detail = g
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| !d.is_empty())
+                    .map(|(a, d)| format!("n{} drops {}", a + 1, node_list(d)))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if let Err(e) = network.partition(&g) {
+                    result = Err(e);
+                }
+                detail
+            }
+            Fault::Kill(target) => {
+                let i = pick(target, &mut rng);
+                let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = c.kill(i) {
+                    result = Err(e);
+                }
+                format!("kill -9 n{}", i + 1)
+            }
+            Fault::Pause(target) => {
+                let i = pick(target, &mut rng);
+                let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = c.pause(i) {
+                    result = Err(e);
+                }
+                format!("SIGSTOP n{}", i + 1)
+            }
+        };
+        event(format!("start-{}", window.fault.name()), detail.clone());
+        sleep_until(&shared, start + Duration::from_millis(window.end_ms));
+        let heal = network
+            .heal()
+            .and_then(|()| cluster.lock().unwrap_or_else(|e| e.into_inner()).heal());
+        if let Err(e) = heal {
+            result = Err(e);
+        }
+        event(format!("stop-{}", window.fault.name()), "healed".into());
+        shared
+            .timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(TimelineEntry {
+                fault: window.fault.name(),
+                start_ms: started_ms,
+                end_ms: start.elapsed().as_millis() as u64,
+                detail,
+            });
+        if result.is_err() {
+            break;
+        }
+    }
+    let heal = network
+        .heal()
+        .and_then(|()| cluster.lock().unwrap_or_else(|e| e.into_inner()).heal());
+    result.and(heal)
+}
+
+/// Latency points from a history: each completion paired with its process's invocation.
+fn latency_points(ops: &[Op]) -> Vec<Point> {
+    let mut open: HashMap<i64, i64> = HashMap::new();
+    let mut points = Vec::new();
+    for op in ops {
+        let t = op.time_ns.unwrap_or(0);
+        match op.kind {
+            OpType::Invoke => {
+                open.insert(op.process, t);
+            }
+            kind => {
+                if let Some(start) = open.remove(&op.process) {
+                    points.push(Point {
+                        time_s: t as f64 / 1e9,
+                        latency_ms: (t - start) as f64 / 1e6,
+                        kind: kind.name(),
+                    });
+                }
+            }
+        }
+    }
+    points
+}
+
+/// Runs one test. Needs root; errors say what failed; the verdicts are in the outcome.
+pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
+    if !is_root() {
+        return Err(Error::NotRoot);
+    }
+    if options.concurrency == 0 || options.keys == 0 || options.workloads.is_empty() {
+        return Err(Error::harness(
+            "options",
+            "concurrency, keys and workloads must not be zero or empty",
+        ));
+    }
+    let dir = options.results_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    for i in 0..options.replicas {
+        let data = dir.join(format!("n{}", i + 1)).join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(io_error(&data))?;
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::harness("tokio runtime", e.to_string()))?;
+    let shared = Arc::new(Shared {
+        interrupted: AtomicBool::new(false),
+        clients_created: AtomicU64::new(0),
+        set_names: AtomicU64::new(0),
+        nemesis: Mutex::new(Vec::new()),
+        timeline: Mutex::new(Vec::new()),
+        set_adds: Mutex::new(BTreeMap::new()),
+        seed: options.seed,
+    });
+    {
+        let shared = shared.clone();
+        runtime.spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("jepsen: interrupted; stopping the run and cleaning up");
+            shared.interrupted.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // Guards: declared network first, so the cluster's processes die before the namespaces go.
+    let network = Arc::new(Network::create(options.replicas)?);
+    let cluster = Arc::new(Mutex::new(Cluster::new(
+        &options.server_bin,
+        options.replicas,
+        &dir,
+    )?));
+    cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .start_all()?;
+    let endpoints: Vec<String> = (0..options.replicas).map(replica_endpoint).collect();
+    let recorder_start = Instant::now();
+    let registers = Arc::new(Recorder::new(recorder_start));
+    let sets = Arc::new(Recorder::new(recorder_start));
+    let run_register = options.workloads.contains(&WorkloadKind::Register);
+    let run_set = options.workloads.contains(&WorkloadKind::Set);
+
+    eprintln!(
+        "jepsen: {} replicas up; setting up {} registers",
+        options.replicas, options.keys
+    );
+    let jobs = Arc::new(runtime.block_on(setup_registers(
+        &shared,
+        &endpoints,
+        if run_register { options.keys } else { 0 },
+    ))?);
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(options.time_limit_s);
+    let schedule = build_schedule(&ScheduleOptions {
+        seed: options.seed,
+        time_limit_ms: options.time_limit_s * 1000,
+        replicas: options.replicas,
+        nemeses: options.nemeses.clone(),
+        fault_ms: options.fault_ms,
+        heal_ms: options.heal_ms,
+    });
+    eprintln!(
+        "jepsen: running for {} s with {} faults scheduled",
+        options.time_limit_s,
+        schedule.len()
+    );
+    let options = Arc::new(options);
+    let mut tasks = Vec::new();
+    for (workload, enabled, recorder) in [
+        (WorkloadKind::Register, run_register, &registers),
+        (WorkloadKind::Set, run_set, &sets),
+    ] {
+        if !enabled {
+            continue;
+        }
+        for worker in 0..options.concurrency {
+            tasks.push(runtime.spawn(client_loop(
+                workload,
+                worker,
+                options.clone(),
+                shared.clone(),
+                recorder.clone(),
+                endpoints.clone(),
+                jobs.clone(),
+                deadline,
+            )));
+        }
+    }
+    let nemesis = {
+        let (shared, network, cluster, endpoints) = (
+            shared.clone(),
+            network.clone(),
+            cluster.clone(),
+            endpoints.clone(),
+        );
+        let handle = runtime.handle().clone();
+        std::thread::spawn(move || {
+            nemesis_loop(
+                schedule,
+                start,
+                recorder_start,
+                shared,
+                network,
+                cluster,
+                endpoints,
+                handle,
+            )
+        })
+    };
+    let mut failures = Vec::new();
+    for task in tasks {
+        match runtime.block_on(task) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(e) => failures.push(format!("a client task failed: {e}")),
+        }
+    }
+    match nemesis.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failures.push(format!("nemesis: {e}")),
+        Err(_) => failures.push("the nemesis thread panicked".into()),
+    }
+    if !failures.is_empty() {
+        return Err(Error::harness("workload", failures.join("; ")));
+    }
+
+    // Recovery: everything healed; give the cluster time, then final reads.
+    sleep_until(
+        &shared,
+        Instant::now() + Duration::from_secs(options.recovery_s),
+    );
+    if shared.interrupted() {
+        return Err(Error::harness("run", "interrupted by a signal; cleaned up"));
+    }
+    let final_deadline = Instant::now() + Duration::from_millis(FINAL_READ_TIMEOUT_MS);
+    let mut final_names = None;
+    runtime.block_on(async {
+        let mut conn = Conn::new(endpoints.clone(), shared.client_id(), 0);
+        let timeout = Duration::from_millis(options.op_timeout_ms.max(SETUP_WRITE_TIMEOUT_MS));
+        if run_register {
+            for (key, &job) in jobs.iter().enumerate() {
+                let process = FINAL_PROCESS_BASE + key as i64;
+                // Bounded by the deadline; a failed read is recorded as :fail and retried.
+                while Instant::now() < final_deadline && !shared.interrupted() {
+                    let kind = register_op(
+                        &mut conn,
+                        &registers,
+                        process,
+                        key as i64,
+                        job,
+                        RegisterOp::Read,
+                        timeout,
+                    )
+                    .await;
+                    if kind == OpType::Ok {
+                        break;
+                    }
+                }
+            }
+        }
+        if run_set {
+            let process = FINAL_PROCESS_BASE;
+            while Instant::now() < final_deadline && !shared.interrupted() {
+                sets.record(process, OpType::Invoke, "read", None, Value::Nil);
+                match conn.read_job_names(timeout).await {
+                    Ok(names) => {
+                        let ids: Vec<Value> = names
+                            .iter()
+                            .filter_map(|n| n.strip_prefix(SET_JOB_PREFIX))
+                            .filter_map(|n| n.parse().ok())
+                            .map(Value::Int)
+                            .collect();
+                        sets.record(process, OpType::Ok, "read", None, Value::Vector(ids));
+                        final_names = Some(names);
+                        break;
+                    }
+                    Err(_) => sets.record(process, OpType::Fail, "read", None, Value::Nil),
+                }
+            }
+        }
+    });
+    if shared.interrupted() {
+        return Err(Error::harness("run", "interrupted by a signal; cleaned up"));
+    }
+    cluster.lock().unwrap_or_else(|e| e.into_inner()).stop_all();
+    let nemesis_events = shared
+        .nemesis
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let timeline = shared
+        .timeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+
+    // Histories, verdicts, timeline, plot.
+    let mut parts = Vec::new();
+    let mut valid = true;
+    let mut total_ops = 0;
+    let mut all_points = Vec::new();
+    if run_register {
+        let ops = registers.ops();
+        total_ops += ops.iter().filter(|o| o.kind == OpType::Invoke).count();
+        all_points.extend(latency_points(&ops));
+        let (edn, json) = render(&ops, &nemesis_events);
+        write_file(&dir.join("register.edn"), &edn)?;
+        write_file(&dir.join("register.json"), &json)?;
+        let mut check = CheckOptions::new(ModelKind::CasRegister);
+        check.time_limit_ms = Some(CHECK_TIME_LIMIT_MS);
+        let report = check_history(&History::new(ops), &check)?;
+        write_file(&dir.join("register-verdict.json"), &report.to_json())?;
+        if report.valid == Validity::NotLinearizable {
+            let page = crate::html::render_html(&report, "register.edn");
+            write_file(&dir.join("register-failure.html"), &page)?;
+        }
+        let verdict = match report.valid {
+            Validity::Linearizable => "true",
+            Validity::NotLinearizable => "false",
+            Validity::Unknown => "unknown",
+        };
+        valid &= report.valid == Validity::Linearizable;
+        parts.push(format!("register valid={verdict}"));
+    }
+    if run_set {
+        let ops = sets.ops();
+        total_ops += ops.iter().filter(|o| o.kind == OpType::Invoke).count();
+        all_points.extend(latency_points(&ops));
+        let (edn, json) = render(&ops, &nemesis_events);
+        write_file(&dir.join("set.edn"), &edn)?;
+        write_file(&dir.join("set.json"), &json)?;
+        let adds = shared
+            .set_adds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let report: Option<SetReport> = final_names
+            .as_ref()
+            .map(|names| check_set(&adds, names, SET_JOB_PREFIX));
+        let json = match &report {
+            Some(r) => serde_json::to_string_pretty(r).unwrap_or_default(),
+            None => {
+                serde_json::json!({"valid": "unknown", "error": "the final read never succeeded"})
+                    .to_string()
+            }
+        };
+        write_file(&dir.join("set-verdict.json"), &json)?;
+        let verdict = match &report {
+            Some(r) if r.valid => "true",
+            Some(_) => "false",
+            None => "unknown",
+        };
+        valid &= verdict == "true";
+        parts.push(format!("set valid={verdict}"));
+    }
+    write_file(
+        &dir.join("faults.json"),
+        &serde_json::to_string_pretty(&timeline).unwrap_or_default(),
+    )?;
+    let shades: Vec<Shade> = timeline
+        .iter()
+        .map(|t| Shade {
+            start_s: (start - recorder_start).as_secs_f64() + t.start_ms as f64 / 1e3,
+            end_s: (start - recorder_start).as_secs_f64() + t.end_ms as f64 / 1e3,
+            label: format!("{}: {}", t.fault, t.detail),
+        })
+        .collect();
+    let duration_s = recorder_start.elapsed().as_secs_f64();
+    let title = format!(
+        "singularity-jepsen: {} replicas, seed {}, {} s",
+        options.replicas, options.seed, options.time_limit_s
+    );
+    write_file(
+        &dir.join("latency.svg"),
+        &render_svg(&title, &all_points, &shades, duration_s),
+    )?;
+    let summary = format!(
+        "jepsen: {} ops={total_ops} faults={}",
+        parts.join(" "),
+        timeline.len()
+    );
+    write_file(
+        &dir.join("summary.json"),
+        &serde_json::json!({"valid": valid, "summary": summary, "seed": options.seed}).to_string(),
+    )?;
+    drop(cluster);
+    drop(network);
+    Ok(TestOutcome {
+        summary,
+        valid,
+        results_dir: dir,
+    })
+}
