@@ -1,11 +1,12 @@
-//! `singularity node list`: the registered nodes and their devices.
+//! `singularity node list|drain|undrain`: the registered nodes and their devices, and taking a
+//! node out of service (its jobs are moved away by the leader's scheduler) or back in.
 
-use super::{block_on, print_json, print_table, ClientOpts, Output};
+use super::{block_on, print_json, print_table, report_write, ClientOpts, Output};
 use clap::{Args, Subcommand};
 use singularity_proto::query;
-use singularity_scheduler::Node;
+use singularity_scheduler::{Command, Node, NodeName};
 
-/// Inspect nodes.
+/// Inspect nodes, drain them and return them to service.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     #[command(flatten)]
@@ -21,12 +22,38 @@ pub enum NodeCommand {
         #[arg(long)]
         stale: bool,
     },
+    /// Take a node out of service: nothing new is placed on it, and the scheduler migrates its
+    /// jobs elsewhere (or preempts them to resume later from their checkpoint).
+    Drain {
+        /// The node's name, as `node list` shows it.
+        name: String,
+    },
+    /// Return a drained node to service.
+    Undrain {
+        /// The node's name, as `node list` shows it.
+        name: String,
+    },
 }
 
 /// Runs `singularity node ...`.
 pub fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let NodeCommand::List { stale } = args.command;
     let opts = args.opts;
+    let (name, draining) = match args.command {
+        NodeCommand::List { stale } => return list(opts, stale),
+        NodeCommand::Drain { name } => (name, true),
+        NodeCommand::Undrain { name } => (name, false),
+    };
+    let name = NodeName::new(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    block_on(async move {
+        let result = opts
+            .client()?
+            .write(Command::SetNodeDraining { name, draining })
+            .await?;
+        report_write(&result, opts.output)
+    })
+}
+
+fn list(opts: ClientOpts, stale: bool) -> anyhow::Result<()> {
     block_on(async move {
         let reply = opts.client()?.read(query::NODES, 0, stale).await?;
         if opts.output == Output::Json {
