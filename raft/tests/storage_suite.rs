@@ -18,7 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBui
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path()).expect("open db");
         let sm = StateMachineStore::open(db.clone()).expect("open state machine");
-        Ok((dir, LogStore::new(db), sm))
+        Ok((dir, LogStore::new(db).expect("log store"), sm))
     }
 }
 
@@ -44,7 +44,7 @@ async fn a_reopened_store_has_its_log_vote_and_snapshot() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (digest, applied) = {
         let db = Db::open(dir.path()).expect("open");
-        let mut log = LogStore::new(db.clone());
+        let mut log = LogStore::new(db.clone()).expect("log store");
         let mut sm = StateMachineStore::open(db).expect("sm");
         let entries: Vec<LogEntry> = (1..=5)
             .map(|i| submit_entry(1, i, &format!("job-{i}")))
@@ -61,7 +61,7 @@ async fn a_reopened_store_has_its_log_vote_and_snapshot() {
         (applied.state.digest(), applied.last_applied)
     };
     let db = Db::open(dir.path()).expect("reopen");
-    let mut log = LogStore::new(db.clone());
+    let mut log = LogStore::new(db.clone()).expect("log store");
     let mut sm = StateMachineStore::open(db).expect("sm");
     assert_eq!(
         log.read_vote().await.expect("vote"),

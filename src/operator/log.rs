@@ -44,7 +44,7 @@ pub fn run(args: LogArgs, opts: ClientOpts) -> anyhow::Result<()> {
         if !dir.join("CURRENT").exists() {
             anyhow::bail!("{} is not a replica's data dir", dir.display());
         }
-        let log = LogStore::new(Db::open(dir)?);
+        let log = LogStore::new(Db::open(dir)?)?;
         let mut from = args.from.max(log.first_index()?.unwrap_or(0));
         while from <= args.to {
             let to = args

@@ -59,7 +59,7 @@ impl Replica {
             node_id: config.node_id,
         };
         let db = Db::open_for(&config.data_dir, &identity)?;
-        let log = LogStore::new(db.clone());
+        let log = LogStore::new(db.clone())?;
         let sm = StateMachineStore::open(db)?;
         let raft = Raft::new(
             config.node_id,

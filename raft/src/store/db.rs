@@ -5,7 +5,7 @@
 use crate::error::RaftError;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteOptions, DB};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Column family holding log entries, keyed by big-endian index.
 pub const CF_LOG: &str = "log";
@@ -106,6 +106,14 @@ impl Db {
         }
     }
 
+    /// A handle that does not keep the database open.
+    pub fn downgrade(&self) -> WeakDb {
+        WeakDb {
+            inner: Arc::downgrade(&self.inner),
+            path: self.path.clone(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -137,5 +145,22 @@ impl Db {
 
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, RaftError> {
         Ok(self.inner.get_cf(self.cf(cf), key)?)
+    }
+}
+
+/// A `Db` handle that does not keep the database open (for background threads).
+#[derive(Clone)]
+pub struct WeakDb {
+    inner: Weak<DB>,
+    path: PathBuf,
+}
+
+impl WeakDb {
+    /// The database, if it is still open.
+    pub fn upgrade(&self) -> Option<Db> {
+        self.inner.upgrade().map(|inner| Db {
+            inner,
+            path: self.path.clone(),
+        })
     }
 }

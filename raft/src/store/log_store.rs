@@ -1,13 +1,15 @@
 //! `LogStore`: openraft's `RaftLogStorage` over RocksDB. Entries live in the `log` column
 //! family under their big-endian index; the vote, the last purged log id and the committed log
-//! id live in `meta`. Appends and votes are written with `sync = true` and reported to openraft
-//! only after RocksDB returns. It must not reorder writes or leave holes in the log.
+//! id live in `meta`. Votes, truncations and purges are written with `sync = true`; appends are
+//! reported to openraft only after the `WalFlusher` synced the WAL that holds them.
+//! It must not reorder writes or leave holes in the log.
 
 // openraft's traits fix the error type (`StorageError`, ~224 bytes); helpers share it.
 #![allow(clippy::result_large_err)]
 
 use super::codec::{decode, decode_entry, encode, encode_entry, index_key, key_index};
 use super::db::{Db, CF_LOG, CF_META};
+use super::flusher::WalFlusher;
 use super::{read_err, write_err};
 use crate::types::{LogEntry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -24,11 +26,14 @@ const KEY_COMMITTED: &[u8] = b"committed";
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    flusher: WalFlusher,
 }
 
 impl LogStore {
-    pub fn new(db: Db) -> LogStore {
-        LogStore { db }
+    /// The log in `db`, with its WAL flusher thread.
+    pub fn new(db: Db) -> std::io::Result<LogStore> {
+        let flusher = WalFlusher::start(&db)?;
+        Ok(LogStore { db, flusher })
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -199,18 +204,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = encode_entry(&entry).map_err(write_err)?;
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
-        // DESIGN.md rule 2: the WAL is fsynced before openraft hears of the append.
-        let result = self.db.raw().write_opt(batch, &Db::synced());
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
+        // Written to the WAL without a sync; the flusher syncs the WAL once for every batch of
+        // waiting appends (group commit) and only then tells openraft (DESIGN.md rule 2).
+        if let Err(e) = self.db.raw().write(batch) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(e));
         }
+        self.flusher.after_sync(callback).map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
