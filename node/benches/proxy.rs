@@ -173,6 +173,7 @@ fn ckpt(socket: &Path, scratch: &Path) {
         bytes >> 20
     );
     let (mut wr, mut rd) = (Vec::new(), Vec::new());
+    let mut best = [0f64; 4];
     for round in 0..ROUNDS {
         let dir = scratch.join(format!("ckpt-{round}"));
         // Alternate which write goes first, so neither always follows the other's writeback.
@@ -216,6 +217,9 @@ fn ckpt(socket: &Path, scratch: &Path) {
             "ckpt round {round}: checkpoint {:.2} GB/s vs disk write {:.2} GB/s (ratio {:.2}); restore {:.2} GB/s vs disk read {:.2} GB/s (ratio {:.2})",
             gb(ckpt_bw), gb(disk_w), ckpt_bw / disk_w, gb(restore_bw), gb(disk_r), restore_bw / disk_r
         );
+        for (b, v) in best.iter_mut().zip([ckpt_bw, disk_w, restore_bw, disk_r]) {
+            *b = b.max(v);
+        }
         wr.push(ckpt_bw / disk_w);
         rd.push(restore_bw / disk_r);
     }
@@ -223,6 +227,15 @@ fn ckpt(socket: &Path, scratch: &Path) {
         "ckpt: median ratios write {:.2}, read {:.2} (target >= 0.8)",
         median(wr),
         median(rd)
+    );
+    println!(
+        "ckpt: best-of-rounds checkpoint {:.2} vs disk write {:.2} GB/s = {:.2}; restore {:.2} vs disk read {:.2} GB/s = {:.2}",
+        best[0] / 1e9,
+        best[1] / 1e9,
+        best[0] / best[1],
+        best[2] / 1e9,
+        best[3] / 1e9,
+        best[2] / best[3]
     );
     let t = Instant::now();
     let fresh: Vec<Vec<f32>> = (0..BUFFERS).map(|_| vec![1.0f32; ELEMS]).collect();
@@ -272,6 +285,7 @@ fn splice(socket: &Path) {
         })
     };
     let mut ratios = [Vec::new(), Vec::new()];
+    let mut best = [f64::MAX; 3];
     for round in 0..ROUNDS {
         let t1 = per_step(1);
         let before = stats(socket).unwrap();
@@ -300,14 +314,22 @@ fn splice(socket: &Path) {
             s4 as f64 / 1048576.0,
             n4 as f64 / 1048576.0
         );
+        for (b, t) in best.iter_mut().zip([t1, t2, t4]) {
+            *b = b.min(t);
+        }
         ratios[0].push(t2 / (2.0 * t1));
         ratios[1].push(t4 / (4.0 * t1));
     }
     let [r2, r4] = ratios;
     println!(
-        "splice: median x ideal: factor 2 {:.4}, factor 4 {:.4} (target <= 1.03)",
+        "splice: median x ideal: factor 2 {:.4}, factor 4 {:.4}; best-of-rounds {:.3} / {:.3} / {:.3} ms/step: factor 2 {:.4}, factor 4 {:.4} x ideal (target <= 1.03)",
         median(r2),
-        median(r4)
+        median(r4),
+        best[0] * 1e3,
+        best[1] * 1e3,
+        best[2] * 1e3,
+        best[1] / (2.0 * best[0]),
+        best[2] / (4.0 * best[0])
     );
 }
 
