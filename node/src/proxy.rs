@@ -431,7 +431,7 @@ impl Proxy {
                 let d = &mut *d;
                 let b = d.bufs.buffers.remove(&a[0]).ok_or_else(|| unknown(a[0]))?;
                 if let Some(slot) = d.ranks.get_mut(&id) {
-                    slot.footprint_bytes -= b.len_bytes();
+                    slot.footprint_bytes = slot.footprint_bytes.saturating_sub(b.len_bytes());
                     slot.stored.remove(&a[0]);
                 }
                 Ok(NONE)

@@ -269,3 +269,68 @@ fn a_checkpoint_with_a_bad_checksum_is_refused() {
     assert_eq!(f.proxies[1].stats().unwrap().ranks_attached, 0);
     assert_eq!(f.proxies[1].stats().unwrap().restores, 0);
 }
+
+#[test]
+fn a_proxy_outlives_killed_workers_and_serves_the_next_job() {
+    let want = baseline();
+    let mut f = Fleet::new("outlive", WORLD);
+    let spec = f.spec(&f.dir.path().join("out"));
+    let sockets = f.sockets(&[0, 1, 2, 3]);
+    let mut job = launch(&spec, &sockets, "killed", None).unwrap();
+    f.wait_for_progress(0, 20);
+    job.kill();
+    for p in &f.proxies {
+        let mut polls = 0;
+        while p.stats().unwrap().ranks_attached > 0 {
+            polls += 1;
+            assert!(
+                polls < PROGRESS_POLLS,
+                "proxy still holds ranks of killed workers"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    assert_eq!(f.phase(&[0, 1, 2, 3], None, None), JobOutcome::Completed);
+    assert_eq!(f.models(), want);
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    use singularity_node::device::Kernel;
+    use singularity_node::example::TrainState;
+    use singularity_node::runtime::Runtime;
+    let f = Fleet::new("limits", 1);
+    let attach = Attachment {
+        job: f.job.clone(),
+        incarnation: "a".into(),
+        rank: 0,
+        world_size: 1,
+        proxy_socket: f.proxies[0].socket.clone(),
+        restore_dir: None,
+        collective_bytes: 1 << 16,
+    };
+    let mut rt = Runtime::attach(&attach, |r, _| TrainState::new(1, r)).unwrap();
+    let x = rt.buffer("x", 4, || vec![1.0; 4]).unwrap();
+    let err = rt
+        .buffer("huge", (MEMORY_BYTES / 4) as usize, Vec::new)
+        .unwrap_err();
+    assert!(err.to_string().contains("out of memory"), "{err}");
+    let err = rt
+        .kernel(Kernel::Matmul {
+            a: x,
+            b: x,
+            c: x,
+            m: 3,
+            k: 3,
+            n: 3,
+            trans_a: false,
+            trans_b: false,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("matmul"), "{err}");
+    let err = rt.kernel(Kernel::Scale { a: 2.0, x: 999 }).unwrap_err();
+    assert!(err.to_string().contains("999"), "{err}");
+    // The rank still works, and its buffer is untouched.
+    assert_eq!(rt.kernel(Kernel::Dot { x, y: x }).unwrap(), 4.0);
+    rt.finish().unwrap();
+}
