@@ -28,7 +28,10 @@ pub struct Point {
 pub struct Shade {
     pub start_s: f64,
     pub end_s: f64,
+    /// Short, drawn above the window.
     pub label: String,
+    /// Longer, shown as the window's tooltip.
+    pub detail: String,
 }
 
 fn colour(kind: &str) -> &'static str {
@@ -67,7 +70,7 @@ pub fn render_svg(title: &str, points: &[Point], shades: &[Shade], duration_s: f
             svg,
             r##"<rect x="{x0:.1}" y="{MARGIN_PX}" width="{:.1}" height="{plot_h}" fill="#999" fill-opacity="0.25"><title>{}</title></rect>"##,
             (x1 - x0).max(1.0),
-            crate::html::escape(&shade.label)
+            crate::html::escape(&shade.detail)
         );
         let _ = writeln!(
             svg,
@@ -165,6 +168,7 @@ mod tests {
             start_s: 1.5,
             end_s: 2.5,
             label: "kill <n1>".into(),
+            detail: "kill -9 <n1>".into(),
         }];
         let svg = render_svg("t", &points, &shades, 3.0);
         assert!(svg.starts_with("<svg"));

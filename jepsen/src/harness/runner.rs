@@ -755,7 +755,8 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
         .map(|t| Shade {
             start_s: (start - recorder_start).as_secs_f64() + t.start_ms as f64 / 1e3,
             end_s: (start - recorder_start).as_secs_f64() + t.end_ms as f64 / 1e3,
-            label: format!("{}: {}", t.fault, t.detail),
+            label: t.fault.clone(),
+            detail: format!("{}: {}", t.fault, t.detail),
         })
         .collect();
     let duration_s = recorder_start.elapsed().as_secs_f64();
