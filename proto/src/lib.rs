@@ -25,4 +25,7 @@ pub mod query {
     pub const JOB: &str = "job";
     pub const NODES: &str = "nodes";
     pub const CLUSTER: &str = "cluster";
+    /// Why a job is where it is: which check turned away how many nodes, its SLA attainment
+    /// (a JSON string of text lines).
+    pub const EXPLAIN: &str = "explain";
 }

@@ -242,6 +242,10 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
                 for (key, value) in &job.metadata {
                     println!("metadata {key} = {value}");
                 }
+                // Why it is where it is, and its SLA attainment against its tier's target.
+                let explained = client.read(query::EXPLAIN, id, stale).await?;
+                let text: String = serde_json::from_str(&explained.json)?;
+                println!("{text}");
                 Ok(())
             }
         }

@@ -9,7 +9,7 @@ use crate::oplog;
 use crate::server::status::RaftStatus;
 use crate::store::snapshot::SnapshotEnvelope;
 use crate::store::{LogStore, StateMachineStore};
-use crate::types::{NodeId, Raft, SnapshotMeta};
+use crate::types::{NodeId, Raft};
 use openraft::error::{ForwardToLeader, RaftError};
 use openraft::BasicNode;
 use singularity_proto::v1::control_server::Control;
@@ -204,11 +204,17 @@ impl Control for ControlService {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
         let request = request.into_inner();
-        if ![query::JOBS, query::JOB, query::NODES, query::CLUSTER]
-            .contains(&request.query.as_str())
+        if ![
+            query::JOBS,
+            query::JOB,
+            query::NODES,
+            query::CLUSTER,
+            query::EXPLAIN,
+        ]
+        .contains(&request.query.as_str())
         {
             return Err(self.invalid(format!(
-                "unknown query {:?}; use jobs, job, nodes or cluster",
+                "unknown query {:?}; use jobs, job, nodes, cluster or explain",
                 request.query
             )));
         }
@@ -228,6 +234,13 @@ impl Control for ControlService {
                 }
             },
             query::NODES => json(&state.nodes().collect::<Vec<_>>())?,
+            query::EXPLAIN => {
+                let job = JobId(request.job_id);
+                if state.job(job).is_none() {
+                    return Err(Status::not_found(format!("no job {job}")));
+                }
+                json(&singularity_scheduler::planner::explain(state, job).to_string())?
+            }
             _ => json(&ClusterSummary {
                 now_ms: state.now_ms(),
                 nodes: state.nodes().count(),
@@ -304,13 +317,7 @@ impl Control for ControlService {
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let applied = self.sm.read().clone();
-        let digest = applied.state.digest();
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership,
-            snapshot_id: SnapshotEnvelope::snapshot_id(applied.last_applied, &digest),
-        };
-        let bytes = SnapshotEnvelope::build(meta, &applied.state)
+        let bytes = SnapshotEnvelope::of(&applied)
             .and_then(|e| e.encode())
             .map_err(|e| Status::internal(e.to_string()))?;
         let chunks: Vec<Result<SnapshotChunk, Status>> = bytes

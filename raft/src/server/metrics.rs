@@ -40,120 +40,37 @@ pub fn render(sources: &MetricsSources) -> String {
         .flatten()
         .map(|l| l.index)
         .unwrap_or(0);
+    let applied = metrics.last_applied.map(|l| l.index).unwrap_or(0);
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    #[rustfmt::skip]
+    let rows: [(&str, &str, &str, u64); 20] = [
+        ("raft_term", "gauge", "Current Raft term.", metrics.current_term),
+        ("raft_is_leader", "gauge", "1 if this replica is the leader.", u64::from(metrics.current_leader == Some(metrics.id))),
+        ("raft_last_log_index", "gauge", "Last log index.", metrics.last_log_index.unwrap_or(0)),
+        ("raft_commit_index", "gauge", "Committed index as last saved.", committed),
+        ("raft_applied_index", "gauge", "Applied index.", applied),
+        ("raft_snapshot_index", "gauge", "Index of the last snapshot.", metrics.snapshot.map(|l| l.index).unwrap_or(0)),
+        ("proposals_total", "counter", "Client writes committed through this replica.", load(&api.proposals)),
+        ("writes_redirected_total", "counter", "Writes sent back to the client to retry at the leader.", load(&api.writes_redirected)),
+        ("proposals_failed_total", "counter", "Client writes not committed.", load(&api.proposals_failed)),
+        ("proposal_micros_total", "counter", "Sum of write latencies on this replica (all outcomes), microseconds.", load(&api.proposal_nanos_total) / 1_000),
+        ("invalid_requests_total", "counter", "Requests refused as invalid.", load(&api.invalid_requests)),
+        ("reads_total", "counter", "Reads served.", load(&api.reads)),
+        ("entries_applied_total", "counter", "Log entries applied.", load(&apply.entries_applied)),
+        ("entries_rejected_total", "counter", "Applied entries that changed nothing (rejected).", load(&apply.entries_rejected)),
+        ("plans_rejected_total", "counter", "Plans rejected at apply.", load(&apply.plans_rejected)),
+        ("apply_micros_total", "counter", "Time spent applying entries, microseconds.", load(&apply.apply_nanos_total) / 1_000),
+        ("snapshots_built_total", "counter", "Snapshots built.", load(&apply.snapshots_built)),
+        ("snapshots_installed_total", "counter", "Snapshots installed from a leader.", load(&apply.snapshots_installed)),
+        ("raft_purged_index", "gauge", "Last purged log index.", metrics.purged.map(|l| l.index).unwrap_or(0)),
+        ("raft_members", "gauge", "Members (voters and learners) in the membership.", metrics.membership_config.membership().nodes().count() as u64),
+    ];
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+    for (name, kind, help, value) in rows {
         let _ = writeln!(out, "# HELP singularity_{name} {help}");
         let _ = writeln!(out, "# TYPE singularity_{name} {kind}");
         let _ = writeln!(out, "singularity_{name} {value}");
-    };
-    gauge(
-        "raft_term",
-        "Current Raft term.",
-        "gauge",
-        metrics.current_term,
-    );
-    gauge(
-        "raft_is_leader",
-        "1 if this replica is the leader.",
-        "gauge",
-        u64::from(metrics.current_leader == Some(metrics.id)),
-    );
-    gauge(
-        "raft_last_log_index",
-        "Last log index.",
-        "gauge",
-        metrics.last_log_index.unwrap_or(0),
-    );
-    gauge(
-        "raft_commit_index",
-        "Committed index as last saved.",
-        "gauge",
-        committed,
-    );
-    gauge(
-        "raft_applied_index",
-        "Applied index.",
-        "gauge",
-        metrics.last_applied.map(|l| l.index).unwrap_or(0),
-    );
-    gauge(
-        "raft_snapshot_index",
-        "Index of the last snapshot.",
-        "gauge",
-        metrics.snapshot.map(|l| l.index).unwrap_or(0),
-    );
-    gauge(
-        "proposals_total",
-        "Client writes committed through this replica.",
-        "counter",
-        api.proposals.load(Ordering::Relaxed),
-    );
-    gauge(
-        "writes_redirected_total",
-        "Writes sent back to the client to retry at the leader.",
-        "counter",
-        api.writes_redirected.load(Ordering::Relaxed),
-    );
-    gauge(
-        "proposals_failed_total",
-        "Client writes not committed.",
-        "counter",
-        api.proposals_failed.load(Ordering::Relaxed),
-    );
-    gauge(
-        "proposal_micros_total",
-        "Sum of write latencies on this replica (all outcomes), microseconds.",
-        "counter",
-        api.proposal_nanos_total.load(Ordering::Relaxed) / 1_000,
-    );
-    gauge(
-        "invalid_requests_total",
-        "Requests refused as invalid.",
-        "counter",
-        api.invalid_requests.load(Ordering::Relaxed),
-    );
-    gauge(
-        "reads_total",
-        "Reads served.",
-        "counter",
-        api.reads.load(Ordering::Relaxed),
-    );
-    gauge(
-        "entries_applied_total",
-        "Log entries applied.",
-        "counter",
-        apply.entries_applied.load(Ordering::Relaxed),
-    );
-    gauge(
-        "entries_rejected_total",
-        "Applied entries that changed nothing (rejected).",
-        "counter",
-        apply.entries_rejected.load(Ordering::Relaxed),
-    );
-    gauge(
-        "plans_rejected_total",
-        "Plans rejected at apply.",
-        "counter",
-        apply.plans_rejected.load(Ordering::Relaxed),
-    );
-    gauge(
-        "apply_micros_total",
-        "Time spent applying entries, microseconds.",
-        "counter",
-        apply.apply_nanos_total.load(Ordering::Relaxed) / 1_000,
-    );
-    gauge(
-        "snapshots_built_total",
-        "Snapshots built.",
-        "counter",
-        apply.snapshots_built.load(Ordering::Relaxed),
-    );
-    gauge(
-        "snapshots_installed_total",
-        "Snapshots installed from a leader.",
-        "counter",
-        apply.snapshots_installed.load(Ordering::Relaxed),
-    );
+    }
     out
 }
 

@@ -18,6 +18,9 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
+/// A log record as stored: its index and its encoded bytes.
+type StoredRecord = (u64, Box<[u8]>);
+
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -58,18 +61,23 @@ impl LogStore {
             .map_err(write_err)
     }
 
-    /// The last log entry stored, if any.
-    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
-        let mut iter = self
-            .db
-            .raw()
-            .iterator_cf(self.db.cf(CF_LOG), IteratorMode::End);
+    /// The first (`IteratorMode::Start`) or last (`End`) stored log record, if any.
+    fn edge(&self, mode: IteratorMode) -> Result<Option<StoredRecord>, StorageError> {
+        let mut iter = self.db.raw().iterator_cf(self.db.cf(CF_LOG), mode);
         match iter.next() {
             None => Ok(None),
             Some(item) => {
-                let (_, value) = item.map_err(read_err)?;
-                Ok(Some(decode_entry(&value).map_err(read_err)?.log_id))
+                let (key, value) = item.map_err(read_err)?;
+                Ok(Some((key_index(&key).map_err(read_err)?, value)))
             }
+        }
+    }
+
+    /// The last log entry stored, if any.
+    fn last_entry_id(&self) -> Result<Option<LogId>, StorageError> {
+        match self.edge(IteratorMode::End)? {
+            None => Ok(None),
+            Some((_, value)) => Ok(Some(decode_entry(&value).map_err(read_err)?.log_id)),
         }
     }
 
@@ -100,17 +108,7 @@ impl LogStore {
 
     /// The index of the first entry stored (after a purge, later than 1).
     pub fn first_index(&self) -> Result<Option<u64>, StorageError> {
-        let mut iter = self
-            .db
-            .raw()
-            .iterator_cf(self.db.cf(CF_LOG), IteratorMode::Start);
-        match iter.next() {
-            None => Ok(None),
-            Some(item) => {
-                let (key, _) = item.map_err(read_err)?;
-                Ok(Some(key_index(&key).map_err(read_err)?))
-            }
-        }
+        Ok(self.edge(IteratorMode::Start)?.map(|(index, _)| index))
     }
 
     /// The last purged log id and the last log id, as openraft sees them.

@@ -3,8 +3,9 @@
 //! a corrupt or truncated snapshot is refused rather than applied. It must not touch storage.
 
 use super::codec::{decode_bounded, encode};
+use super::state_machine::AppliedState;
 use crate::error::RaftError;
-use crate::types::SnapshotMeta;
+use crate::types::{LogId, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use singularity_scheduler::limits::MAX_SNAPSHOT_BYTES;
 use singularity_scheduler::{ClusterState, StateDigest};
@@ -20,12 +21,18 @@ pub struct SnapshotEnvelope {
 }
 
 impl SnapshotEnvelope {
-    /// Builds the envelope of `state` at `meta`.
-    pub fn build(meta: SnapshotMeta, state: &ClusterState) -> Result<SnapshotEnvelope, RaftError> {
+    /// The envelope of an applied state, at its last applied log id and membership.
+    pub fn of(applied: &AppliedState) -> Result<SnapshotEnvelope, RaftError> {
+        let digest = applied.state.digest();
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
+            snapshot_id: snapshot_id(applied.last_applied, &digest),
+        };
         Ok(SnapshotEnvelope {
             meta,
-            digest: state.digest(),
-            state: state.encode_snapshot()?,
+            digest,
+            state: applied.state.encode_snapshot()?,
         })
     }
 
@@ -53,13 +60,13 @@ impl SnapshotEnvelope {
         }
         Ok(state)
     }
+}
 
-    /// The snapshot id openraft sees: term, index and the start of the digest.
-    pub fn snapshot_id(meta_last: Option<crate::types::LogId>, digest: &StateDigest) -> String {
-        let digest = digest.to_string();
-        match meta_last {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, &digest[..16]),
-            None => format!("0-0-{}", &digest[..16]),
-        }
+/// The snapshot id openraft sees: term, index and the start of the digest.
+fn snapshot_id(last: Option<LogId>, digest: &StateDigest) -> String {
+    let digest = digest.to_string();
+    match last {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, &digest[..16]),
+        None => format!("0-0-{}", &digest[..16]),
     }
 }

@@ -122,13 +122,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // The lock is held only for the clone; encoding and the synced write happen outside it.
         let applied = self.store.read().clone();
-        let digest = applied.state.digest();
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership,
-            snapshot_id: SnapshotEnvelope::snapshot_id(applied.last_applied, &digest),
-        };
-        let envelope = SnapshotEnvelope::build(meta.clone(), &applied.state).map_err(write_err)?;
+        let envelope = SnapshotEnvelope::of(&applied).map_err(write_err)?;
+        let meta = envelope.meta.clone();
         let bytes = envelope.encode().map_err(write_err)?;
         self.store
             .db

@@ -1,7 +1,10 @@
-//! `singularity node drain|undrain` against a real single-replica `singularity server` process:
-//! a registered node is drained and returned to service through the CLI, `node list` shows it,
-//! and an unknown or malformed node name gets a clear error and a non-zero exit. Every wait is
-//! bounded; the port is picked free; the server is killed at the end.
+//! The CLI against a real single-replica `singularity server` process:
+//! - `node drain|undrain`: a registered node is drained and returned to service, `node list`
+//!   shows it, and an unknown or malformed node name gets a clear error and a non-zero exit;
+//! - `job status`: a pending job's explanation says which check turned away how many nodes, and
+//!   shows its SLA attainment against its tier's target.
+//!
+//! Every wait is bounded; ports are picked free; the server is killed when a test ends.
 
 use singularity_raft::client::Client;
 use singularity_scheduler::testkit::H100_MEMORY_BYTES;
@@ -26,7 +29,7 @@ impl Drop for Server {
 fn cli(endpoint: &str, args: &[&str]) -> Output {
     std::process::Command::new(BIN)
         .args(args)
-        .args(["--endpoints", endpoint])
+        .env("SINGULARITY_ENDPOINTS", endpoint)
         .output()
         .expect("run the CLI")
 }
@@ -42,8 +45,8 @@ fn node_status(endpoint: &str) -> NodeStatus {
     nodes[0].status
 }
 
-#[test]
-fn nodes_are_drained_and_returned_to_service_from_the_cli() {
+/// Starts a single-replica server and registers one 1-device h100 node `gpu-1` through the API.
+fn server_with_one_node() -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -51,7 +54,7 @@ fn nodes_are_drained_and_returned_to_service_from_the_cli() {
         .expect("addr")
         .port();
     let endpoint = format!("127.0.0.1:{port}");
-    let _server = Server(
+    let server = Server(
         std::process::Command::new(BIN)
             .args(["server", "--node-id", "1", "--listen", &endpoint])
             .arg("--data-dir")
@@ -81,7 +84,12 @@ fn nodes_are_drained_and_returned_to_service_from_the_cli() {
             .expect("register (the client retries until the replica is up)");
         assert!(registered.outcome.is_accepted(), "{:?}", registered.outcome);
     });
+    (dir, server, endpoint)
+}
 
+#[test]
+fn nodes_are_drained_and_returned_to_service_from_the_cli() {
+    let (_dir, _server, endpoint) = server_with_one_node();
     let drained = cli(&endpoint, &["node", "drain", "gpu-1"]);
     assert!(
         drained.status.success(),
@@ -107,4 +115,46 @@ fn nodes_are_drained_and_returned_to_service_from_the_cli() {
     assert!(!malformed.status.success());
     let message = String::from_utf8_lossy(&malformed.stderr);
     assert!(message.contains("invalid node"), "{message}");
+}
+
+#[test]
+fn job_status_explains_a_pending_job() {
+    let (_dir, _server, endpoint) = server_with_one_node();
+    let submitted = cli(
+        &endpoint,
+        &[
+            "job",
+            "submit",
+            "--name",
+            "big",
+            "--world-size",
+            "8",
+            "--device-kind",
+            "h100",
+            "--tier",
+            "premium",
+            "--output",
+            "json",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let status = cli(&endpoint, &["job", "status", "1"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("needs at least 8 devices"), "{text}");
+    assert!(text.contains("1 node can take ranks, with 1 device free"), "{text}");
+    assert!(text.contains("target 95%"), "{text}");
+    let missing = cli(&endpoint, &["job", "status", "99"]);
+    assert!(!missing.status.success());
 }
