@@ -166,7 +166,8 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
         if job.cancel_requested {
             prop_assert_eq!(&action.op, &ActionOp::Stop);
         }
-        // Room is made only for a pending job of a higher tier, or a basic job with less service.
+        // Room is made only for a pending job of a higher tier, a basic job with less service,
+        // or (by preempting, never shrinking) a premium job smaller than the premium victim.
         if let ActionOp::Preempt { for_job: Some(b) }
         | ActionOp::Resize {
             for_job: Some(b), ..
@@ -177,7 +178,11 @@ fn check_and_commit(fleet: &mut Fleet, plan: Plan) -> Result<(), TestCaseError> 
             let by_service = beneficiary.spec.tier == Tier::Basic
                 && job.spec.tier == Tier::Basic
                 && job.ledger.delivered_device_ms > beneficiary.ledger.delivered_device_ms;
-            prop_assert!(by_tier || by_service, "{}", action);
+            let by_size = beneficiary.spec.tier == Tier::Premium
+                && job.spec.tier == Tier::Premium
+                && job.spec.world_size > beneficiary.spec.world_size
+                && matches!(action.op, ActionOp::Preempt { .. });
+            prop_assert!(by_tier || by_service || by_size, "{}", action);
             prop_assert_eq!(beneficiary.phase, singularity_scheduler::JobPhase::Pending);
         }
     }

@@ -619,3 +619,80 @@ fn with_las_queues_a_basic_job_with_much_service_yields_to_a_new_basic_job() {
     // The old job waits; having had more service, it cannot take the devices back.
     assert!(plan_las(&fleet).actions.is_empty());
 }
+
+#[test]
+fn victims_with_the_most_attained_service_yield_first() {
+    let (mut fleet, nodes) = fleet(1);
+    // Two hours on the same node: `small` (lower id) has had 4 device-hours, `large` 8.
+    let small = running(&mut fleet, "b-small", Tier::Basic, 2, nodes[0], 0);
+    let large = running(&mut fleet, "b-large", Tier::Basic, 4, nodes[0], 2);
+    fleet.clock_ms += 2 * 3_600_000;
+    fleet.apply(Command::Tick);
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 4, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    // Two devices are free; the job with the most service shrinks alone from 4 to 2 (the
+    // lower id, with less service, keeps running as it was).
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            large,
+            ActionOp::Resize {
+                to: devices_of(nodes[0], 2, 2),
+                for_job: Some(premium)
+            }
+        )]
+    );
+    assert!(reasons(&plan)[0].ends_with("then most attained service"));
+    commit(&mut fleet, plan);
+    assert_eq!(
+        fleet.state.job(small).map(|j| j.assignment.len()),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_large_premium_gang_is_preempted_for_a_smaller_premium_job_only() {
+    let (mut fleet, nodes) = fleet(1);
+    let big = running(&mut fleet, "p-big", Tier::Premium, 8, nodes[0], 0);
+    fleet.clock_ms += 3_600_000;
+    fleet.apply(Command::Tick);
+    // A premium gang of the same size waits: premium never yields to its own size or larger.
+    let equal = fleet.submit(job_spec("p-equal", Tier::Premium, 8, "h100"));
+    assert!(plan_now(&fleet, Evaluation::JobSubmitted(equal))
+        .actions
+        .is_empty());
+    assert!(matches!(
+        fleet.apply(Command::CancelJob { job: equal }),
+        Outcome::Accepted(_)
+    ));
+    let small = fleet.submit(job_spec("p-small", Tier::Premium, 1, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(small));
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            big,
+            ActionOp::Preempt {
+                for_job: Some(small)
+            }
+        )]
+    );
+    assert!(reasons(&plan)[0].starts_with(&format!(
+        "preempted for {small} (tier premium): shrinking was not enough; a premium gang of 8 \
+         ranks yields to a smaller premium gang (1 ranks)"
+    )));
+    let actions = commit(&mut fleet, plan);
+    fleet.finish_action(actions[0], 5);
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            small,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 0, 1)
+            }
+        )]
+    );
+    commit(&mut fleet, plan);
+    // The big gang waits for the whole node; it cannot take it back from a smaller job.
+    assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
+}

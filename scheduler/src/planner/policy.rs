@@ -8,9 +8,9 @@
 //!    the whole gang on one node when it fits one node, else packed into the fewest domains and
 //!    nodes, best fit; basic and standard may start spliced down to their floor; a standard gang
 //!    that belongs on one node may have a node cleared for it (`defrag`); a blocked premium or
-//!    standard job makes room from lower tiers, shrinking before preempting (`victims`), and a
-//!    basic job from basic jobs that have had much more service; a job with room on its way
-//!    holds the free devices it will use;
+//!    standard job makes room from lower tiers (a premium one also from larger premium gangs),
+//!    shrinking before preempting (`victims`), and a basic job from basic jobs that have had
+//!    much more service; a job with room on its way holds the free devices it will use;
 //! 4. grow shrunk jobs on what is still idle (`growth`).
 //!
 //! Every step reads the `Session` view, so nothing targets a node that is not up and no device

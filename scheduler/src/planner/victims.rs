@@ -1,8 +1,10 @@
 //! Making room for a blocked job: choose running jobs that may yield to it (a strictly lower
-//! tier; within basic, jobs in a higher least-attained-service queue: see `class_of`) to shrink
-//! by splicing (preferred) or to preempt, in victim order: lowest tier first, then most SLA
-//! slack (attainment above the tier's target), then least work at risk, then id. Premium is
-//! never a victim; standard is preempted only for premium.
+//! tier; within basic, jobs in a higher least-attained-service queue: see `class_of`; a larger
+//! premium gang for a smaller premium job: see `may_yield`) to shrink by splicing (preferred)
+//! or to preempt, in victim order: lowest tier first, then most SLA slack (attainment above the
+//! tier's target; not for basic, which is best effort), then most attained service, then id.
+//! Premium is only preempted (never shrunk), and only for a smaller premium gang; standard is
+//! preempted only for premium.
 //!
 //! Nothing here frees a device at once: a shrink or preempt completes after its checkpoint,
 //! and the beneficiary is placed by a later evaluation. Actions carry `for_job` so that apply
@@ -26,14 +28,21 @@ pub(crate) fn slack_ppm(job: &Job) -> i64 {
         - i64::from(job.spec.tier.target_share_ppm().unwrap_or(0))
 }
 
-/// The order in which victims give up devices. The state records neither when a job started
-/// nor when it last checkpointed, so the work at risk is the device-time it has been delivered:
-/// the job that has done the least loses the least if its restore is slow.
-pub(crate) fn victim_key(job: &Job) -> (Tier, Reverse<i64>, u64, JobId) {
+/// The order in which victims give up devices: lowest tier first; within premium and standard,
+/// most SLA slack first (they have targets to keep); then most attained service (delivered
+/// device-time) first, as least-attained-service schedulers do. Checkpoints are taken at a step
+/// boundary, so a victim loses no work, and under heavy-tailed durations the job that has run
+/// longest is the likeliest to run longest still, while a young one may finish soon. Basic is
+/// best effort: its slack is ignored, only its attained service counts.
+pub(crate) fn victim_key(job: &Job) -> (Tier, Reverse<i64>, Reverse<u64>, JobId) {
+    let slack = match job.spec.tier {
+        Tier::Basic => 0,
+        Tier::Premium | Tier::Standard => slack_ppm(job),
+    };
     (
         job.spec.tier,
-        Reverse(slack_ppm(job)),
-        job.ledger.delivered_device_ms,
+        Reverse(slack),
+        Reverse(job.ledger.delivered_device_ms),
         job.id,
     )
 }
@@ -41,7 +50,7 @@ pub(crate) fn victim_key(job: &Job) -> (Tier, Reverse<i64>, u64, JobId) {
 /// A job's yield class: premium 0, standard 1, basic 2 + its least-attained-service queue.
 /// A running job may give up devices for a pending one of a smaller class: a lower tier for a
 /// higher one, or, within basic, a job that has had more device-time for one that has had less
-/// (`PolicyConfig::basic_queue_thresholds_device_ms`). Premium is never anyone's victim.
+/// (`PolicyConfig::basic_queue_thresholds_device_ms`). Premium yields only by `may_yield`.
 pub(crate) fn class_of(config: &PolicyConfig, job: &Job) -> usize {
     match job.spec.tier {
         Tier::Premium => 0,
@@ -62,9 +71,17 @@ pub(crate) fn class_count(config: &PolicyConfig) -> usize {
     3 + config.basic_queue_thresholds_device_ms.len()
 }
 
-/// Whether `victim` may give up devices for `beneficiary` (see `class_of`).
+/// Whether `victim` may give up devices for `beneficiary` (see `class_of`). Premium yields
+/// only to premium, and only to a smaller gang: premium runs whole (its floor is its world
+/// size), so it may only be preempted, and a large premium gang holding much of the fleet
+/// would otherwise keep many small premium jobs waiting past their targets. A premium job
+/// never yields to one of its own size or larger, so two premium jobs cannot take turns.
 pub(crate) fn may_yield(config: &PolicyConfig, victim: &Job, beneficiary: &Job) -> bool {
-    victim.spec.tier != Tier::Premium && class_of(config, victim) > class_of(config, beneficiary)
+    if victim.spec.tier == Tier::Premium {
+        return beneficiary.spec.tier == Tier::Premium
+            && victim.spec.world_size > beneficiary.spec.world_size;
+    }
+    class_of(config, victim) > class_of(config, beneficiary)
 }
 
 /// Percent with no decimals, for reasons.
@@ -98,7 +115,15 @@ fn device_hours(device_ms: u64) -> String {
 fn why_victim(victim: &Job, beneficiary: &Job) -> String {
     if victim.spec.tier < beneficiary.spec.tier {
         format!(
-            "victims go lowest tier first, then most SLA slack ({}), then least work at risk",
+            "victims go lowest tier first, then most SLA slack ({}), then most attained service",
+            sla_text(victim)
+        )
+    } else if victim.spec.tier == Tier::Premium {
+        format!(
+            "a premium gang of {} ranks yields to a smaller premium gang ({} ranks) rather than \
+             keep it waiting; {}",
+            victim.spec.world_size,
+            beneficiary.spec.world_size,
             sla_text(victim)
         )
     } else {
