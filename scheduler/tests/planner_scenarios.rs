@@ -644,10 +644,7 @@ fn victims_with_the_most_attained_service_yield_first() {
     );
     assert!(reasons(&plan)[0].ends_with("then most attained service"));
     commit(&mut fleet, plan);
-    assert_eq!(
-        fleet.state.job(small).map(|j| j.assignment.len()),
-        Some(2)
-    );
+    assert_eq!(fleet.state.job(small).map(|j| j.assignment.len()), Some(2));
 }
 
 #[test]
