@@ -44,6 +44,7 @@ pub struct Collective {
     world_size: u32,
     slot_bytes: usize,
     data_offset: usize,
+    path: PathBuf,
 }
 
 impl Collective {
@@ -73,16 +74,24 @@ impl Collective {
             world_size,
             slot_bytes,
             data_offset,
+            path,
         };
-        let attached = c
+        c.count_rank()?;
+        Ok(c)
+    }
+
+    /// Counts one more attached rank (a proxy that already maps the segment calls this for each
+    /// further rank it serves); the last of the job's ranks unlinks the file.
+    pub fn count_rank(&self) -> Result<()> {
+        let attached = self
             .region
             .atomic_u32(ATTACHED)?
             .fetch_add(1, Ordering::SeqCst)
             + 1;
-        if attached >= world_size {
-            unlink(&path);
+        if attached >= self.world_size {
+            unlink(&self.path);
         }
-        Ok(c)
+        Ok(())
     }
 
     /// All ranks of the job arrive before any leaves.

@@ -205,7 +205,10 @@ impl Proxy {
             let mut jobs = lock(&self.jobs);
             let key = (job.clone(), incarnation.clone());
             match jobs.get(&key) {
-                Some(c) => Arc::clone(c),
+                Some(c) => {
+                    c.count_rank()?;
+                    Arc::clone(c)
+                }
                 None => {
                     let c = Arc::new(Collective::attach(
                         &job,

@@ -212,6 +212,16 @@ fn spliced_from_the_start_at_factor_four_is_bit_exact_and_skips_identical_buffer
     let mut f = Fleet::new("factor4", 1);
     assert_eq!(f.phase(&[0], None, None), JobOutcome::Completed);
     assert_eq!(f.models(), want);
+    let prefix = format!("singularity-coll-{}-", f.job);
+    let leftovers = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .count();
+    assert_eq!(
+        leftovers, 0,
+        "the collective segment is unlinked once all ranks attach"
+    );
     let stats = f.proxies[0].stats().unwrap();
     eprintln!("factor 4: {stats:?}");
     assert!(
