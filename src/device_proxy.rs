@@ -15,5 +15,6 @@ pub struct DeviceProxyArgs {
 /// Serves until the process is killed.
 pub fn run(args: DeviceProxyArgs) -> anyhow::Result<()> {
     let socket = args.proxy.socket.clone();
-    singularity_node::proxy::serve(args.proxy).with_context(|| format!("device proxy on {}", socket.display()))
+    singularity_node::proxy::serve(args.proxy)
+        .with_context(|| format!("device proxy on {}", socket.display()))
 }
