@@ -81,3 +81,33 @@ async fn a_reopened_store_has_its_log_vote_and_snapshot() {
     assert_eq!(sm.read().state.digest(), digest);
     assert_eq!(applied.map(|l| l.index), Some(3));
 }
+
+#[test]
+fn a_foreign_or_corrupt_data_dir_is_refused_with_a_clear_error() {
+    use singularity_raft::store::DataDirIdentity;
+    use singularity_raft::RaftError;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ours = DataDirIdentity {
+        cluster: "prod".into(),
+        node_id: 1,
+    };
+    drop(Db::open_for(dir.path(), &ours).expect("first open records the identity"));
+    drop(Db::open_for(dir.path(), &ours).expect("the same identity opens again"));
+    let other = DataDirIdentity {
+        cluster: "staging".into(),
+        node_id: 1,
+    };
+    match Db::open_for(dir.path(), &other) {
+        Err(RaftError::ForeignDataDir { found, .. }) => assert!(found.contains("prod"), "{found}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("another cluster's data dir was accepted"),
+    }
+    std::fs::write(dir.path().join("CURRENT"), b"MANIFEST-999999\n").expect("corrupt");
+    match Db::open_for(dir.path(), &ours) {
+        Err(RaftError::CorruptDataDir { detail, .. }) => {
+            assert!(detail.contains("RocksDB"), "{detail}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a corrupt data dir was accepted"),
+    }
+}
