@@ -1,10 +1,12 @@
-//! `WalFlusher`: group commit for log appends. An append writes its entries to RocksDB without
-//! a sync and hands openraft's flush callback here; a dedicated thread syncs the WAL once for
-//! every batch of waiting callbacks (`flush_wal(true)`) and only then reports them flushed, in
-//! order. Many appends share one fsync, and nothing is reported before it is on disk
-//! (DESIGN.md rule 2). It must not report a callback whose entries were written after the sync
-//! started: callbacks are queued only after their write returned, and are drained before the
-//! sync begins.
+//! `WalFlusher`: the fsync of log appends, off the async runtime. An append writes its entries
+//! to RocksDB without a sync and hands openraft's flush callback here; a dedicated thread syncs
+//! the WAL once for every batch of waiting callbacks (`flush_wal(true)`) and only then reports
+//! them flushed, in order, so nothing is acknowledged before it is on disk (DESIGN.md rule 2).
+//! openraft 0.9 waits for each append's callback before the next append (it batches client
+//! writes into one append instead), so today the gain is that no runtime thread blocks in
+//! fsync; callbacks that do queue up share one sync. It must not report a callback whose
+//! entries were written after the sync started: callbacks are queued only after their write
+//! returned, and are drained before the sync begins.
 
 use super::db::{Db, WeakDb};
 use crate::types::TypeConfig;
