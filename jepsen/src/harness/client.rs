@@ -20,6 +20,9 @@ const CONNECT_TIMEOUT_MS: u64 = 500;
 const MAX_ATTEMPTS_PER_OP: u32 = 40;
 /// Pause before retrying on another replica.
 const RETRY_PAUSE_MS: u64 = 50;
+/// Largest reply the client accepts: the replicas' own gRPC message limit (the final read of
+/// a long set run lists every job).
+const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// Time a status query of one replica may take.
 const STATUS_TIMEOUT_MS: u64 = 300;
 
@@ -63,7 +66,9 @@ fn connect(endpoint: &str) -> Result<ControlClient<Channel>, CallError> {
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
         .tcp_nodelay(true)
         .connect_lazy();
-    Ok(ControlClient::new(channel))
+    Ok(ControlClient::new(channel)
+        .max_decoding_message_size(MAX_REPLY_BYTES)
+        .max_encoding_message_size(MAX_REPLY_BYTES))
 }
 
 impl Conn {

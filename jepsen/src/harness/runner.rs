@@ -627,6 +627,7 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     }
     let final_deadline = Instant::now() + Duration::from_millis(FINAL_READ_TIMEOUT_MS);
     let mut final_names = None;
+    let mut final_read_error = String::from("no attempt (interrupted or out of time)");
     runtime.block_on(async {
         let mut conn = Conn::new(endpoints.clone(), shared.client_id(), 0);
         let timeout = Duration::from_millis(options.op_timeout_ms.max(SETUP_WRITE_TIMEOUT_MS));
@@ -667,7 +668,10 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
                         final_names = Some(names);
                         break;
                     }
-                    Err(_) => sets.record(process, OpType::Fail, "read", None, Value::Nil),
+                    Err(e) => {
+                        final_read_error = e.message().to_string();
+                        sets.record(process, OpType::Fail, "read", None, Value::Nil);
+                    }
                 }
             }
         }
