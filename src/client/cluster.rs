@@ -18,6 +18,7 @@ pub struct ClusterArgs {
 pub enum ClusterCommand {
     /// Summary of the scheduler state.
     Status {
+        /// Read this replica's state without confirming leadership (may be stale).
         #[arg(long)]
         stale: bool,
     },

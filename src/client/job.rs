@@ -33,14 +33,20 @@ pub enum JobCommand {
     },
     /// Show one job.
     Status {
+        /// The job's id, as `job submit` and `job list` show it.
         id: u64,
+        /// Read this replica's state without confirming leadership (may be stale).
         #[arg(long)]
         stale: bool,
     },
     /// Cancel a job.
-    Cancel { id: u64 },
+    Cancel {
+        /// The job's id.
+        id: u64,
+    },
     /// Set or remove metadata keys, optionally only if the job is at a version (CAS).
     Metadata {
+        /// The job's id.
         id: u64,
         /// KEY=VALUE to set (repeatable).
         #[arg(long = "set", value_parser = parse_pair)]
@@ -57,21 +63,32 @@ pub enum JobCommand {
 /// A job spec from flags or a file.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// A TOML job spec (see `JobFile`); flags are ignored when given.
+    /// A TOML job spec; flags are ignored when given. Keys: name, tenant, tier, world_size,
+    /// device_kind, memory_per_rank_bytes, and command = ["prog", "arg", ...] (with optional
+    /// env = { KEY = "value" }) or worker = "program" (with worker_args); optional
+    /// max_restarts and metadata = { key = "value" }.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
+    /// The job's name (any text up to 128 characters; needed without --file).
     #[arg(long)]
     pub name: Option<String>,
+    /// The tenant the job belongs to (lowercase letters, digits, '-', '_', '.').
     #[arg(long, default_value = "default")]
     pub tenant: String,
+    /// premium (never preempted or shrunk for a lower tier), standard (may be shrunk to half its
+    /// devices, preempted only for premium) or basic (runs on idle capacity, yields first).
     #[arg(long, default_value = "standard")]
     pub tier: String,
+    /// Ranks; fixed for the job's life (splicing changes only how many share a device).
     #[arg(long, default_value_t = 1)]
     pub world_size: u32,
+    /// The kind of device every rank needs, as nodes report it (e.g. h100, a100, sim).
     #[arg(long, default_value = "h100")]
     pub device_kind: String,
+    /// Device memory one rank needs, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     pub memory_per_rank_bytes: u64,
+    /// Restarts after its ranks fail before the job is marked failed.
     #[arg(long, default_value_t = DEFAULT_MAX_RESTARTS)]
     pub max_restarts: u32,
     /// KEY=VALUE metadata (repeatable).

@@ -31,6 +31,7 @@ pub struct ClientOpts {
         default_value = "127.0.0.1:7070"
     )]
     pub endpoints: Vec<String>,
+    /// table for people, json for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }

@@ -19,6 +19,7 @@ pub struct NodeArgs {
 pub enum NodeCommand {
     /// List registered nodes.
     List {
+        /// Read this replica's state without confirming leadership (may be stale).
         #[arg(long)]
         stale: bool,
     },
