@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what building Singularity needs on a fresh Debian machine, and nothing when it is
-# already there: libclang (RocksDB's bindgen), a C++ compiler (RocksDB), pkg-config.
+# Installs what building and testing Singularity needs on a fresh Debian machine, and nothing
+# when it is already there: libclang (RocksDB's bindgen), a C++ compiler (RocksDB), pkg-config,
+# and iproute2 + iptables (the Jepsen run's network namespaces and partitions).
 # Safe to run again. Needs root for apt-get (you are root on the project's machines).
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ make pkg-config; do
+for pkg in libclang-dev clang g++ make pkg-config iproute2 iptables; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
