@@ -153,7 +153,10 @@ fn job_status_explains_a_pending_job() {
     );
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("needs at least 8 devices"), "{text}");
-    assert!(text.contains("1 node can take ranks, with 1 device free"), "{text}");
+    assert!(
+        text.contains("1 node can take ranks, with 1 device free"),
+        "{text}"
+    );
     assert!(text.contains("target 95%"), "{text}");
     let missing = cli(&endpoint, &["job", "status", "99"]);
     assert!(!missing.status.success());
