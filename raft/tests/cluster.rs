@@ -96,6 +96,8 @@ async fn lagging_replica_catches_up_by_snapshot_after_purge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn membership_grows_to_five_and_back_to_three_under_writes() {
     let mut cluster = TestCluster::start(3).await;
+    // Membership changes are refused until the initial membership entry has committed.
+    cluster.wait_converged().await;
     let endpoints: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
