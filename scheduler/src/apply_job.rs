@@ -251,12 +251,21 @@ impl ClusterState {
             self.finish_job(id, JobPhase::Cancelled, reason, now_ms);
             return;
         }
+        self.return_to_pending(
+            id,
+            format!("{reason}; waiting to resume from its last checkpoint"),
+        );
+    }
+
+    /// Releases everything the job holds and drops its action; it waits to start again (from
+    /// its checkpoint, if it has one).
+    fn return_to_pending(&mut self, id: JobId, last_reason: String) {
         self.release_devices(id);
         self.drop_action(id);
         let job = self.jobs.get_mut(&id).expect("caller checked the job");
         job.phase = JobPhase::Pending;
         job.exited_nodes.clear();
-        job.last_reason = format!("{reason}; waiting to resume from its last checkpoint");
+        job.last_reason = last_reason;
     }
 
     /// The job's ranks failed (crash, failed action): restart it within its restart policy.
@@ -275,15 +284,11 @@ impl ClusterState {
                 now_ms,
             );
         } else {
-            self.release_devices(id);
-            self.drop_action(id);
-            let job = self.jobs.get_mut(&id).expect("caller checked the job");
-            job.phase = JobPhase::Pending;
-            job.exited_nodes.clear();
-            job.last_reason = format!(
+            let last_reason = format!(
                 "{reason}; restart {} of {} pending",
                 job.restarts, job.spec.max_restarts
             );
+            self.return_to_pending(id, last_reason);
         }
     }
 

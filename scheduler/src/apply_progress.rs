@@ -112,9 +112,7 @@ impl ClusterState {
                 .jobs
                 .get_mut(&job_id)
                 .expect("in-flight action's job exists");
-            if job.checkpoint != cut {
-                job.checkpoint = cut;
-            }
+            job.checkpoint = cut;
         }
         let finished = stage == Stage::Completed;
         if finished {
