@@ -1,8 +1,17 @@
 //! Singularity's wire contract: the `.proto` files of the client, operator and
 //! replica-to-replica gRPC services, the tonic/prost code generated from them, and the small
-//! conventions around them (the leader-hint header).
+//! conventions around them (the leader-hint header), and the `Client` of the `Control` API that
+//! the CLI, the node agent and tests share (leader following, exactly-once retries).
 //!
-//! It must not hold logic beyond wire conventions: no scheduling decisions, no storage, no I/O.
+//! It must not hold logic beyond wire conventions and that client: no scheduling decisions, no
+//! storage.
+
+pub mod channel;
+pub mod client;
+pub mod error;
+pub mod limits;
+
+pub use error::ClientError;
 
 /// Generated messages, clients and servers of package `singularity.v1`.
 pub mod v1 {

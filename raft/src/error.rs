@@ -28,16 +28,6 @@ pub enum RaftError {
     Config(String),
     #[error("raft: {0}")]
     Raft(String),
-    #[error("{endpoint} answered {code}: {message}")]
-    Rpc {
-        endpoint: String,
-        code: String,
-        message: String,
-    },
-    #[error("gave up after {attempts} attempts; last error: {last}")]
-    Exhausted { attempts: u32, last: String },
-    #[error("network: {0}")]
-    Transport(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

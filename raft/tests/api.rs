@@ -8,8 +8,8 @@ use common::{spec, submit, TestCluster};
 use singularity_proto::query;
 use singularity_proto::v1::control_client::ControlClient;
 use singularity_proto::v1::WriteRequest;
+use singularity_proto::ClientError;
 use singularity_raft::client::Client;
-use singularity_raft::RaftError;
 use singularity_scheduler::{ClientId, ClientRequest, Command, Effect, Entry, JobId, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -53,7 +53,7 @@ async fn api_is_exactly_once_refuses_bad_input_and_follows_the_leader() {
         .await
         .expect_err("invalid");
     match &error {
-        RaftError::Rpc { code, message, .. } => {
+        ClientError::Rpc { code, message, .. } => {
             assert_eq!(code, "InvalidArgument");
             assert!(message.contains("world_size"), "{message}");
         }

@@ -9,25 +9,8 @@ pub mod service;
 pub use peer::Network;
 pub use service::RaftGrpc;
 
-use crate::limits::{CONNECT_TIMEOUT_MS, MAX_GRPC_MESSAGE_BYTES};
-use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
-
-/// A lazily connecting channel to `addr` (`host:port`), reconnecting on failure.
-pub fn channel(addr: &str, rpc_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .timeout(rpc_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
-}
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+pub use singularity_proto::channel::channel;
 
 /// Encodes a wire payload.
 pub(crate) fn encode_payload<T: serde::Serialize>(

@@ -1,17 +1,17 @@
-//! `Client`: the client side of the `Control` API used by the CLI and by tests. It keeps one
+//! `Client`: the client side of the `Control` API used by the CLI, the node agent and tests. It keeps one
 //! channel per endpoint, follows the leader hint a follower returns, retries a write with the
 //! same client id and sequence number (so it takes effect once, DESIGN.md rule 5), and gives
 //! up after a bounded number of attempts. It must not invent results: every answer comes from
 //! a replica.
 
-use crate::error::RaftError;
+use crate::channel::channel;
+use crate::error::ClientError;
 use crate::limits::{
     CLIENT_RPC_TIMEOUT_MS, MAX_CLIENT_ATTEMPTS, MAX_CLIENT_BACKOFF_MS, MAX_GRPC_MESSAGE_BYTES,
 };
-use crate::network::channel;
-use singularity_proto::v1::control_client::ControlClient;
-use singularity_proto::v1::*;
-use singularity_proto::LEADER_HEADER;
+use crate::v1::control_client::ControlClient;
+use crate::v1::*;
+use crate::LEADER_HEADER;
 use singularity_scheduler::{ClientId, ClientRequest, Command, Entry, Outcome};
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,14 +63,14 @@ fn fresh_client_id() -> ClientId {
 
 impl Client {
     /// A client of the replicas at `endpoints` (`host:port`).
-    pub fn new(endpoints: Vec<String>) -> Result<Client, RaftError> {
+    pub fn new(endpoints: Vec<String>) -> Result<Client, ClientError> {
         let endpoints: Vec<String> = endpoints
             .into_iter()
             .map(|e| e.trim().trim_start_matches("http://").to_string())
             .filter(|e| !e.is_empty())
             .collect();
         if endpoints.is_empty() {
-            return Err(RaftError::Config(
+            return Err(ClientError::Config(
                 "no endpoints; give --endpoints HOST:PORT[,HOST:PORT...] or SINGULARITY_ENDPOINTS"
                     .into(),
             ));
@@ -96,12 +96,12 @@ impl Client {
         self.client_id
     }
 
-    fn connect(&mut self, endpoint: &str) -> Result<ControlClient<Channel>, RaftError> {
+    fn connect(&mut self, endpoint: &str) -> Result<ControlClient<Channel>, ClientError> {
         if let Some(client) = self.channels.get(endpoint) {
             return Ok(client.clone());
         }
         let channel = channel(endpoint, self.rpc_timeout)
-            .map_err(|e| RaftError::Transport(format!("{endpoint}: {e}")))?;
+            .map_err(|e| ClientError::Transport(format!("{endpoint}: {e}")))?;
         let client = ControlClient::new(channel)
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
@@ -111,7 +111,7 @@ impl Client {
 
     /// Runs `call` against the current endpoint, following leader hints and moving to the next
     /// endpoint on transport errors, for at most `MAX_CLIENT_ATTEMPTS` attempts.
-    async fn with_retries<T, F, Fut>(&mut self, mut call: F) -> Result<T, RaftError>
+    async fn with_retries<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(ControlClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -132,7 +132,7 @@ impl Client {
                             | tonic::Code::Aborted
                     );
                     if !retryable {
-                        return Err(RaftError::Rpc {
+                        return Err(ClientError::Rpc {
                             endpoint,
                             code: format!("{:?}", status.code()),
                             message: status.message().to_string(),
@@ -163,14 +163,14 @@ impl Client {
                 }
             }
         }
-        Err(RaftError::Exhausted {
+        Err(ClientError::Exhausted {
             attempts: MAX_CLIENT_ATTEMPTS,
             last: last_error,
         })
     }
 
     /// Proposes `command` once, retrying with the same sequence number until it commits.
-    pub async fn write(&mut self, command: Command) -> Result<WriteResult, RaftError> {
+    pub async fn write(&mut self, command: Command) -> Result<WriteResult, ClientError> {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let entry = Entry::new(
@@ -185,7 +185,7 @@ impl Client {
     }
 
     /// Sends an already built entry (a retry of an earlier write keeps its sequence).
-    pub async fn write_entry(&mut self, entry: &Entry) -> Result<WriteResult, RaftError> {
+    pub async fn write_entry(&mut self, entry: &Entry) -> Result<WriteResult, ClientError> {
         let bytes = entry.encode()?;
         let reply = self
             .with_retries(|mut client| {
@@ -196,7 +196,7 @@ impl Client {
             })
             .await?;
         let outcome: Outcome =
-            serde_json::from_str(&reply.outcome_json).map_err(|e| RaftError::Decode {
+            serde_json::from_str(&reply.outcome_json).map_err(|e| ClientError::Decode {
                 what: "write outcome",
                 detail: e.to_string(),
             })?;
@@ -212,7 +212,7 @@ impl Client {
         query: &str,
         job_id: u64,
         stale: bool,
-    ) -> Result<ReadReply, RaftError> {
+    ) -> Result<ReadReply, ClientError> {
         let request = ReadRequest {
             query: query.to_string(),
             job_id,
@@ -226,13 +226,13 @@ impl Client {
     }
 
     /// The status of the replica at the current endpoint (no leader following).
-    pub async fn status_of(&mut self, endpoint: &str) -> Result<String, RaftError> {
+    pub async fn status_of(&mut self, endpoint: &str) -> Result<String, ClientError> {
         let mut client = self.connect(endpoint)?;
         client
             .status(StatusRequest {})
             .await
             .map(|r| r.into_inner().json)
-            .map_err(|status| RaftError::Rpc {
+            .map_err(|status| ClientError::Rpc {
                 endpoint: endpoint.to_string(),
                 code: format!("{:?}", status.code()),
                 message: status.message().to_string(),
@@ -245,7 +245,7 @@ impl Client {
     }
 
     /// Adds a learner through the leader.
-    pub async fn add_learner(&mut self, node_id: u64, addr: &str) -> Result<String, RaftError> {
+    pub async fn add_learner(&mut self, node_id: u64, addr: &str) -> Result<String, ClientError> {
         let request = AddLearnerRequest {
             node_id,
             addr: addr.to_string(),
@@ -264,7 +264,7 @@ impl Client {
         &mut self,
         voters: Vec<u64>,
         retain: bool,
-    ) -> Result<String, RaftError> {
+    ) -> Result<String, ClientError> {
         let request = ChangeMembershipRequest { voters, retain };
         let reply = self
             .with_retries(|mut client| {
@@ -276,10 +276,10 @@ impl Client {
     }
 
     /// Downloads a snapshot of the current endpoint's applied state.
-    pub async fn snapshot(&mut self) -> Result<Vec<u8>, RaftError> {
+    pub async fn snapshot(&mut self) -> Result<Vec<u8>, ClientError> {
         let endpoint = self.endpoints[self.current].clone();
         let mut client = self.connect(&endpoint)?;
-        let rpc = |status: tonic::Status| RaftError::Rpc {
+        let rpc = |status: tonic::Status| ClientError::Rpc {
             endpoint: endpoint.clone(),
             code: format!("{:?}", status.code()),
             message: status.message().to_string(),
@@ -292,7 +292,7 @@ impl Client {
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.message().await.map_err(rpc)? {
             if bytes.len() + chunk.data.len() > singularity_scheduler::limits::MAX_SNAPSHOT_BYTES {
-                return Err(RaftError::Decode {
+                return Err(ClientError::Decode {
                     what: "snapshot",
                     detail: "larger than the snapshot limit".into(),
                 });
@@ -303,7 +303,7 @@ impl Client {
     }
 
     /// Log entries in `[from, to]` from the current endpoint (at most one bounded page).
-    pub async fn read_log(&mut self, from: u64, to: u64) -> Result<LogReply, RaftError> {
+    pub async fn read_log(&mut self, from: u64, to: u64) -> Result<LogReply, ClientError> {
         self.with_retries(
             |mut client| async move { client.read_log(LogRequest { from, to }).await },
         )

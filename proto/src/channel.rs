@@ -1,0 +1,23 @@
+//! `channel`: how every gRPC connection of the project is opened (client to replica, replica to
+//! replica, agent to replica): lazily, with a connect timeout, per-RPC deadlines, TCP_NODELAY
+//! and HTTP/2 keep-alives. It must not retry or interpret anything; callers do.
+
+use crate::limits::CONNECT_TIMEOUT_MS;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// A lazily connecting channel to `addr` (`host:port`), reconnecting on failure.
+pub fn channel(addr: &str, rpc_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .timeout(rpc_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
