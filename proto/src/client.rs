@@ -239,6 +239,11 @@ impl Client {
             })
     }
 
+    /// The endpoint the next call goes to: the leader, after a write that followed its hint.
+    pub fn current_endpoint(&self) -> &str {
+        &self.endpoints[self.current]
+    }
+
     /// The endpoints this client knows.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod node_service;
 pub mod replica;
 pub mod scheduling;
 pub mod status;

@@ -7,6 +7,7 @@
 use super::config::ServerConfig;
 use super::control::{ApiStats, ControlService};
 use super::metrics::{self, MetricsSources};
+use super::node_service::NodeServiceImpl;
 use super::scheduling::SchedulingLoop;
 use crate::error::RaftError;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
@@ -15,6 +16,7 @@ use crate::store::{DataDirIdentity, Db, LogStore, StateMachineStore};
 use crate::types::Raft;
 use openraft::BasicNode;
 use singularity_proto::v1::control_server::ControlServer;
+use singularity_proto::v1::node_service_server::NodeServiceServer;
 use singularity_proto::v1::raft_service_server::RaftServiceServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,6 +88,10 @@ impl Replica {
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
+            .add_service(NodeServiceServer::new(NodeServiceImpl::new(
+                raft.clone(),
+                sm.clone(),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
             });
