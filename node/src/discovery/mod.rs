@@ -11,11 +11,15 @@
 
 mod inventory;
 mod kind;
+mod nvml;
 mod simulated;
 mod source;
 
 pub use inventory::{format_inventory, DiscoveredDevice, Inventory, TopologyLink};
 pub use kind::{kind_from_name, FALLBACK_KIND};
+pub use nvml::{
+    judge_health, topology_level_name, HealthProbe, NvmlBackend, MAX_NVLINKS_PER_DEVICE,
+};
 pub use simulated::{fault_file, simulated_uuid, SimulatedBackend};
 pub use source::{
     format_memory, parse_memory, DeviceSource, DEFAULT_SIM_KIND, DEFAULT_SIM_MEMORY_BYTES,
@@ -69,9 +73,16 @@ pub fn open_with_fault_dir(
                 None => backend,
             }))
         }
-        DeviceSource::Nvml => Err(NodeError::NvmlUnavailable {
-            detail: "this build has no NVML backend yet".to_string(),
-        }),
+        DeviceSource::Nvml => {
+            if let Some(dir) = fault_dir {
+                return Err(NodeError::Config(format!(
+                    "a device fault directory ({}) works only with simulated devices \
+                     (--devices sim:...), not with nvml",
+                    dir.display()
+                )));
+            }
+            Ok(Box::new(NvmlBackend::open()?))
+        }
     }
 }
 
@@ -111,5 +122,57 @@ mod tests {
             }
         );
         assert_eq!(health[1].1, DeviceHealth::Healthy);
+        let err = open_with_fault_dir(&DeviceSource::Nvml, "node-a", Some(dir.path()))
+            .err()
+            .expect("a fault dir with nvml is refused")
+            .to_string();
+        assert!(err.contains("only with simulated devices"), "{err}");
+    }
+
+    /// On a machine without the NVIDIA driver (like the CI machine) opening NVML must fail with
+    /// the message that tells the operator what to do; where NVML does load, it must find GPUs.
+    #[test]
+    fn nvml_is_either_reported_missing_clearly_or_finds_devices() {
+        match open(&DeviceSource::Nvml, "node-a") {
+            Err(err) => {
+                assert!(matches!(err, NodeError::NvmlUnavailable { .. }), "{err:?}");
+                let text = err.to_string();
+                println!("{text}");
+                assert!(
+                    text.starts_with("NVML is not available on this machine ("),
+                    "{text}"
+                );
+                assert!(
+                    text.ends_with(
+                        "Install the NVIDIA driver, or use --devices sim:COUNT[:MEMORY] for \
+                         simulated devices."
+                    ),
+                    "{text}"
+                );
+                if !std::path::Path::new("/dev/nvidiactl").exists() {
+                    assert!(
+                        text.contains("libnvidia-ml.so could not be loaded")
+                            || text.contains("driver is not loaded"),
+                        "{text}"
+                    );
+                }
+            }
+            Ok(mut backend) => {
+                let inv = backend
+                    .inventory()
+                    .expect("NVML loaded, so it must list GPUs");
+                assert_eq!(inv.backend, "nvml");
+                assert!(!inv.devices.is_empty());
+                for (i, device) in inv.devices.iter().enumerate() {
+                    assert_eq!(device.index as usize, i);
+                    assert!(device.memory_bytes > 0);
+                    assert!(device.uuid.starts_with("GPU-"), "{}", device.uuid);
+                    let _ = device.to_spec();
+                }
+                let health = backend.poll_health().unwrap();
+                assert_eq!(health.len(), inv.devices.len());
+                println!("{}", format_inventory(&inv));
+            }
+        }
     }
 }
