@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod collective;
 pub mod control;
 pub mod device;
+pub mod discovery;
 pub mod error;
 pub mod example;
 pub mod launcher;
