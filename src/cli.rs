@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Run a control-plane replica (Raft over RocksDB, gRPC API).
     Server(crate::server::ServerArgs),
+    /// Run the node agent of one machine: register its accelerators, heartbeat, execute the
+    /// committed actions for its node, run jobs' ranks as processes, serve their logs.
+    Agent(crate::agent::AgentArgs),
     /// Run the device proxy of one accelerator: owns its memory, serves the job workers over
     /// shared memory, checkpoints and time-slices their ranks (simulated device).
     DeviceProxy(crate::device_proxy::DeviceProxyArgs),
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Server(args) => crate::server::run(args),
+        Command::Agent(args) => crate::agent::run(args),
         Command::DeviceProxy(args) => crate::device_proxy::run(args),
         Command::Job(args) => crate::client::job::run(args),
         Command::Node(args) => crate::client::node::run(args),

@@ -48,6 +48,8 @@ pub enum NodeError {
     Preempted { step: u64 },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("control plane: {0}")]
+    ControlPlane(String),
     #[error("--devices {input:?}: {problem}; use sim:COUNT[:MEMORY[:KIND]] or nvml")]
     BadDeviceSource { input: String, problem: String },
     #[error("NVML is not available on this machine ({detail}). Install the NVIDIA driver, or use --devices sim:COUNT[:MEMORY] for simulated devices.")]

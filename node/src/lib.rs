@@ -3,11 +3,13 @@
 //! accelerator, and the worker runtime that training programs link to.
 //!
 //! It must never depend on the `raft` crate: agents reach the control plane only through its
-//! gRPC API. Present so far: the simulated device, the device proxy with its shared-memory
-//! channel and collectives, transparent checkpoints, replica splicing, the worker runtime, the
-//! example training job, and the launcher API the agent will drive. The agent and NVML
-//! discovery come with their own issues.
+//! gRPC API. Present: the agent (`agent`: registration, heartbeats, the watch of its node's
+//! view, exactly-once execution of actions, process ranks, logs, reconcile after restarts),
+//! device discovery (`discovery`), the simulated device, the device proxy with its
+//! shared-memory channel and collectives, transparent checkpoints, replica splicing, the worker
+//! runtime, the example training job, and the launcher API for proxied ranks.
 
+pub mod agent;
 pub mod channel;
 pub mod checkpoint;
 pub mod collective;
