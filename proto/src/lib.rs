@@ -6,6 +6,7 @@
 //! It must not hold logic beyond wire conventions and that client: no scheduling decisions, no
 //! storage.
 
+pub mod agents;
 pub mod channel;
 pub mod client;
 pub mod error;

@@ -44,6 +44,21 @@ pub enum JobCommand {
         /// The job's id.
         id: u64,
     },
+    /// Print a rank's output (stdout, or stderr with --stderr) from the agents that ran it;
+    /// --follow keeps printing while the rank runs.
+    Logs {
+        /// The job's id.
+        id: u64,
+        /// The rank whose output to print.
+        #[arg(long, default_value_t = 0)]
+        rank: u32,
+        /// Keep printing what the rank writes until it stops running.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print the rank's stderr instead of its stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
     /// Set or remove metadata keys, optionally only if the job is at a version (CAS).
     Metadata {
         /// The job's id.
@@ -235,6 +250,15 @@ pub fn run(args: JobArgs) -> anyhow::Result<()> {
                 };
                 let result = client.write(command).await?;
                 report_write(&result, opts.output)
+            }
+            JobCommand::Logs {
+                id,
+                rank,
+                follow,
+                stderr,
+            } => {
+                super::logs::print_logs(&mut client, &opts.endpoints, id, rank, follow, stderr)
+                    .await
             }
             JobCommand::List { stale } => {
                 let reply = client.read(query::JOBS, 0, stale).await?;

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod job;
+pub mod logs;
 pub mod node;
 
 use anyhow::Context;

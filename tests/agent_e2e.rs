@@ -1,0 +1,463 @@
+//! End to end with real processes: three `singularity server` replicas and `singularity agent`
+//! processes with simulated devices, jobs whose ranks are real shell processes.
+//! - a job runs to completion and `job logs --follow` streams its output;
+//! - a premium arrival preempts a basic job (SIGTERM seen by the ranks, checkpoint directory
+//!   kept), which later resumes from its checkpoint and completes;
+//! - `kill -9` of an agent and a restart reconciles: the ranks run again, no orphan is left,
+//!   and a cancel stops them;
+//! - losing a node (its agent killed) gets it declared down and its job placed elsewhere.
+//!
+//! Every wait is bounded; ports are picked free; every process is killed when a test ends.
+
+use singularity_scheduler::{Job, JobPhase, Node};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_singularity");
+/// Upper bound of every wait in these tests (the machine may be busy).
+const WAIT_MS: u64 = 90_000;
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Three replicas and the agents a test starts, in one temporary directory.
+struct Cluster {
+    dir: tempfile::TempDir,
+    endpoints: String,
+    _replicas: Vec<Proc>,
+    agents: Vec<(String, Option<Proc>)>,
+}
+
+impl Cluster {
+    fn start(heartbeat_timeout_ms: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let initial: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let replicas = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let log = std::fs::File::create(dir.path().join(format!("replica-{}.log", i + 1)))
+                    .expect("log file");
+                Proc(
+                    std::process::Command::new(BIN)
+                        .args([
+                            "server",
+                            "--node-id",
+                            &(i + 1).to_string(),
+                            "--listen",
+                            addr,
+                        ])
+                        .arg("--data-dir")
+                        .arg(dir.path().join(format!("replica-{}", i + 1)))
+                        .args(["--initial-cluster", &initial.join(",")])
+                        .args([
+                            "--node-heartbeat-timeout-ms",
+                            &heartbeat_timeout_ms.to_string(),
+                        ])
+                        .args(["--tick-interval-ms", "500"])
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .expect("spawn replica"),
+                )
+            })
+            .collect();
+        Cluster {
+            dir,
+            endpoints: addrs.join(","),
+            _replicas: replicas,
+            agents: Vec::new(),
+        }
+    }
+
+    fn work_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{node}"))
+    }
+
+    fn checkpoints(&self) -> PathBuf {
+        self.dir.path().join("checkpoints")
+    }
+
+    fn spawn_agent(&self, node: &str) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("agent-{node}.log")))
+            .expect("log file");
+        Proc(
+            std::process::Command::new(BIN)
+                .args(["agent", "--servers", &self.endpoints, "--node", node])
+                .args(["--devices", "sim:2"])
+                .arg("--work-dir")
+                .arg(self.work_dir(node))
+                .arg("--checkpoint-dir")
+                .arg(self.checkpoints())
+                .args([
+                    "--heartbeat-interval-ms",
+                    "500",
+                    "--grace-period-ms",
+                    "3000",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn agent"),
+        )
+    }
+
+    /// Starts an agent for `node` and waits until the node is registered and up.
+    fn add_agent(&mut self, node: &str) {
+        let agent = self.spawn_agent(node);
+        self.agents.push((node.to_string(), Some(agent)));
+        wait_until(&format!("node {node} registered"), || {
+            self.nodes()
+                .iter()
+                .any(|n| n.name.as_str() == node && n.status.is_alive())
+        });
+    }
+
+    /// SIGKILLs the agent of `node`.
+    fn kill_agent(&mut self, node: &str) {
+        let slot = self
+            .agents
+            .iter_mut()
+            .find(|(name, _)| name == node)
+            .expect("agent started");
+        drop(slot.1.take());
+    }
+
+    fn restart_agent(&mut self, node: &str) {
+        let agent = self.spawn_agent(node);
+        let slot = self
+            .agents
+            .iter_mut()
+            .find(|(name, _)| name == node)
+            .expect("agent started");
+        slot.1 = Some(agent);
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("SINGULARITY_ENDPOINTS", &self.endpoints)
+            .output()
+            .expect("run the CLI")
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "singularity {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn nodes(&self) -> Vec<Node> {
+        let out = self.cli(&["node", "list", "--output", "json"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn submit(&self, name: &str, tier: &str, world_size: u32, script: &str) -> u64 {
+        let out = self.cli_ok(&[
+            "job",
+            "submit",
+            "--name",
+            name,
+            "--tier",
+            tier,
+            "--world-size",
+            &world_size.to_string(),
+            "--output",
+            "json",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        let value: serde_json::Value = serde_json::from_str(&out).expect("submit JSON");
+        value["outcome"]["Accepted"]["JobSubmitted"]["job"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("unexpected submit reply {out}"))
+    }
+
+    fn job(&self, id: u64) -> Job {
+        let out = self.cli_ok(&["job", "status", &id.to_string(), "--output", "json"]);
+        serde_json::from_str(&out).expect("job JSON")
+    }
+
+    fn wait_phase(&self, id: u64, phase: JobPhase) -> Job {
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
+        while Instant::now() < deadline {
+            let job = self.job(id);
+            if job.phase == phase {
+                return job;
+            }
+            last = Some(job);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "job {id} did not reach {phase:?}; last seen {last:?}\n{}",
+            self.agent_logs()
+        );
+    }
+
+    /// The name of the node that holds the first device of a running job.
+    fn node_of(&self, job: &Job) -> String {
+        let id = job.assignment.first().expect("the job holds devices").node;
+        self.nodes()
+            .into_iter()
+            .find(|n| n.id == id)
+            .expect("node listed")
+            .name
+            .to_string()
+    }
+
+    fn agent_logs(&self) -> String {
+        let mut text = String::new();
+        for (node, _) in &self.agents {
+            let path = self.dir.path().join(format!("agent-{node}.log"));
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            text.push_str(&format!("--- {node} ---\n"));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
+    while Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Processes whose environment names `work_dir` as their agent's work directory: its ranks.
+fn ranks_of(work_dir: &Path) -> Vec<u32> {
+    let work_dir = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
+    let marker = format!("SINGULARITY_AGENT_WORK_DIR={}", work_dir.display());
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Zombies keep their environ readable only while they exist; skip them.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.contains(") Z ") {
+            continue;
+        }
+        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// A rank that counts steps, saves its step in the checkpoint directory after each one,
+/// resumes from it, and notes SIGTERM there before it exits.
+const RESUMABLE: &str = r#"
+ckpt="$SINGULARITY_CHECKPOINT_DIR"
+step=$(cat "$ckpt/step" 2>/dev/null || echo 0)
+echo "rank $RANK resumed from step $step"
+trap 'echo "rank $RANK got SIGTERM at step $step" >> "$ckpt/events"; exit 0' TERM
+while [ "$step" -lt 40 ]; do
+  sleep 0.1 & wait $!
+  step=$((step + 1))
+  [ "$RANK" = 0 ] && echo "$step" > "$ckpt/step.tmp" && mv "$ckpt/step.tmp" "$ckpt/step"
+done
+echo "rank $RANK finished at step $step"
+"#;
+
+#[test]
+fn a_job_runs_to_completion_and_its_logs_stream() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    let script = r#"for i in 1 2 3 4 5; do echo "line $i of rank $RANK/$WORLD_SIZE local $LOCAL_RANK"; sleep 0.2; done"#;
+    let job = cluster.submit("hello", "standard", 2, script);
+    // Follow rank 1 as soon as it has a log; the stream ends when the rank exits.
+    let mut followed = String::new();
+    wait_until("job logs --follow of rank 1", || {
+        let out = cluster.cli(&["job", "logs", &job.to_string(), "--rank", "1", "--follow"]);
+        followed = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    let done = cluster.wait_phase(job, JobPhase::Succeeded);
+    assert_eq!(done.restarts, 0);
+    let logs = cluster.cli_ok(&["job", "logs", &job.to_string(), "--rank", "1"]);
+    assert_eq!(logs.lines().count(), 5, "{logs}");
+    assert!(logs.contains("line 5 of rank 1/2 local 1"), "{logs}");
+    assert!(followed.contains("line 1 of rank 1/2"), "{followed}");
+
+    // A rank that does not exist, and a job that does not exist, get clear errors.
+    let out = cluster.cli(&["job", "logs", &job.to_string(), "--rank", "7"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--rank 7 does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.cli(&["job", "logs", "999"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_premium_arrival_preempts_a_basic_job_which_resumes_and_completes() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    let basic = cluster.submit("basic", "basic", 2, RESUMABLE);
+    cluster.wait_phase(basic, JobPhase::Running);
+    let steps = cluster
+        .checkpoints()
+        .join(format!("job-{basic}"))
+        .join("step");
+    wait_until("the basic job to make progress", || {
+        std::fs::read_to_string(&steps)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .is_some_and(|s| s >= 3)
+    });
+    let premium = cluster.submit("urgent", "premium", 2, "echo premium rank $RANK; sleep 1");
+    let preempted = cluster.wait_phase(premium, JobPhase::Succeeded);
+    assert_eq!(preempted.phase, JobPhase::Succeeded);
+
+    let events = std::fs::read_to_string(
+        cluster
+            .checkpoints()
+            .join(format!("job-{basic}"))
+            .join("events"),
+    )
+    .expect("the ranks noted SIGTERM in the checkpoint directory");
+    assert!(events.contains("got SIGTERM"), "{events}");
+
+    let finished = cluster.wait_phase(basic, JobPhase::Succeeded);
+    assert!(finished.preemptions >= 1, "{finished:?}");
+    let checkpoint = finished.checkpoint.expect("a checkpoint was committed");
+    assert!(
+        Path::new(&checkpoint.location).is_dir(),
+        "kept: {checkpoint:?}"
+    );
+    assert!(checkpoint.step >= 3, "{checkpoint:?}");
+    let logs = cluster.cli_ok(&["job", "logs", &basic.to_string()]);
+    let resumed_from: Vec<u32> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("rank 0 resumed from step "))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    assert_eq!(resumed_from.len(), 2, "started, then resumed: {logs}");
+    assert_eq!(resumed_from[0], 0);
+    assert!(resumed_from[1] >= 3, "resumed where it stopped: {logs}");
+    assert!(logs.contains("rank 0 finished at step 40"), "{logs}");
+}
+
+#[test]
+fn kill_9_of_an_agent_and_a_restart_reconcile_without_orphans() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    let work_dir = cluster.work_dir("node-a");
+    let script = r#"echo "rank $RANK started"; while true; do sleep 0.1 & wait $!; done"#;
+    let job = cluster.submit("long", "standard", 2, script);
+    cluster.wait_phase(job, JobPhase::Running);
+    wait_until("both ranks running", || ranks_of(&work_dir).len() >= 2);
+    let before = ranks_of(&work_dir);
+
+    cluster.kill_agent("node-a");
+    // The ranks die with their agent (parent-death signal), their children with them.
+    wait_until("the ranks to die with the agent", || {
+        ranks_of(&work_dir).is_empty()
+    });
+    cluster.restart_agent("node-a");
+    wait_until("the restarted agent to start the ranks again", || {
+        let now = ranks_of(&work_dir);
+        now.len() >= 2 && now.iter().all(|pid| !before.contains(pid))
+    });
+    let job_now = cluster.job(job);
+    assert_eq!(job_now.phase, JobPhase::Running);
+    assert_eq!(job_now.restarts, 0, "reconciled, not failed: {job_now:?}");
+    let logs = cluster.cli_ok(&["job", "logs", &job.to_string()]);
+    assert_eq!(logs.matches("rank 0 started").count(), 2, "{logs}");
+
+    // Exactly the job's ranks run (two shells and their sleeps at most), and a cancel stops them.
+    cluster.cli_ok(&["job", "cancel", &job.to_string()]);
+    cluster.wait_phase(job, JobPhase::Cancelled);
+    wait_until("no rank left after the cancel", || {
+        ranks_of(&work_dir).is_empty()
+    });
+}
+
+#[test]
+fn losing_a_node_reschedules_its_job_on_another() {
+    let mut cluster = Cluster::start(3_000);
+    cluster.add_agent("node-a");
+    cluster.add_agent("node-b");
+    let script =
+        r#"echo "rank $RANK on $SINGULARITY_NODE"; while true; do sleep 0.1 & wait $!; done"#;
+    let job = cluster.submit("moving", "standard", 2, script);
+    let running = cluster.wait_phase(job, JobPhase::Running);
+    let lost = cluster.node_of(&running);
+    assert_eq!(running.nodes().len(), 1, "two ranks fit on one node");
+    cluster.kill_agent(&lost);
+
+    let survivor = if lost == "node-a" { "node-b" } else { "node-a" };
+    wait_until("the job to run on the surviving node", || {
+        let job = cluster.job(job);
+        job.phase == JobPhase::Running && cluster.node_of(&job) == survivor
+    });
+    let down = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.name.as_str() == lost)
+        .expect("listed");
+    assert!(!down.status.is_alive(), "{down:?}");
+    wait_until("the ranks to start on the survivor", || {
+        ranks_of(&cluster.work_dir(survivor)).len() >= 2
+    });
+    assert!(ranks_of(&cluster.work_dir(&lost)).is_empty());
+    cluster.cli_ok(&["job", "cancel", &job.to_string()]);
+    cluster.wait_phase(job, JobPhase::Cancelled);
+}
