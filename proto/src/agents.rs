@@ -39,7 +39,7 @@ pub async fn list_agents(endpoints: &[String]) -> Result<BTreeMap<String, AgentI
                 for agent in reply.into_inner().agents {
                     let newer = agents
                         .get(&agent.node)
-                        .is_none_or(|known| known.last_seen_ms < agent.last_seen_ms);
+                        .map_or(true, |known| known.last_seen_ms < agent.last_seen_ms);
                     if newer {
                         agents.insert(agent.node.clone(), agent);
                     }
