@@ -461,3 +461,70 @@ fn losing_a_node_reschedules_its_job_on_another() {
     cluster.cli_ok(&["job", "cancel", &job.to_string()]);
     cluster.wait_phase(job, JobPhase::Cancelled);
 }
+
+#[test]
+fn a_crashing_rank_is_reported_and_the_job_restarts_within_its_policy() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    // Crashes on its first two runs (counted in its checkpoint directory), then succeeds.
+    let flaky = r#"
+n=$(cat "$SINGULARITY_CHECKPOINT_DIR/runs" 2>/dev/null || echo 0)
+[ "$RANK" = 0 ] && echo $((n + 1)) > "$SINGULARITY_CHECKPOINT_DIR/runs"
+echo "run $n restart $SINGULARITY_RESTART_COUNT"
+[ "$SINGULARITY_RESTART_COUNT" -ge 2 ] || { [ "$RANK" = 1 ] && exit 3; sleep 5; }
+"#;
+    let out = cluster.cli_ok(&[
+        "job",
+        "submit",
+        "--name",
+        "flaky",
+        "--world-size",
+        "2",
+        "--max-restarts",
+        "2",
+        "--output",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        flaky,
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let job = value["outcome"]["Accepted"]["JobSubmitted"]["job"]
+        .as_u64()
+        .unwrap();
+    let done = cluster.wait_phase(job, JobPhase::Succeeded);
+    assert_eq!(done.restarts, 2, "{done:?}");
+
+    // One that always crashes fails after its restarts, naming the rank and its status.
+    let out = cluster.cli_ok(&[
+        "job",
+        "submit",
+        "--name",
+        "broken",
+        "--max-restarts",
+        "1",
+        "--output",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let job = value["outcome"]["Accepted"]["JobSubmitted"]["job"]
+        .as_u64()
+        .unwrap();
+    let failed = cluster.wait_phase(job, JobPhase::Failed);
+    assert_eq!(failed.restarts, 2);
+    assert!(
+        failed.last_reason.contains("rank 0 exited with status 7"),
+        "{}",
+        failed.last_reason
+    );
+    assert!(
+        failed.last_reason.contains("gave up after 1 restart"),
+        "{}",
+        failed.last_reason
+    );
+}

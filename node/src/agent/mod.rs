@@ -229,10 +229,18 @@ async fn watch_once(
         .map_err(|s| NodeError::ControlPlane(format!("{endpoint}: {}", s.message())))?
         .into_inner();
     let mut leader = supervisor.reporter.leader();
+    leader.borrow_and_update();
     loop {
         let message = tokio::select! {
             message = tokio::time::timeout(Duration::from_millis(WATCH_SILENCE_MS), stream.message()) => message,
-            _ = leader.changed() => return Ok(()),
+            _ = leader.changed() => {
+                // Follow the leader: a follower applies an entry only after the leader's next
+                // message, so views from it come later.
+                if leader.borrow_and_update().as_str() != endpoint {
+                    return Ok(());
+                }
+                continue;
+            }
         };
         let update = match message {
             Err(_) => {
