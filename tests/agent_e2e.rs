@@ -5,11 +5,13 @@
 //!   kept), which later resumes from its checkpoint and completes;
 //! - `kill -9` of an agent and a restart reconciles: the ranks run again, no orphan is left,
 //!   and a cancel stops them;
-//! - losing a node (its agent killed) gets it declared down and its job placed elsewhere.
+//! - losing a node (its agent killed) gets it declared down and its job placed elsewhere;
+//! - a rank that crashes is reported and the job restarts within its policy;
+//! - a device that turns unhealthy on the node is reported by the agent's heartbeat.
 //!
 //! Every wait is bounded; ports are picked free; every process is killed when a test ends.
 
-use singularity_scheduler::{Job, JobPhase, Node};
+use singularity_scheduler::{DeviceHealth, Job, JobPhase, Node};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -98,6 +100,11 @@ impl Cluster {
         self.dir.path().join(format!("agent-{node}"))
     }
 
+    /// Where a test marks a simulated device of `node` unhealthy.
+    fn fault_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("faults-{node}"))
+    }
+
     fn checkpoints(&self) -> PathBuf {
         self.dir.path().join("checkpoints")
     }
@@ -116,6 +123,8 @@ impl Cluster {
                 .arg(self.work_dir(node))
                 .arg("--checkpoint-dir")
                 .arg(self.checkpoints())
+                .arg("--fault-dir")
+                .arg(self.fault_dir(node))
                 .args([
                     "--heartbeat-interval-ms",
                     "500",
@@ -527,4 +536,35 @@ echo "run $n restart $SINGULARITY_RESTART_COUNT"
         "{}",
         failed.last_reason
     );
+}
+
+#[test]
+fn device_health_changes_reach_the_control_plane() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    let faults = cluster.fault_dir("node-a");
+    std::fs::create_dir_all(&faults).unwrap();
+    let health_of = |cluster: &Cluster, index: usize| {
+        cluster
+            .nodes()
+            .into_iter()
+            .find(|n| n.name.as_str() == "node-a")
+            .map(|n| n.devices[index].health.clone())
+    };
+    std::fs::write(
+        faults.join("device-1.unhealthy"),
+        "XID 79: fell off the bus\n",
+    )
+    .unwrap();
+    wait_until("device 1 reported unhealthy", || {
+        matches!(
+            health_of(&cluster, 1),
+            Some(DeviceHealth::Unhealthy { reason }) if reason.contains("XID 79")
+        )
+    });
+    assert_eq!(health_of(&cluster, 0), Some(DeviceHealth::Healthy));
+    std::fs::remove_file(faults.join("device-1.unhealthy")).unwrap();
+    wait_until("device 1 reported healthy again", || {
+        health_of(&cluster, 1) == Some(DeviceHealth::Healthy)
+    });
 }
