@@ -278,34 +278,10 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// Processes whose environment names `work_dir` as their agent's work directory: its ranks.
+/// The ranks an agent runs: processes whose environment names its work directory.
 fn ranks_of(work_dir: &Path) -> Vec<u32> {
     let work_dir = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
-    let marker = format!("SINGULARITY_AGENT_WORK_DIR={}", work_dir.display());
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Zombies keep their environ readable only while they exist; skip them.
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if stat.contains(") Z ") {
-            continue;
-        }
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            if environ
-                .split(|b| *b == 0)
-                .any(|var| var == marker.as_bytes())
-            {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    singularity_node::agent::processes_of(&work_dir)
 }
 
 /// A rank that counts steps, saves its step in the checkpoint directory after each one,

@@ -275,14 +275,14 @@ impl Drop for JobRun {
     }
 }
 
-/// Kills every process whose environment names `work_dir` as its agent's work directory:
-/// ranks (and their children) a previous agent left behind. Returns their pids.
-pub fn kill_leftovers(work_dir: &Path) -> Vec<u32> {
+/// Live processes whose environment names `work_dir` as their agent's work directory: the
+/// ranks (and their children) of the agent that owns it, or that a killed agent left behind.
+pub fn processes_of(work_dir: &Path) -> Vec<u32> {
     let marker = format!("{WORK_DIR_VAR}={}", work_dir.display());
     let me = std::process::id();
-    let mut killed = Vec::new();
+    let mut found = Vec::new();
     let Ok(entries) = fs::read_dir("/proc") else {
-        return killed;
+        return found;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -292,7 +292,9 @@ pub fn kill_leftovers(work_dir: &Path) -> Vec<u32> {
         else {
             continue;
         };
-        if pid == me {
+        // Zombies are dead already; their parent reaps them.
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if pid == me || stat.contains(") Z ") {
             continue;
         }
         let Ok(environ) = fs::read(entry.path().join("environ")) else {
@@ -302,14 +304,23 @@ pub fn kill_leftovers(work_dir: &Path) -> Vec<u32> {
             .split(|b| *b == 0)
             .any(|var| var == marker.as_bytes())
         {
-            // SAFETY: sends a signal to a process id read from /proc.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
-            killed.push(pid);
+            found.push(pid);
         }
     }
-    killed
+    found
+}
+
+/// Kills every process of `processes_of(work_dir)`: what a previous agent left behind.
+/// Returns their pids.
+pub fn kill_leftovers(work_dir: &Path) -> Vec<u32> {
+    let pids = processes_of(work_dir);
+    for &pid in &pids {
+        // SAFETY: sends a signal to a process id read from /proc.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    pids
 }
 
 #[cfg(test)]

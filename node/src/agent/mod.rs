@@ -16,6 +16,7 @@ mod reporter;
 mod supervisor;
 mod work_dir;
 
+pub use job_run::processes_of;
 pub use rank_env::{master_port, CHECKPOINT_DIR_VAR, STEP_FILE, WORK_DIR_VAR};
 pub use work_dir::{ActionRecord, RunRecord, RunState, WorkDir};
 
