@@ -8,7 +8,7 @@ use singularity_scheduler::ids::{ActionId, DeviceRef, JobId, NodeId};
 use singularity_scheduler::names::NodeName;
 use singularity_scheduler::outcome::{Effect, Outcome};
 use singularity_scheduler::planner::{
-    explain, plan, Evaluation, PolicyConfig, SingularityPolicy,
+    explain, plan, Evaluation, PolicyConfig, SingularityPolicy, DEFAULT_MAX_PENDING_CONSIDERED,
     TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS,
 };
 use singularity_scheduler::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
@@ -692,4 +692,31 @@ fn a_large_premium_gang_is_preempted_for_a_smaller_premium_job_only() {
     commit(&mut fleet, plan);
     // The big gang waits for the whole node; it cannot take it back from a smaller job.
     assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
+}
+
+/// An idle node of kind `sim`, `unplaceable` pending basic jobs of a kind no node has submitted
+/// first, then one basic `sim` job: is the `sim` job placed? (Found by the Jepsen scheduler
+/// workload running beside the set workload, whose jobs of kind `none` never start.)
+fn runnable_job_is_placed_behind(unplaceable: usize) -> bool {
+    let mut fleet = Fleet::new();
+    fleet.add_nodes("node", 1, 4, "sim", 16 << 30, 1);
+    for i in 0..unplaceable {
+        fleet.submit(job_spec(&format!("none-{i}"), Tier::Basic, 1, "none"));
+    }
+    // Too big for the fleet, too: 8 ranks of a premium job (never spliced) on 4 devices.
+    fleet.submit(job_spec("too-big", Tier::Premium, 8, "sim"));
+    let job = fleet.submit(job_spec("runnable", Tier::Basic, 1, "sim"));
+    let plan = plan(&fleet.state, &Evaluation::Tick, 0, fleet.applied);
+    plan.actions
+        .iter()
+        .any(|a| a.job == job && matches!(a.op, ActionOp::Place { .. }))
+}
+
+#[test]
+fn jobs_no_node_can_hold_do_not_starve_the_jobs_behind_them() {
+    assert!(runnable_job_is_placed_behind(10));
+    assert!(
+        runnable_job_is_placed_behind(DEFAULT_MAX_PENDING_CONSIDERED + 100),
+        "a full window of unplaceable jobs kept the idle node from the runnable one"
+    );
 }

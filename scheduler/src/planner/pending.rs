@@ -47,9 +47,24 @@ pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Localit
 
 /// Pending jobs in scheduling order: tier (premium first), then least attained service (the
 /// device-time delivered so far, as in Tiresias: new jobs before ones that already ran, which
-/// favours short jobs without knowing durations), then submission order.
+/// favours short jobs without knowing durations), then submission order. Jobs the fleet could
+/// not hold even with every device free (no such kind, too little memory, too few devices) are
+/// left out before the window of `max_pending_considered` is cut, so they cannot crowd out the
+/// jobs behind them; `explain` still says why they wait.
 pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
-    let mut jobs = s.pending.clone();
+    let mut jobs: Vec<&'a Job> = s
+        .pending
+        .iter()
+        .copied()
+        .filter(|j| {
+            let allow_shrunk = s.config.start_shrunk && j.spec.tier != Tier::Premium;
+            let smallest = start_sizes(&j.spec, allow_shrunk)
+                .last()
+                .copied()
+                .unwrap_or(j.spec.world_size as usize);
+            s.view.fleet_capacity(&j.spec) >= smallest
+        })
+        .collect();
     jobs.sort_by_key(|j| (Reverse(j.spec.tier), j.ledger.delivered_device_ms, j.id));
     jobs.truncate(s.config.max_pending_considered);
     jobs

@@ -145,10 +145,8 @@ pub(crate) struct FleetView<'a> {
     kinds: Numbering<'a>,
     /// Free devices over all nodes (any kind), kept as devices are taken and given back.
     pub free_total: usize,
-    /// The most devices any node has.
-    max_node_devices: usize,
-    /// `node_capacity` answers by (device kind, memory need).
-    capacity_cache: RefCell<BTreeMap<(String, u64), usize>>,
+    /// `capacity` answers by (device kind, memory need).
+    capacity_cache: RefCell<BTreeMap<(String, u64), (usize, usize)>>,
 }
 
 impl<'a> FleetView<'a> {
@@ -158,7 +156,6 @@ impl<'a> FleetView<'a> {
         let mut domains = Numbering::default();
         let mut kinds = Numbering::default();
         let mut free_total = 0;
-        let mut max_node_devices = 0;
         for node in state.nodes() {
             let domain = domains.number(node.domain.as_str());
             let mut free = FreeSet::default();
@@ -171,7 +168,6 @@ impl<'a> FleetView<'a> {
                     }
                 }
             }
-            max_node_devices = max_node_devices.max(node.devices.len());
             // Only nodes with free devices are ever candidates; the others need no class.
             let uniform = if free.is_empty() {
                 None
@@ -190,7 +186,6 @@ impl<'a> FleetView<'a> {
             nodes,
             kinds,
             free_total,
-            max_node_devices,
             capacity_cache: RefCell::new(BTreeMap::new()),
         }
     }
@@ -237,6 +232,18 @@ impl<'a> FleetView<'a> {
     /// The most devices suiting `spec` (healthy, right kind and memory) that any up node has,
     /// free or not: a gang of at most this many devices belongs on one node.
     pub fn node_capacity(&self, spec: &JobSpec) -> usize {
+        self.capacity(spec).0
+    }
+
+    /// The devices suiting `spec` over every up node, free or not: a job needing more can
+    /// never start on this fleet, whatever is preempted.
+    pub fn fleet_capacity(&self, spec: &JobSpec) -> usize {
+        self.capacity(spec).1
+    }
+
+    /// (most on one up node, total over up nodes) of devices suiting `spec`, cached per
+    /// (kind, memory need) for the plan.
+    fn capacity(&self, spec: &JobSpec) -> (usize, usize) {
         let key = (
             spec.device_kind.as_str().to_string(),
             spec.memory_per_rank_bytes,
@@ -244,7 +251,7 @@ impl<'a> FleetView<'a> {
         if let Some(&known) = self.capacity_cache.borrow().get(&key) {
             return known;
         }
-        let mut capacity = 0;
+        let (mut most, mut total) = (0, 0);
         for n in self
             .nodes
             .iter()
@@ -265,12 +272,10 @@ impl<'a> FleetView<'a> {
                     .filter(|d| device_suits(d, spec))
                     .count(),
             };
-            capacity = capacity.max(here);
-            if capacity >= self.max_node_devices {
-                break;
-            }
+            most = most.max(here);
+            total += here;
         }
-        self.capacity_cache.borrow_mut().insert(key, capacity);
-        capacity
+        self.capacity_cache.borrow_mut().insert(key, (most, total));
+        (most, total)
     }
 }
