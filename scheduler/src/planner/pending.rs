@@ -47,16 +47,22 @@ pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Localit
 
 /// Pending jobs in scheduling order: tier (premium first), then least attained service (the
 /// device-time delivered so far, as in Tiresias: new jobs before ones that already ran, which
-/// favours short jobs without knowing durations), then submission order. Jobs the fleet could
-/// not hold even with every device free (no such kind, too little memory, too few devices) are
-/// left out before the window of `max_pending_considered` is cut, so they cannot crowd out the
-/// jobs behind them; `explain` still says why they wait.
+/// favours short jobs without knowing durations), then submission order. When more jobs wait
+/// than the window of `max_pending_considered`, jobs the fleet could not hold even with every
+/// device free (no such kind, too little memory, too few devices) are left out before the
+/// window is cut, so they cannot crowd out the jobs behind them; `explain` still says why they
+/// wait.
 pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
+    // Only a full window needs the fleet-wide count (one pass over every node per class).
+    let crowded = s.pending.len() > s.config.max_pending_considered;
     let mut jobs: Vec<&'a Job> = s
         .pending
         .iter()
         .copied()
         .filter(|j| {
+            if !crowded {
+                return true;
+            }
             let allow_shrunk = s.config.start_shrunk && j.spec.tier != Tier::Premium;
             let smallest = start_sizes(&j.spec, allow_shrunk)
                 .last()

@@ -137,6 +137,10 @@ fn uniform_class(node: &Node) -> Option<(&str, u64)> {
     same.then(|| (first.kind.as_str(), first.memory_bytes))
 }
 
+/// Devices suiting one (kind, memory need): the most on one up node, and the total over up
+/// nodes when it was counted.
+type Capacity = (usize, Option<usize>);
+
 /// The planner's view of free capacity, built once per call.
 pub(crate) struct FleetView<'a> {
     /// Every node, in id order.
@@ -145,8 +149,10 @@ pub(crate) struct FleetView<'a> {
     kinds: Numbering<'a>,
     /// Free devices over all nodes (any kind), kept as devices are taken and given back.
     pub free_total: usize,
+    /// The most devices any node has.
+    max_node_devices: usize,
     /// `capacity` answers by (device kind, memory need).
-    capacity_cache: RefCell<BTreeMap<(String, u64), (usize, usize)>>,
+    capacity_cache: RefCell<BTreeMap<(String, u64), Capacity>>,
 }
 
 impl<'a> FleetView<'a> {
@@ -156,8 +162,10 @@ impl<'a> FleetView<'a> {
         let mut domains = Numbering::default();
         let mut kinds = Numbering::default();
         let mut free_total = 0;
+        let mut max_node_devices = 0;
         for node in state.nodes() {
             let domain = domains.number(node.domain.as_str());
+            max_node_devices = max_node_devices.max(node.devices.len());
             let mut free = FreeSet::default();
             if node.status == NodeStatus::Up {
                 // The holder is read first: most devices are held, and for those the health
@@ -186,6 +194,7 @@ impl<'a> FleetView<'a> {
             nodes,
             kinds,
             free_total,
+            max_node_devices,
             capacity_cache: RefCell::new(BTreeMap::new()),
         }
     }
@@ -232,24 +241,29 @@ impl<'a> FleetView<'a> {
     /// The most devices suiting `spec` (healthy, right kind and memory) that any up node has,
     /// free or not: a gang of at most this many devices belongs on one node.
     pub fn node_capacity(&self, spec: &JobSpec) -> usize {
-        self.capacity(spec).0
+        self.capacity(spec, false).0
     }
 
     /// The devices suiting `spec` over every up node, free or not: a job needing more can
     /// never start on this fleet, whatever is preempted.
     pub fn fleet_capacity(&self, spec: &JobSpec) -> usize {
-        self.capacity(spec).1
+        self.capacity(spec, true).1
     }
 
     /// (most on one up node, total over up nodes) of devices suiting `spec`, cached per
-    /// (kind, memory need) for the plan.
-    fn capacity(&self, spec: &JobSpec) -> (usize, usize) {
+    /// (kind, memory need) for the plan. Without `need_total`, the pass may stop once one node
+    /// is as large as the largest node (the total is then `None` in the cache).
+    fn capacity(&self, spec: &JobSpec, need_total: bool) -> (usize, usize) {
         let key = (
             spec.device_kind.as_str().to_string(),
             spec.memory_per_rank_bytes,
         );
-        if let Some(&known) = self.capacity_cache.borrow().get(&key) {
-            return known;
+        if let Some(&(most, total)) = self.capacity_cache.borrow().get(&key) {
+            match (need_total, total) {
+                (false, _) => return (most, 0),
+                (true, Some(total)) => return (most, total),
+                (true, None) => {}
+            }
         }
         let (mut most, mut total) = (0, 0);
         for n in self
@@ -274,8 +288,14 @@ impl<'a> FleetView<'a> {
             };
             most = most.max(here);
             total += here;
+            if !need_total && most >= self.max_node_devices {
+                self.capacity_cache.borrow_mut().insert(key, (most, None));
+                return (most, 0);
+            }
         }
-        self.capacity_cache.borrow_mut().insert(key, (most, total));
+        self.capacity_cache
+            .borrow_mut()
+            .insert(key, (most, Some(total)));
         (most, total)
     }
 }
