@@ -47,6 +47,8 @@ pub struct Supervisor {
     view_tx: watch::Sender<Option<Arc<NodeView>>>,
     /// Exits of runs not yet committed (the control plane was unreachable), retried.
     unreported: Mutex<BTreeSet<JobId>>,
+    /// Exits being committed right now (reconcile must not queue them a second time).
+    reporting: Mutex<BTreeSet<JobId>>,
 }
 
 impl Supervisor {
@@ -61,6 +63,7 @@ impl Supervisor {
             executors: Mutex::default(),
             view_tx,
             unreported: Mutex::default(),
+            reporting: Mutex::default(),
         })
     }
 
@@ -265,7 +268,13 @@ impl Supervisor {
                     )
                     .await;
                 }
-            } else if record.is_some_and(|r| !r.exit_reported) {
+            } else if record.is_some_and(|r| !r.exit_reported)
+                && !self
+                    .reporting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&job.id)
+            {
                 self.unreported
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -306,6 +315,15 @@ impl Supervisor {
 
     /// Commits how a job's ranks here ended; returns whether it was committed (accepted or
     /// refused with a reason: either way there is nothing more to say).
+    fn set_reporting(&self, job: JobId, reporting: bool) {
+        let mut set = self.reporting.lock().unwrap_or_else(|p| p.into_inner());
+        if reporting {
+            set.insert(job);
+        } else {
+            set.remove(&job);
+        }
+    }
+
     async fn report_exit(&self, job: JobId, exit: JobExit) -> bool {
         let Some(view) = self.latest_view() else {
             return false;
@@ -359,6 +377,7 @@ impl Supervisor {
                     _ => (RunState::Succeeded, JobExit::Succeeded),
                 };
                 tracing::info!(job = run.job.0, ?state, "ranks ended");
+                self.set_reporting(run.job, true);
                 let mut record = RunRecord {
                     job: run.job.0,
                     started_by: run.started_by,
@@ -380,6 +399,7 @@ impl Supervisor {
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(run.job);
                 }
+                self.set_reporting(run.job, false);
             }
             self.retry_unreported().await;
         }
@@ -401,10 +421,14 @@ impl Supervisor {
                 },
                 _ => continue,
             };
-            if self.report_exit(job, exit).await {
+            self.set_reporting(job, true);
+            let committed = self.report_exit(job, exit).await;
+            if committed {
                 record.exit_reported = true;
                 let _ = self.work.save_run(&record);
-            } else {
+            }
+            self.set_reporting(job, false);
+            if !committed {
                 self.unreported
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
