@@ -9,6 +9,7 @@
 
 use anyhow::Context;
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -35,11 +36,19 @@ pub struct Managed {
 impl Managed {
     /// Starts `exe args...` with stdin closed and stdout and stderr appended to `log`.
     pub fn spawn(exe: &Path, name: &str, args: &[String], log: &Path) -> anyhow::Result<Managed> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
+        // The command first: what to run by hand, and where one start's output begins.
+        writeln!(
+            file,
+            "--- singularity dev starts {name}: {} {}",
+            exe.display(),
+            args.join(" ")
+        )
+        .with_context(|| format!("writing {}", log.display()))?;
         let stderr = file
             .try_clone()
             .context("duplicating the log file handle")?;
@@ -208,10 +217,8 @@ mod tests {
             vec![Managed::spawn(Path::new("/bin/sh"), "stubborn", &args, &log).expect("spawn")];
         // Only once its trap is set does it ignore SIGTERM.
         for _ in 0..200 {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("ready")
-            {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().any(|line| line == "ready") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));

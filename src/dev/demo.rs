@@ -237,6 +237,12 @@ impl Demo {
                 if jobs.len() == self.jobs.len() && jobs.iter().all(|j| j.phase.is_terminal()) {
                     self.summary(client, feed).await?;
                     self.stage = Stage::Done;
+                    let first = self.jobs[0].id.unwrap_or(1);
+                    feed.printer().note(&format!(
+                        "the cluster stays up until Ctrl-C or --for: try `job list`, `job status \
+                         {first}`, `job logs {first} --rank 0` (the resumed ranks say where they \
+                         resumed), `operator log`"
+                    ));
                 }
             }
             Stage::Done => {}

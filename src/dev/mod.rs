@@ -473,14 +473,15 @@ fn run_cluster(
         println!("{reason}; stopping");
         return Ok(());
     }
+    // The feed starts from the state before the banner: nothing a reader of the banner does
+    // can commit before the feed's first index.
+    let mut feed = runtime.block_on(bounded(
+        "starting the decision feed",
+        Feed::start(endpoints.clone(), printer),
+    ))?;
     print_banner(args, exe, layout, stop);
 
     runtime.block_on(async {
-        let mut feed = bounded(
-            "starting the decision feed",
-            Feed::start(endpoints.clone(), printer),
-        )
-        .await?;
         let mut demo = args
             .demo
             .then(|| demo::Demo::new(layout.state.devices_per_node));
