@@ -26,6 +26,8 @@ enum Command {
     /// Run the device proxy of one accelerator: owns its memory, serves the job workers over
     /// shared memory, checkpoints and time-slices their ranks (simulated device).
     DeviceProxy(crate::device_proxy::DeviceProxyArgs),
+    /// A local cluster in one command: 3 replicas and 2 agents with simulated devices.
+    Dev(crate::dev::DevArgs),
     /// Submit, list, inspect, cancel jobs and update their metadata.
     Job(crate::client::job::JobArgs),
     /// Inspect nodes.
@@ -49,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Server(args) => crate::server::run(args),
         Command::Agent(args) => crate::agent::run(args),
         Command::DeviceProxy(args) => crate::device_proxy::run(args),
+        Command::Dev(args) => crate::dev::run(args),
         Command::Job(args) => crate::client::job::run(args),
         Command::Node(args) => crate::client::node::run(args),
         Command::Cluster(args) => crate::client::cluster::run(args),

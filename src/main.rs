@@ -5,6 +5,7 @@ mod agent;
 mod bench_load;
 mod cli;
 mod client;
+mod dev;
 mod device_proxy;
 mod logging;
 mod operator;
