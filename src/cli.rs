@@ -26,6 +26,9 @@ enum Command {
     /// Run the device proxy of one accelerator: owns its memory, serves the job workers over
     /// shared memory, checkpoints and time-slices their ranks (simulated device).
     DeviceProxy(crate::device_proxy::DeviceProxyArgs),
+    /// The example training worker (data-parallel linear regression on the device proxies);
+    /// run it with `job submit --worker`; the agent sets its environment.
+    TrainExample(crate::train_example::TrainExampleArgs),
     /// Submit, list, inspect, cancel jobs and update their metadata.
     Job(crate::client::job::JobArgs),
     /// Inspect nodes.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Server(args) => crate::server::run(args),
         Command::Agent(args) => crate::agent::run(args),
         Command::DeviceProxy(args) => crate::device_proxy::run(args),
+        Command::TrainExample(args) => return ExitCode::from(crate::train_example::run(args)),
         Command::Job(args) => crate::client::job::run(args),
         Command::Node(args) => crate::client::node::run(args),
         Command::Cluster(args) => crate::client::cluster::run(args),

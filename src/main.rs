@@ -10,6 +10,7 @@ mod logging;
 mod operator;
 mod server;
 mod simulate;
+mod train_example;
 
 fn main() -> std::process::ExitCode {
     cli::main()
