@@ -11,13 +11,18 @@
 mod executor;
 mod job_run;
 mod log_service;
+mod proxies;
 mod rank_env;
 mod reporter;
 mod supervisor;
 mod work_dir;
+mod worker_run;
 
+pub use job_run::Launcher;
+pub use proxies::ProxySet;
 pub use rank_env::{master_port, CHECKPOINT_DIR_VAR, STEP_FILE, WORK_DIR_VAR};
 pub use work_dir::{ActionRecord, RunRecord, RunState, WorkDir};
+pub use worker_run::{runtime_job_name, work_dir_token, WORKER_CHECKPOINT_TIMEOUT_MS};
 
 use crate::discovery::{self, DeviceBackend, DeviceSource, Inventory};
 use crate::error::{NodeError, Result};
@@ -69,6 +74,10 @@ pub struct AgentConfig {
     pub grace_period_ms: u64,
     /// Simulated devices only: a directory of `device-<i>.unhealthy` fault files.
     pub fault_dir: Option<PathBuf>,
+    /// The device proxy program and its leading arguments (`[singularity, device-proxy]`),
+    /// started once per device when a worker job first needs it; `None`: this agent refuses
+    /// worker jobs.
+    pub proxy_command: Option<Vec<String>>,
 }
 
 impl AgentConfig {
@@ -284,7 +293,17 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     if !leftovers.is_empty() {
         tracing::warn!(
             pids = ?leftovers,
-            "killed rank processes a previous agent left behind; the log decides what runs"
+            "killed rank and proxy processes a previous agent left behind; the log decides what runs"
+        );
+    }
+    for pid in &leftovers {
+        crate::proxy::cleanup_after(*pid);
+    }
+    let segments = worker_run::remove_stale_segments(work.root());
+    if !segments.is_empty() {
+        tracing::warn!(
+            ?segments,
+            "removed collective segments a previous agent's workers left"
         );
     }
     let mut backend =
@@ -318,6 +337,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             node: config.node.clone(),
             grace_period_ms: config.grace_period_ms,
             checkpoint_root: config.checkpoint_root.clone(),
+            proxy_command: config.proxy_command.clone(),
+            device_memory_bytes: inventory
+                .devices
+                .iter()
+                .map(|d| (d.index, d.memory_bytes))
+                .collect(),
         },
         work,
         reporter.clone(),
