@@ -6,6 +6,9 @@
 //! - a premium arrival preempts a basic worker job: the proxies checkpoint it (manifest and
 //!   checksums), it resumes from that checkpoint and completes with weights bit-identical to an
 //!   uninterrupted run of the same job;
+//! - a premium arrival shrinks a standard worker job to one device (a resize through the
+//!   proxies' checkpoint, 2 ranks spliced on 1 proxy); it completes with the same weights;
+//! - a worker job whose ranks would span nodes is refused with the reason;
 //! - `kill -9` of the agent takes its proxies and workers with it; the restarted agent runs the
 //!   job again and leaves no process or shared-memory segment behind.
 //!
@@ -94,6 +97,21 @@ fn segments_left(cluster: &Cluster, node: &str) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("singularity-coll-") && n.contains(&marker))
         .collect()
+}
+
+/// Every checkpoint the agent reported was the proxies' own: it never fell back to an older
+/// one or stopped workers that missed the cut.
+fn assert_every_checkpoint_was_taken(cluster: &Cluster, node: &str) {
+    let log = std::fs::read_to_string(cluster.dir.path().join(format!("agent-{node}.log")))
+        .expect("agent log");
+    for sign in [
+        "no usable proxy checkpoint",
+        "did not take the checkpoint",
+        "did not checkpoint and exit",
+    ] {
+        assert!(!log.contains(sign), "{sign:?} in the agent's log:\n{log}");
+    }
+    assert!(log.contains("device proxy started"), "{log}");
 }
 
 fn logs(cluster: &Cluster, job: u64, rank: u32) -> String {
@@ -234,6 +252,7 @@ fn a_preempted_worker_job_resumes_from_the_proxies_checkpoint_bit_identical() {
         workers_of(&cluster, "node-a", basic).is_empty()
     });
     assert!(segments_left(&cluster, "node-a").is_empty());
+    assert_every_checkpoint_was_taken(&cluster, "node-a");
     // What runs now for this agent is its two proxies, nothing else.
     assert_eq!(ranks_of(&work_dir).len(), 2, "{:?}", ranks_of(&work_dir));
 }
@@ -284,4 +303,104 @@ fn kill_9_of_an_agent_takes_its_proxies_and_workers_and_a_restart_runs_the_job_a
         "{:?}",
         segments_left(&cluster, "node-a")
     );
+}
+
+#[test]
+fn a_premium_arrival_shrinks_a_worker_job_by_splicing_with_the_same_result() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    let out = cluster.dir.path().join("out-shrunk");
+    let job = submit_example(&cluster, "shrinkable", "standard", 2, &out);
+    let running = cluster.wait_phase(job, JobPhase::Running);
+    assert_eq!(running.assignment.len(), 2, "{running:?}");
+    let socket = proxy_socket(&cluster, "node-a", 0);
+    wait_until("the job to pass the pause step", || {
+        singularity_node::launcher::stats(&socket).is_ok_and(|s| s.last_step > PAUSE_AFTER_STEP)
+    });
+    let workers = workers_of(&cluster, "node-a", job);
+    signal(&workers, "-STOP");
+    // A premium job of one rank: the standard job yields one of its two devices.
+    let premium = cluster.submit("urgent", "premium", 1, "sleep 2");
+    let mut phases = Vec::new();
+    wait_until("the standard job to leave Running", || {
+        let phase = cluster.job(job).phase;
+        phases.push(phase);
+        phase != JobPhase::Running
+    });
+    assert_eq!(phases.last(), Some(&JobPhase::Resizing), "{phases:?}");
+    signal(&workers, "-CONT");
+    wait_until("the job to run shrunk on one device", || {
+        let now = cluster.job(job);
+        now.phase == JobPhase::Running && now.assignment.len() == 1
+    });
+    cluster.wait_phase(premium, JobPhase::Succeeded);
+    let done = cluster.wait_phase(job, JobPhase::Succeeded);
+    assert_eq!(done.restarts, 0, "{done:?}");
+    assert_eq!(done.preemptions, 0, "resized, not preempted: {done:?}");
+    let cut = done
+        .checkpoint
+        .clone()
+        .expect("the resize committed a checkpoint");
+    checkpoint::verify(Path::new(&cut.location)).expect("every checksum verifies");
+    assert!(cut.step > PAUSE_AFTER_STEP && cut.step < STEPS, "{cut:?}");
+    let text = logs(&cluster, job, 1);
+    assert!(
+        text.contains(&format!(
+            "rank 1/2: starting at step {} of {STEPS}",
+            cut.step
+        )),
+        "rank 1 restored from the cut on the shrunk assignment:\n{text}"
+    );
+
+    // The same job, never shrunk: the same bits.
+    let reference_out = cluster.dir.path().join("out-reference");
+    let reference = submit_example(&cluster, "reference", "standard", 2, &reference_out);
+    cluster.wait_phase(reference, JobPhase::Succeeded);
+    assert_eq!(models(&out, 2), models(&reference_out, 2));
+    assert_every_checkpoint_was_taken(&cluster, "node-a");
+}
+
+#[test]
+fn a_worker_job_whose_ranks_span_nodes_is_refused_with_the_reason() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.devices = "sim:1".to_string();
+    cluster.add_agent("node-a");
+    cluster.add_agent("node-b");
+    let out = cluster.dir.path().join("out-spread");
+    // Premium never starts shrunk: its two ranks need the two nodes' devices.
+    let steps = STEPS.to_string();
+    let job = cluster.submit_with(&[
+        "--name",
+        "spread",
+        "--tier",
+        "premium",
+        "--world-size",
+        "2",
+        "--max-restarts",
+        "0",
+        "--worker",
+        BIN,
+        "--",
+        "train-example",
+        "--steps",
+        &steps,
+        "--output-dir",
+        out.to_str().expect("UTF-8 path"),
+    ]);
+    let failed = cluster.wait_phase(job, JobPhase::Failed);
+    assert!(
+        failed
+            .last_reason
+            .contains("must run all its ranks on one node"),
+        "{}",
+        failed.last_reason
+    );
+    assert!(
+        failed.last_reason.contains("has 1 of its 2 ranks"),
+        "{}",
+        failed.last_reason
+    );
+    for node in ["node-a", "node-b"] {
+        assert!(workers_of(&cluster, node, job).is_empty());
+    }
 }

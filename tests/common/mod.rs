@@ -38,6 +38,8 @@ pub fn free_port() -> u16 {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub endpoints: String,
+    /// `--devices` of the agents started from now on.
+    pub devices: String,
     _replicas: Vec<Proc>,
     agents: Vec<(String, Option<Proc>)>,
 }
@@ -86,6 +88,7 @@ impl Cluster {
         Cluster {
             dir,
             endpoints: addrs.join(","),
+            devices: "sim:2".to_string(),
             _replicas: replicas,
             agents: Vec::new(),
         }
@@ -108,7 +111,7 @@ impl Cluster {
         Proc(
             std::process::Command::new(BIN)
                 .args(["agent", "--servers", &self.endpoints, "--node", node])
-                .args(["--devices", "sim:2"])
+                .args(["--devices", &self.devices])
                 .arg("--work-dir")
                 .arg(self.work_dir(node))
                 .arg("--checkpoint-dir")
