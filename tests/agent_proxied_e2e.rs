@@ -8,6 +8,8 @@
 //!   uninterrupted run of the same job;
 //! - a premium arrival shrinks a standard worker job to one device (a resize through the
 //!   proxies' checkpoint, 2 ranks spliced on 1 proxy); it completes with the same weights;
+//! - draining its node migrates a worker job to another node through the proxies' checkpoint
+//!   (in the shared checkpoint directory); it completes there with the same weights;
 //! - a worker job whose ranks would span nodes is refused with the reason;
 //! - `kill -9` of the agent takes its proxies and workers with it; the restarted agent runs the
 //!   job again and leaves no process or shared-memory segment behind.
@@ -403,4 +405,73 @@ fn a_worker_job_whose_ranks_span_nodes_is_refused_with_the_reason() {
     for node in ["node-a", "node-b"] {
         assert!(workers_of(&cluster, node, job).is_empty());
     }
+}
+
+#[test]
+fn draining_its_node_migrates_a_worker_job_through_the_proxies_with_the_same_result() {
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    cluster.add_agent("node-b");
+    let out = cluster.dir.path().join("out-migrated");
+    let job = submit_example(&cluster, "mover", "standard", 2, &out);
+    let running = cluster.wait_phase(job, JobPhase::Running);
+    let from = cluster.node_of(&running);
+    let to = if from == "node-a" { "node-b" } else { "node-a" };
+    let socket = proxy_socket(&cluster, &from, 0);
+    wait_until("the job to pass the pause step", || {
+        singularity_node::launcher::stats(&socket).is_ok_and(|s| s.last_step > PAUSE_AFTER_STEP)
+    });
+    let workers = workers_of(&cluster, &from, job);
+    assert_eq!(workers.len(), 2);
+    signal(&workers, "-STOP");
+    cluster.cli_ok(&["node", "drain", &from]);
+    wait_until("the migration to be planned", || {
+        cluster.job(job).phase == JobPhase::Migrating
+    });
+    signal(&workers, "-CONT");
+    wait_until("the job to run on the other node", || {
+        let now = cluster.job(job);
+        now.phase != JobPhase::Migrating && cluster.node_of(&now) == to
+    });
+    let done = cluster.wait_phase(job, JobPhase::Succeeded);
+    assert_eq!(done.restarts, 0, "{done:?}");
+    let cut = done
+        .checkpoint
+        .clone()
+        .expect("the migration committed a checkpoint");
+    checkpoint::verify(Path::new(&cut.location)).expect("every checksum verifies");
+    assert!(cut.step > PAUSE_AFTER_STEP && cut.step < STEPS, "{cut:?}");
+    // The target's ranks restored the cut; `job logs` gathers both nodes' parts.
+    let target_log = std::fs::read_to_string(
+        cluster
+            .work_dir(to)
+            .join("logs")
+            .join(format!("job-{job}"))
+            .join("rank-1.stdout"),
+    )
+    .expect("rank 1 ran on the target");
+    assert!(
+        target_log.contains(&format!(
+            "rank 1/2: starting at step {} of {STEPS}",
+            cut.step
+        )),
+        "{target_log}"
+    );
+    let text = logs(&cluster, job, 1);
+    assert!(text.contains("rank 1/2: starting at step 0"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "rank 1/2: checkpointed at step {} and stopped",
+            cut.step
+        )),
+        "{text}"
+    );
+    assert!(workers_of(&cluster, &from, job).is_empty());
+
+    cluster.cli_ok(&["node", "undrain", &from]);
+    let reference_out = cluster.dir.path().join("out-reference");
+    let reference = submit_example(&cluster, "reference", "standard", 2, &reference_out);
+    cluster.wait_phase(reference, JobPhase::Succeeded);
+    assert_eq!(models(&out, 2), models(&reference_out, 2));
+    assert_every_checkpoint_was_taken(&cluster, &from);
 }
