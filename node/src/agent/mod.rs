@@ -1,9 +1,11 @@
 //! The node agent: one per machine of the fleet. It discovers the machine's accelerators and
 //! registers them, heartbeats with their health, watches its node's view of the committed log
 //! (a stream from any replica, resumed from the last applied index it saw) and executes the
-//! actions in it exactly once, runs each job's ranks as real processes, reports how actions and
-//! runs end, and serves the ranks' logs. After a restart (even `kill -9`) it kills what a
-//! previous incarnation left behind and starts what the log says should run here.
+//! actions in it exactly once, runs each job's ranks as real processes (command ranks directly;
+//! worker ranks attached to the node's device proxies, which it starts and which checkpoint them
+//! on preempt, migrate and resize), reports how actions and runs end, and serves the ranks'
+//! logs. After a restart (even `kill -9`) it kills what a previous incarnation left behind
+//! (ranks and proxies) and starts what the log says should run here.
 //!
 //! It must never depend on the `raft` crate (it reaches the control plane only through its
 //! gRPC API) and must not decide placement: it does what the committed log says.
