@@ -62,6 +62,15 @@ pub struct AgentArgs {
     pub log_format: LogFormat,
 }
 
+/// The device proxy the agent starts per device: this binary's `device-proxy` subcommand.
+fn proxy_command() -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe().context("finding this binary for `device-proxy`")?;
+    let exe = exe
+        .to_str()
+        .with_context(|| format!("this binary's path {} is not UTF-8", exe.display()))?;
+    Ok(vec![exe.to_string(), "device-proxy".to_string()])
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if args.discover_only {
@@ -90,6 +99,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         grace_period_ms: args.grace_period_ms,
         fault_dir: args.fault_dir,
+        proxy_command: Some(proxy_command()?),
     };
     config.validate()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -28,6 +28,9 @@ enum Command {
     DeviceProxy(crate::device_proxy::DeviceProxyArgs),
     /// A local cluster in one command: 3 replicas and 2 agents with simulated devices.
     Dev(crate::dev::DevArgs),
+    /// The example training worker (data-parallel linear regression on the device proxies);
+    /// run it with `job submit --worker`; the agent sets its environment.
+    TrainExample(crate::train_example::TrainExampleArgs),
     /// Submit, list, inspect, cancel jobs and update their metadata.
     Job(crate::client::job::JobArgs),
     /// Inspect nodes.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => crate::agent::run(args),
         Command::DeviceProxy(args) => crate::device_proxy::run(args),
         Command::Dev(args) => crate::dev::run(args),
+        Command::TrainExample(args) => return ExitCode::from(crate::train_example::run(args)),
         Command::Job(args) => crate::client::job::run(args),
         Command::Node(args) => crate::client::node::run(args),
         Command::Cluster(args) => crate::client::cluster::run(args),

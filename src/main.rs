@@ -11,6 +11,7 @@ mod logging;
 mod operator;
 mod server;
 mod simulate;
+mod train_example;
 
 fn main() -> std::process::ExitCode {
     cli::main()

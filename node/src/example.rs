@@ -6,9 +6,10 @@
 //! It must contain no checkpoint, placement or splicing code: that is the point of the proof.
 
 use crate::device::{Handle, Kernel};
-use crate::error::Result;
-use crate::runtime::Runtime;
+use crate::error::{NodeError, Result};
+use crate::runtime::{exit_code, Runtime};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// The program's host state, registered with the runtime.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -144,6 +145,62 @@ pub fn train(rt: &mut Runtime<TrainState>, cfg: &TrainConfig) -> Result<Vec<f32>
     let mut out = vec![0f32; d * o];
     rt.copy_out(w, &mut out)?;
     Ok(out)
+}
+
+/// Flags of the example as a worker program (`singularity train-example`,
+/// `singularity-train-example`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub train: TrainConfig,
+    /// Directory for the final weights (`model-rank<R>.bin`, raw little-endian f32).
+    #[arg(long)]
+    pub output_dir: PathBuf,
+}
+
+fn run_worker(args: &WorkerArgs) -> Result<()> {
+    let seed = args.train.seed;
+    let batch = args.train.batch.max(1) as u64;
+    let mut rt = Runtime::from_env(|rank, _| TrainState::new(seed, rank))?;
+    let (rank, world) = (rt.rank(), rt.world_size());
+    // The data cursor says how far a restored rank had got; the program itself keeps no step.
+    println!(
+        "rank {rank}/{world}: starting at step {} of {}",
+        rt.state().cursor / batch,
+        args.train.steps
+    );
+    let weights = match train(&mut rt, &args.train) {
+        Err(NodeError::Preempted { step }) => {
+            println!("rank {rank}/{world}: checkpointed at step {step} and stopped");
+            return Err(NodeError::Preempted { step });
+        }
+        other => other?,
+    };
+    std::fs::create_dir_all(&args.output_dir)
+        .map_err(|e| NodeError::io(format!("creating {}", args.output_dir.display()), e))?;
+    let bytes: Vec<u8> = weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let path = args.output_dir.join(format!("model-rank{rank}.bin"));
+    std::fs::write(&path, bytes)
+        .map_err(|e| NodeError::io(format!("writing {}", path.display()), e))?;
+    println!(
+        "rank {rank}/{world}: finished {} steps, loss {}, weights in {}",
+        args.train.steps,
+        rt.state().last_loss,
+        path.display()
+    );
+    rt.finish()
+}
+
+/// Runs the example as a worker attached as its environment says (the agent sets it) and
+/// returns the process exit code: 0, `PREEMPTED_EXIT_CODE` after a stopping checkpoint, or 1.
+pub fn worker_main(args: &WorkerArgs) -> i32 {
+    let outcome = run_worker(args);
+    if let Err(e) = &outcome {
+        if !matches!(e, NodeError::Preempted { .. }) {
+            eprintln!("worker: {e}");
+        }
+    }
+    exit_code(&outcome)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! It must never depend on the `raft` crate: agents reach the control plane only through its
 //! gRPC API. Present: the agent (`agent`: registration, heartbeats, the watch of its node's
-//! view, exactly-once execution of actions, process ranks, logs, reconcile after restarts),
+//! view, exactly-once execution of actions, process ranks, proxied worker ranks with their
+//! checkpoints through the device proxies, logs, reconcile after restarts),
 //! device discovery (`discovery`), the simulated device, the device proxy with its
 //! shared-memory channel and collectives, transparent checkpoints, replica splicing, the worker
 //! runtime, the example training job, and the launcher API for proxied ranks.

@@ -109,7 +109,12 @@ pub struct SubmitArgs {
     /// KEY=VALUE metadata (repeatable).
     #[arg(long = "metadata", value_parser = parse_pair)]
     pub metadata: Vec<(String, String)>,
-    /// The command each rank runs, after `--`.
+    /// Run the ranks under the device proxies: PROGRAM is a worker built on the worker
+    /// runtime (e.g. `singularity` with `-- train-example ...`); the words after `--` are its
+    /// arguments. Such a job is checkpointed, moved and spliced transparently.
+    #[arg(long, value_name = "PROGRAM")]
+    pub worker: Option<String>,
+    /// The command each rank runs (or, with --worker, the worker's arguments), after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
 }
@@ -185,20 +190,26 @@ impl SubmitArgs {
                 toml::from_str::<JobFile>(&text)
                     .with_context(|| format!("parsing {}", path.display()))?
             }
-            None => JobFile {
-                name: self.name.context("give --name or --file")?,
-                tenant: self.tenant,
-                tier: self.tier,
-                world_size: self.world_size,
-                device_kind: self.device_kind,
-                memory_per_rank_bytes: self.memory_per_rank_bytes,
-                command: self.command,
-                env: BTreeMap::new(),
-                worker: None,
-                worker_args: Vec::new(),
-                max_restarts: Some(self.max_restarts),
-                metadata: self.metadata.into_iter().collect(),
-            },
+            None => {
+                let (command, worker_args) = match &self.worker {
+                    Some(_) => (Vec::new(), self.command),
+                    None => (self.command, Vec::new()),
+                };
+                JobFile {
+                    name: self.name.context("give --name or --file")?,
+                    tenant: self.tenant,
+                    tier: self.tier,
+                    world_size: self.world_size,
+                    device_kind: self.device_kind,
+                    memory_per_rank_bytes: self.memory_per_rank_bytes,
+                    command,
+                    env: BTreeMap::new(),
+                    worker: self.worker,
+                    worker_args,
+                    max_restarts: Some(self.max_restarts),
+                    metadata: self.metadata.into_iter().collect(),
+                }
+            }
         };
         file.into_spec()
     }

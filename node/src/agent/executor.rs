@@ -9,9 +9,10 @@
 //! checkpoint the first node agreed. It must not start or stop anything the view does not ask.
 
 use super::supervisor::Supervisor;
+use super::worker_run;
 use crate::error::Result;
 use singularity_scheduler::{
-    ActionId, Command, JobId, NodeAction, NodeJob, Outcome, Progress, Rejection, Stage,
+    ActionId, Command, JobId, NodeAction, NodeJob, Outcome, Progress, Rejection, RunSpec, Stage,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,9 +86,11 @@ pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) 
         return Ok(());
     }
     let mut views = supervisor.views();
-    let Some((_, first)) = current(&supervisor, action, job) else {
+    let Some((first_job, first)) = current(&supervisor, action, job) else {
         return Ok(());
     };
+    // Worker jobs are checkpointed through their device proxies, not by themselves.
+    let proxied = matches!(first_job.run, RunSpec::Worker { .. });
     tracing::info!(
         action = action.0,
         job = job.0,
@@ -98,9 +101,12 @@ pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) 
 
     // 1. Stop this node's ranks of the job.
     if first.stops_here && !record.stopped {
-        supervisor
-            .stop_job(job, format!("{} for {}", first.kind, action))
-            .await?;
+        let why = format!("{} for {}", first.kind, action);
+        if proxied && first.checkpoints {
+            worker_run::checkpoint_and_stop(&supervisor, &first_job, action, why).await?;
+        } else {
+            supervisor.stop_job(job, why).await?;
+        }
         record.stopped = true;
         supervisor.work.save_action(&record)?;
     }
@@ -108,7 +114,7 @@ pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) 
     // 2. Report the checkpoint: the node of rank 0 names it, the others repeat the agreed one.
     if first.checkpoints && record.checkpoint_reported.is_none() {
         let cut = loop {
-            let Some((_, now)) = current(&supervisor, action, job) else {
+            let Some((job_now, now)) = current(&supervisor, action, job) else {
                 return Ok(());
             };
             if now.stage_here >= Stage::Checkpointed {
@@ -116,6 +122,9 @@ pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) 
             }
             if let Some(agreed) = now.checkpoint.clone() {
                 break Some(agreed);
+            }
+            if now.reports_checkpoint_first && proxied {
+                break Some(worker_run::checkpoint_ref(&supervisor, &job_now, action).await);
             }
             if now.reports_checkpoint_first {
                 break Some(supervisor.checkpoint_ref(job));

@@ -56,7 +56,8 @@ impl Launcher {
         Ok(Launcher { requests })
     }
 
-    fn spawn(&self, command: Command) -> std::result::Result<Child, std::io::Error> {
+    /// Spawns `command` from the launcher thread (callers set it up with `supervise`).
+    pub(super) fn spawn(&self, command: Command) -> std::result::Result<Child, std::io::Error> {
         let (reply, answer) = mpsc::channel();
         self.requests
             .send((command, reply))
@@ -64,6 +65,28 @@ impl Launcher {
         answer
             .recv()
             .map_err(|_| std::io::Error::other("the rank launcher thread is gone"))?
+    }
+}
+
+/// Makes a child the agent starts its own process group leader and gives it a parent-death
+/// signal, so it dies with the agent (spawn it from the `Launcher` thread).
+pub(super) fn supervise(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The agent died between fork and prctl: do not outlive it.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the agent exited while starting"));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -103,7 +126,7 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn open_log(path: &Path) -> std::result::Result<fs::File, std::io::Error> {
+pub(super) fn open_log(path: &Path) -> std::result::Result<fs::File, std::io::Error> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
@@ -159,23 +182,7 @@ impl JobRun {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The agent died between fork and prctl: do not outlive it.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("the agent exited while starting"));
-                }
-                Ok(())
-            });
-        }
+        supervise(&mut command);
         launcher.spawn(command)
     }
 

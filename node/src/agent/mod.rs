@@ -1,9 +1,11 @@
 //! The node agent: one per machine of the fleet. It discovers the machine's accelerators and
 //! registers them, heartbeats with their health, watches its node's view of the committed log
 //! (a stream from any replica, resumed from the last applied index it saw) and executes the
-//! actions in it exactly once, runs each job's ranks as real processes, reports how actions and
-//! runs end, and serves the ranks' logs. After a restart (even `kill -9`) it kills what a
-//! previous incarnation left behind and starts what the log says should run here.
+//! actions in it exactly once, runs each job's ranks as real processes (command ranks directly;
+//! worker ranks attached to the node's device proxies, which it starts and which checkpoint them
+//! on preempt, migrate and resize), reports how actions and runs end, and serves the ranks'
+//! logs. After a restart (even `kill -9`) it kills what a previous incarnation left behind
+//! (ranks and proxies) and starts what the log says should run here.
 //!
 //! It must never depend on the `raft` crate (it reaches the control plane only through its
 //! gRPC API) and must not decide placement: it does what the committed log says.
@@ -11,14 +13,19 @@
 mod executor;
 mod job_run;
 mod log_service;
+mod proxies;
 mod rank_env;
 mod reporter;
 mod supervisor;
 mod work_dir;
+mod worker_run;
 
 pub use job_run::processes_of;
+pub use job_run::Launcher;
+pub use proxies::ProxySet;
 pub use rank_env::{master_port, CHECKPOINT_DIR_VAR, STEP_FILE, WORK_DIR_VAR};
 pub use work_dir::{ActionRecord, RunRecord, RunState, WorkDir};
+pub use worker_run::{runtime_job_name, work_dir_token, WORKER_CHECKPOINT_TIMEOUT_MS};
 
 use crate::discovery::{self, DeviceBackend, DeviceSource, Inventory};
 use crate::error::{NodeError, Result};
@@ -70,6 +77,10 @@ pub struct AgentConfig {
     pub grace_period_ms: u64,
     /// Simulated devices only: a directory of `device-<i>.unhealthy` fault files.
     pub fault_dir: Option<PathBuf>,
+    /// The device proxy program and its leading arguments (`[singularity, device-proxy]`),
+    /// started once per device when a worker job first needs it; `None`: this agent refuses
+    /// worker jobs.
+    pub proxy_command: Option<Vec<String>>,
 }
 
 impl AgentConfig {
@@ -285,7 +296,17 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     if !leftovers.is_empty() {
         tracing::warn!(
             pids = ?leftovers,
-            "killed rank processes a previous agent left behind; the log decides what runs"
+            "killed rank and proxy processes a previous agent left behind; the log decides what runs"
+        );
+    }
+    for pid in &leftovers {
+        crate::proxy::cleanup_after(*pid);
+    }
+    let segments = worker_run::remove_stale_segments(work.root());
+    if !segments.is_empty() {
+        tracing::warn!(
+            ?segments,
+            "removed collective segments a previous agent's workers left"
         );
     }
     let mut backend =
@@ -319,6 +340,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             node: config.node.clone(),
             grace_period_ms: config.grace_period_ms,
             checkpoint_root: config.checkpoint_root.clone(),
+            proxy_command: config.proxy_command.clone(),
+            device_memory_bytes: inventory
+                .devices
+                .iter()
+                .map(|d| (d.index, d.memory_bytes))
+                .collect(),
         },
         work,
         reporter.clone(),

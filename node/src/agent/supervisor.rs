@@ -8,9 +8,11 @@
 
 use super::executor;
 use super::job_run::{JobRun, Launcher, RankLaunch, RunProgress};
+use super::proxies::ProxySet;
 use super::rank_env::{rank_env, RankContext, STEP_FILE};
 use super::reporter::Reporter;
 use super::work_dir::{RunRecord, RunState, WorkDir};
+use super::worker_run;
 use crate::error::{NodeError, Result};
 use singularity_scheduler::{
     ActionId, CheckpointRef, Command, JobExit, JobId, JobPhase, NodeJob, NodeView, Outcome,
@@ -34,6 +36,10 @@ pub struct SupervisorConfig {
     pub grace_period_ms: u64,
     /// Where jobs' checkpoint directories live (shared by the agents a job can move between).
     pub checkpoint_root: PathBuf,
+    /// The device proxy program and its leading arguments; `None`: no worker jobs here.
+    pub proxy_command: Option<Vec<String>>,
+    /// Memory of each device of this node, by index (from the inventory), for its proxy.
+    pub device_memory_bytes: BTreeMap<u16, u64>,
 }
 
 /// State shared by the agent's tasks.
@@ -42,6 +48,8 @@ pub struct Supervisor {
     pub work: WorkDir,
     pub reporter: Reporter,
     launcher: Launcher,
+    /// The device proxies that worker jobs' ranks attach to.
+    pub(super) proxies: ProxySet,
     runs: Mutex<BTreeMap<JobId, JobRun>>,
     executors: Mutex<BTreeMap<ActionId, JoinHandle<()>>>,
     view_tx: watch::Sender<Option<Arc<NodeView>>>,
@@ -54,11 +62,19 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(config: SupervisorConfig, work: WorkDir, reporter: Reporter) -> Result<Self> {
         let (view_tx, _) = watch::channel(None);
+        let launcher = Launcher::start()?;
+        let proxies = ProxySet::new(
+            config.proxy_command.clone(),
+            work.root(),
+            config.device_memory_bytes.clone(),
+            launcher.clone(),
+        );
         Ok(Supervisor {
             config,
             work,
             reporter,
-            launcher: Launcher::start()?,
+            launcher,
+            proxies,
             runs: Mutex::default(),
             executors: Mutex::default(),
             view_tx,
@@ -124,15 +140,20 @@ impl Supervisor {
                     "; SIGKILL after the grace period"
                 }
             );
-            self.work.save_run(&RunRecord {
-                job: job.0,
-                started_by: run.started_by,
-                ranks: run.ranks(),
-                state: RunState::Stopped { why },
-                exit_reported: true,
-            })?;
+            self.record_stopped(&run, why)?;
         }
         Ok(())
+    }
+
+    /// Records that `run` was stopped, and why.
+    pub(super) fn record_stopped(&self, run: &JobRun, why: String) -> Result<()> {
+        self.work.save_run(&RunRecord {
+            job: run.job.0,
+            started_by: run.started_by,
+            ranks: run.ranks(),
+            state: RunState::Stopped { why },
+            exit_reported: true,
+        })
     }
 
     /// Starts `ranks` of `job` here; `master` is rank 0's node after this start.
@@ -143,12 +164,11 @@ impl Supervisor {
         master: Option<&str>,
         started_by: Option<ActionId>,
     ) -> Result<()> {
-        let RunSpec::Command { argv, env } = &job.run else {
-            return Err(NodeError::Config(
-                "proxied worker jobs (RunSpec::Worker) need the device-proxy runtime, which this \
-                 agent does not drive yet; submit a command job"
-                    .into(),
-            ));
+        let (argv, env) = match &job.run {
+            RunSpec::Command { argv, env } => (argv, env),
+            RunSpec::Worker { program, args } => {
+                return worker_run::start(self, job, ranks, started_by, program, args)
+            }
         };
         let checkpoint_dir = self.checkpoint_dir(job.id);
         std::fs::create_dir_all(&checkpoint_dir)
@@ -184,15 +204,25 @@ impl Supervisor {
                 }
             })
             .collect();
-        let run = JobRun::start(&self.launcher, job.id, started_by.map(|a| a.0), launches)?;
+        self.start_run(job.id, started_by, launches)
+    }
+
+    /// Starts the processes of one run of `job` and records it.
+    pub(super) fn start_run(
+        &self,
+        job: JobId,
+        started_by: Option<ActionId>,
+        launches: Vec<RankLaunch>,
+    ) -> Result<()> {
+        let run = JobRun::start(&self.launcher, job, started_by.map(|a| a.0), launches)?;
         tracing::info!(
-            job = job.id.0,
+            job = job.0,
             ranks = ?run.ranks(),
             pids = ?run.pids(),
             "started ranks"
         );
         self.work.save_run(&RunRecord {
-            job: job.id.0,
+            job: job.0,
             started_by: started_by.map(|a| a.0),
             ranks: run.ranks(),
             state: RunState::Running,
@@ -202,8 +232,8 @@ impl Supervisor {
             .runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job.id, run);
-        assert!(previous.is_none(), "started {} twice on this node", job.id);
+            .insert(job, run);
+        assert!(previous.is_none(), "started {job} twice on this node");
         Ok(())
     }
 
@@ -456,5 +486,6 @@ impl Supervisor {
                 tracing::error!("stopping {job}: {e}");
             }
         }
+        self.proxies.stop_all();
     }
 }
