@@ -300,6 +300,21 @@ fn splice(socket: &Path) {
                 b.naive_swap_bytes - a.naive_swap_bytes,
             )
         };
+        let steps = 310.0;
+        let timing = |a: &singularity_node::control::ProxyStats,
+                      b: &singularity_node::control::ProxyStats| {
+            format!(
+                "{:.2} swaps/step, swapping {:.3} ms/step, ranks waiting for the device {:.3} ms/step",
+                (b.swaps - a.swaps) as f64 / steps,
+                (b.swap_ns - a.swap_ns) as f64 / steps / 1e6,
+                (b.device_wait_ns - a.device_wait_ns) as f64 / steps / 1e6
+            )
+        };
+        println!(
+            "splice round {round} proxy time: factor 2 {}; factor 4 {}",
+            timing(&before, &mid),
+            timing(&mid, &after)
+        );
         let (s2, n2) = swapped(&before, &mid);
         let (s4, n4) = swapped(&mid, &after);
         println!(

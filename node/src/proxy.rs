@@ -19,7 +19,7 @@ use crate::limits::{
     CHANNEL_DATA_BYTES, COLLECTIVE_TIMEOUT_MS, DEVICE_WAIT_TIMEOUT_MS, MAX_BUFFERS_PER_RANK,
     MAX_BUFFER_BYTES, MAX_RANKS_PER_PROXY,
 };
-use crate::shm::{unlink, ShmRegion, SHM_DIR};
+use crate::shm::{f32s_as_bytes, unlink, ShmRegion, SHM_DIR};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,23 @@ const NONE: ([u64; 4], usize) = ([0; 4], 0);
 #[derive(Clone)]
 struct Stored {
     data: Arc<Vec<f32>>,
-    digest: Digest,
+    /// BLAKE3 of `data` when known (restored from a checkpoint, or copied from a device buffer
+    /// whose checksum was known); a swap never hashes just to fill it in.
+    digest: Option<Digest>,
+}
+
+/// Whether a device buffer holds exactly the bytes of a stored one: by checksum when both are
+/// known, otherwise by comparing the bytes, which is exact and cheaper than hashing (a buffer
+/// that differs usually does so in its first bytes). Bytes, not floats: `-0.0 == 0.0` and NaN
+/// would fool a float comparison.
+fn same_contents(dev: &DevBuf, stored: &Stored) -> bool {
+    if dev.data.len() != stored.data.len() {
+        return false;
+    }
+    match (dev.digest, stored.digest) {
+        (Some(a), Some(b)) => a == b,
+        _ => f32s_as_bytes(&dev.data) == f32s_as_bytes(&stored.data),
+    }
 }
 
 struct RankSlot {
@@ -236,7 +252,7 @@ impl Proxy {
                         h,
                         Stored {
                             data: Arc::new(data),
-                            digest,
+                            digest: Some(digest),
                         },
                     );
                 }
@@ -346,7 +362,9 @@ impl Proxy {
     /// Takes the device for `id` (swapping its buffers in if another rank is resident).
     fn acquire(&self, id: ConnId) -> Result<MutexGuard<'_, DeviceState>> {
         let mut d = lock(&self.dev);
-        let deadline = Instant::now() + Duration::from_millis(DEVICE_WAIT_TIMEOUT_MS);
+        let asked = Instant::now();
+        let deadline = asked + Duration::from_millis(DEVICE_WAIT_TIMEOUT_MS);
+        let contended = d.holder.is_some_and(|h| h != id);
         while d.holder.is_some_and(|h| h != id) {
             let now = Instant::now();
             if now >= deadline {
@@ -367,8 +385,12 @@ impl Proxy {
             return Err(NodeError::Proxy("rank is detached".into()));
         }
         d.holder = Some(id);
+        if contended {
+            lock(&self.stats).device_wait_ns += asked.elapsed().as_nanos() as u64;
+        }
         if d.resident != Some(id) {
             let had_outgoing = d.resident.is_some();
+            let started = Instant::now();
             let (copied, naive) = swap(&mut d, id);
             if !had_outgoing {
                 return Ok(d);
@@ -377,6 +399,7 @@ impl Proxy {
             s.swaps += 1;
             s.swap_bytes += copied;
             s.naive_swap_bytes += naive;
+            s.swap_ns += started.elapsed().as_nanos() as u64;
         }
         Ok(d)
     }
@@ -620,9 +643,11 @@ impl Proxy {
 }
 
 /// Makes `incoming` the resident rank: the outgoing rank's buffers go to host memory unless an
-/// identical copy (same BLAKE3) is already there, and the incoming rank's buffers are copied to
-/// the device unless the device already holds identical contents. Returns (bytes copied, bytes
-/// a naive swap would copy).
+/// identical copy is already there (its own from the last swap, or the incoming rank's: the
+/// parameters after an allreduce), and the incoming rank's buffers are copied to the device
+/// unless the device already holds identical contents. Host copies are rewritten in place when
+/// no one shares them, so a steady swap allocates nothing. Returns (bytes copied, bytes a naive
+/// swap would copy).
 fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
     let mut copied = 0u64;
     let mut naive = 0u64;
@@ -634,28 +659,33 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
             .map(|s| s.stored.clone())
             .unwrap_or_default();
         if let Some(slot) = d.ranks.get_mut(&out) {
-            let mut stored = BTreeMap::new();
-            for (h, b) in device.iter_mut() {
+            let mut old = std::mem::take(&mut slot.stored);
+            for (h, b) in device.iter() {
                 naive += b.len_bytes();
-                let digest = b.digest();
-                let keep = slot
-                    .stored
+                let same = old
                     .get(h)
-                    .filter(|s| s.digest == digest)
-                    .or_else(|| incoming_stored.get(h).filter(|s| s.digest == digest));
-                let entry = match keep {
-                    Some(s) => s.clone(),
+                    .filter(|s| same_contents(b, s))
+                    .or_else(|| incoming_stored.get(h).filter(|s| same_contents(b, s)));
+                let entry = match same {
+                    Some(s) => Stored {
+                        data: Arc::clone(&s.data),
+                        digest: s.digest.or(b.digest),
+                    },
                     None => {
                         copied += b.len_bytes();
+                        let reused = old.remove(h).and_then(|mut s| {
+                            let dst = Arc::get_mut(&mut s.data)?;
+                            (dst.len() == b.data.len()).then(|| dst.copy_from_slice(&b.data))?;
+                            Some(s.data)
+                        });
                         Stored {
-                            data: Arc::new(b.data.clone()),
-                            digest,
+                            data: reused.unwrap_or_else(|| Arc::new(b.data.clone())),
+                            digest: b.digest,
                         }
                     }
                 };
-                stored.insert(*h, entry);
+                slot.stored.insert(*h, entry);
             }
-            slot.stored = stored;
         }
     }
     let mut resident = BTreeMap::new();
@@ -664,9 +694,11 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
             naive += s.data.len() as u64 * 4;
             let buf = match device.remove(h) {
                 Some(mut b) if b.data.len() == s.data.len() => {
-                    if b.digest() != s.digest {
+                    if same_contents(&b, s) {
+                        b.digest = b.digest.or(s.digest);
+                    } else {
                         b.data.copy_from_slice(&s.data);
-                        b.digest = Some(s.digest);
+                        b.digest = s.digest;
                         copied += b.len_bytes();
                     }
                     b
@@ -677,7 +709,7 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
                     data.copy_from_slice(&s.data);
                     DevBuf {
                         data,
-                        digest: Some(s.digest),
+                        digest: s.digest,
                     }
                 }
             };
