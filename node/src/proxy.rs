@@ -501,6 +501,15 @@ impl Proxy {
                 conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
                 Ok(NONE)
             }
+            op::ALLREDUCE if conn.collective.world_size() == 1 => {
+                // The sum over one rank is the buffer itself: only the checkpoint flag moves.
+                let d = self.acquire(id)?;
+                d.bufs.buffers.get(&a[0]).ok_or_else(|| unknown(a[0]))?;
+                drop(d);
+                let flags = lock(&self.pending).contains_key(&conn.job) as u32;
+                conn.cut_pending |= flags != 0;
+                Ok(([flags as u64, 0, 0, 0], 0))
+            }
             op::ALLREDUCE => {
                 let h = a[0];
                 let mut data = {
