@@ -154,6 +154,8 @@ struct Conn {
     collective: Arc<Collective>,
     closed: Arc<AtomicBool>,
     cut_pending: bool,
+    /// Whether the rank let go of the device in a collective during the current step.
+    yielded_this_step: bool,
 }
 
 impl Proxy {
@@ -282,6 +284,7 @@ impl Proxy {
             collective,
             closed: Arc::clone(&closed),
             cut_pending: false,
+            yielded_this_step: false,
         };
         let handshake = control::send(
             stream,
@@ -382,6 +385,10 @@ impl Proxy {
             d.waiters -= 1;
         }
         if !d.ranks.contains_key(&id) {
+            // Pass on the wake-up this waiter may have taken.
+            if d.holder.is_none() {
+                self.dev_cv.notify_one();
+            }
             return Err(NodeError::Proxy("rank is detached".into()));
         }
         d.holder = Some(id);
@@ -404,12 +411,14 @@ impl Proxy {
         Ok(d)
     }
 
+    /// Lets go of the device. One waiter is woken (any of them may take the device; waking them
+    /// all only makes the losers go back to sleep, on cores the winner needs).
     fn release(&self, id: ConnId) {
         let mut d = lock(&self.dev);
         if d.holder == Some(id) {
             d.holder = None;
             drop(d);
-            self.dev_cv.notify_all();
+            self.dev_cv.notify_one();
         }
     }
 
@@ -497,6 +506,7 @@ impl Proxy {
             }
             op::BARRIER => {
                 self.release(id);
+                conn.yielded_this_step = true;
                 let closed = Arc::clone(&conn.closed);
                 conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
                 Ok(NONE)
@@ -523,6 +533,7 @@ impl Proxy {
                 };
                 let flag_in = lock(&self.pending).contains_key(&conn.job) as u32;
                 self.release(id);
+                conn.yielded_this_step = true;
                 let closed = Arc::clone(&conn.closed);
                 let flags = conn
                     .collective
@@ -549,8 +560,14 @@ impl Proxy {
                     self.wait_for_request(conn)?;
                     return Ok(([1, 0, 0, 0], 0));
                 }
+                // A rank that let go of the device in this step's collective keeps it across
+                // the boundary: its next step's work follows on the buffers already resident,
+                // and it lets go again at its next collective, so time-sliced ranks swap once
+                // per step instead of twice. A rank with no collective lets go here when others
+                // wait, so no rank keeps the device for more than a step.
+                let yielded = std::mem::take(&mut conn.yielded_this_step);
                 let contended = lock(&self.dev).waiters > 0;
-                if contended {
+                if contended && !yielded {
                     self.release(id);
                 }
                 Ok(NONE)
