@@ -2,7 +2,9 @@
 //! job's workers. Workers attach over a Unix socket, then every call goes through their
 //! shared-memory channel. Several ranks on one proxy are time-sliced (replica splicing): one is
 //! resident on the device at a time, and the others' buffers wait in host memory; a swap copies
-//! only buffers whose checksum differs from what is already on the device or in host memory.
+//! only buffers whose contents differ from what is already on the device or in host memory
+//! (compared by checksum when both are known, by bytes otherwise). A rank keeps the device from
+//! its step's collective to its next one, so each time-sliced rank is swapped in once per step.
 //! At a checkpoint cut (agreed through a flag carried by every allreduce) each rank's buffers
 //! and host state are written to the checkpoint directory.
 //!
