@@ -291,6 +291,19 @@ pub fn read_job_manifest(dir: &Path) -> Result<JobManifest> {
 
 /// Loads rank `rank` of the checkpoint in `dir`, verifying every checksum on the way.
 pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<RankImage> {
+    load_rank_into(dir, job, rank, world_size, &device_vec)
+}
+
+/// `load_rank`, with the buffers' memory from `alloc(len)` (the proxy's device memory pool):
+/// every element of what `alloc` returns is overwritten by the checkpoint's bytes, or the
+/// whole image is dropped with the error.
+pub fn load_rank_into(
+    dir: &Path,
+    job: &str,
+    rank: u32,
+    world_size: u32,
+    alloc: &dyn Fn(usize) -> Vec<f32>,
+) -> Result<RankImage> {
     let job_manifest = read_job_manifest(dir)?;
     if job_manifest.job != job || job_manifest.world_size != world_size {
         return Err(bad(
@@ -359,7 +372,15 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
     let mut datas: Vec<Vec<f32>> = m
         .buffers
         .iter()
-        .map(|b| device_vec(b.len_elems as usize))
+        .map(|b| {
+            let v = alloc(b.len_elems as usize);
+            assert_eq!(
+                v.len() as u64,
+                b.len_elems,
+                "allocator gave the wrong length"
+            );
+            v
+        })
         .collect();
     advise_sequential(&file);
     // Each segment: read it straight into its device buffer and checksum it, several at once.

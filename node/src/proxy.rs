@@ -85,6 +85,54 @@ struct DeviceState {
     bufs: BufferSet,
     ranks: BTreeMap<ConnId, RankSlot>,
     waiters: usize,
+    pool: DevicePool,
+}
+
+/// Device memory that ranks gave back (freed buffers, detached ranks), kept for reuse like a
+/// real device's memory pool: creating a buffer from it costs no page faults. Reused memory
+/// still holds its last owner's bytes, so every taker overwrites it entirely (`take`) or gets
+/// it zeroed (`take_zeroed`); bytes never pass from one rank to another. Only large buffers are
+/// kept (small ones are cheap to create), at most the device's memory in all.
+struct DevicePool {
+    free: BTreeMap<usize, Vec<Vec<f32>>>,
+    bytes: u64,
+    limit_bytes: u64,
+}
+
+impl DevicePool {
+    /// A buffer of `len` floats whose every element the caller will overwrite.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let reused = self.free.get_mut(&len).and_then(Vec::pop);
+        match reused {
+            Some(v) => {
+                self.bytes -= v.len() as u64 * 4;
+                v
+            }
+            None => crate::shm::device_vec(len),
+        }
+    }
+
+    /// A zeroed buffer of `len` floats.
+    fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
+        let reused = self.free.get(&len).is_some_and(|v| !v.is_empty());
+        let mut v = self.take(len);
+        if reused {
+            v.fill(0.0);
+        }
+        v
+    }
+
+    /// Keeps `v` for reuse, or frees it when it is small or the pool is full.
+    fn give(&mut self, v: Vec<f32>) {
+        let bytes = v.len() as u64 * 4;
+        if bytes < crate::shm::HUGE_PAGE_MIN_BYTES as u64
+            || self.bytes.saturating_add(bytes) > self.limit_bytes
+        {
+            return;
+        }
+        self.bytes += bytes;
+        self.free.entry(v.len()).or_default().push(v);
+    }
 }
 
 struct Pending {
@@ -119,6 +167,11 @@ pub fn serve(args: ProxyArgs) -> Result<()> {
             bufs: BufferSet::default(),
             ranks: BTreeMap::new(),
             waiters: 0,
+            pool: DevicePool {
+                free: BTreeMap::new(),
+                bytes: 0,
+                limit_bytes: args.memory_bytes,
+            },
         }),
         dev_cv: Condvar::new(),
         jobs: Mutex::new(BTreeMap::new()),
@@ -218,7 +271,13 @@ impl Proxy {
             });
         }
         let image = match &restore_dir {
-            Some(dir) => Some(checkpoint::load_rank(dir, &job, rank, world_size)?),
+            Some(dir) => Some(checkpoint::load_rank_into(
+                dir,
+                &job,
+                rank,
+                world_size,
+                &|len| lock(&self.dev).pool.take(len),
+            )?),
             None => None,
         };
         let collective = {
@@ -315,10 +374,18 @@ impl Proxy {
 
     fn remove_rank(&self, id: ConnId) {
         let mut d = lock(&self.dev);
-        if d.ranks.remove(&id).is_some() {
+        if let Some(slot) = d.ranks.remove(&id) {
+            for (_, s) in slot.stored {
+                if let Ok(v) = Arc::try_unwrap(s.data) {
+                    d.pool.give(v);
+                }
+            }
             if d.resident == Some(id) {
                 d.resident = None;
-                d.bufs = BufferSet::default();
+                let bufs = std::mem::take(&mut d.bufs.buffers);
+                for (_, b) in bufs {
+                    d.pool.give(b.data);
+                }
             }
             if d.holder == Some(id) {
                 d.holder = None;
@@ -457,7 +524,7 @@ impl Proxy {
                 d.bufs.buffers.insert(
                     h,
                     DevBuf {
-                        data: crate::shm::device_vec(a[0] as usize),
+                        data: d.pool.take_zeroed(a[0] as usize),
                         digest: None,
                     },
                 );
@@ -471,6 +538,7 @@ impl Proxy {
                     slot.footprint_bytes = slot.footprint_bytes.saturating_sub(b.len_bytes());
                     slot.stored.remove(&a[0]);
                 }
+                d.pool.give(b.data);
                 Ok(NONE)
             }
             op::COPY_IN | op::COPY_OUT => {
@@ -733,7 +801,7 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
                 }
                 _ => {
                     copied += s.data.len() as u64 * 4;
-                    let mut data = crate::shm::device_vec(s.data.len());
+                    let mut data = d.pool.take(s.data.len());
                     data.copy_from_slice(&s.data);
                     DevBuf {
                         data,
@@ -743,6 +811,9 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
             };
             resident.insert(*h, buf);
         }
+    }
+    for (_, b) in device {
+        d.pool.give(b.data);
     }
     d.bufs.buffers = resident;
     d.resident = Some(incoming);
@@ -764,4 +835,39 @@ pub fn cleanup_after(pid: u32) {
 /// Whether a path looks like a proxy socket that accepts connections.
 pub fn is_listening(socket: &Path) -> bool {
     UnixStream::connect(socket).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_memory_is_reused_zeroed_and_bounded() {
+        let big = crate::shm::HUGE_PAGE_MIN_BYTES / 4;
+        let mut pool = DevicePool {
+            free: BTreeMap::new(),
+            bytes: 0,
+            limit_bytes: 2 * big as u64 * 4,
+        };
+        pool.give(vec![7.0; big]);
+        pool.give(vec![7.0; 16]); // small: freed, not kept
+        assert_eq!(pool.bytes, big as u64 * 4);
+        // Another rank's bytes never come back: an allocation gets zeroes.
+        assert!(pool.take_zeroed(big).iter().all(|v| *v == 0.0));
+        assert_eq!(pool.bytes, 0);
+        for _ in 0..3 {
+            pool.give(vec![1.0; big]);
+        }
+        assert_eq!(
+            pool.bytes,
+            2 * big as u64 * 4,
+            "the pool stays within its limit"
+        );
+        assert_eq!(pool.take(big).len(), big);
+        assert_eq!(
+            pool.take(big + 1).len(),
+            big + 1,
+            "other sizes are created fresh"
+        );
+    }
 }
