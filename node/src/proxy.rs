@@ -3,8 +3,8 @@
 //! shared-memory channel. Several ranks on one proxy are time-sliced (replica splicing): one is
 //! resident on the device at a time, and the others' buffers wait in host memory; a swap copies
 //! only buffers whose contents differ from what is already on the device or in host memory
-//! (compared by checksum when both are known, by bytes otherwise). A rank keeps the device from
-//! its step's collective to its next one, so each time-sliced rank is swapped in once per step.
+//! (compared by checksum when both are known, by bytes otherwise). A rank lets go of the device
+//! in collectives and, when others wait, at its step boundaries.
 //! At a checkpoint cut (agreed through a flag carried by every allreduce) each rank's buffers
 //! and host state are written to the checkpoint directory.
 //!
@@ -209,8 +209,6 @@ struct Conn {
     collective: Arc<Collective>,
     closed: Arc<AtomicBool>,
     cut_pending: bool,
-    /// Whether the rank let go of the device in a collective during the current step.
-    yielded_this_step: bool,
 }
 
 impl Proxy {
@@ -345,7 +343,6 @@ impl Proxy {
             collective,
             closed: Arc::clone(&closed),
             cut_pending: false,
-            yielded_this_step: false,
         };
         let handshake = control::send(
             stream,
@@ -576,7 +573,6 @@ impl Proxy {
             }
             op::BARRIER => {
                 self.release(id);
-                conn.yielded_this_step = true;
                 let closed = Arc::clone(&conn.closed);
                 conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
                 Ok(NONE)
@@ -603,7 +599,6 @@ impl Proxy {
                 };
                 let flag_in = lock(&self.pending).contains_key(&conn.job) as u32;
                 self.release(id);
-                conn.yielded_this_step = true;
                 let closed = Arc::clone(&conn.closed);
                 let flags = conn
                     .collective
@@ -630,14 +625,12 @@ impl Proxy {
                     self.wait_for_request(conn)?;
                     return Ok(([1, 0, 0, 0], 0));
                 }
-                // A rank that let go of the device in this step's collective keeps it across
-                // the boundary: its next step's work follows on the buffers already resident,
-                // and it lets go again at its next collective, so time-sliced ranks swap once
-                // per step instead of twice. A rank with no collective lets go here when others
-                // wait, so no rank keeps the device for more than a step.
-                let yielded = std::mem::take(&mut conn.yielded_this_step);
+                // Other ranks wait: let go here, so one rank's host work (drawing its next
+                // batch) overlaps another's kernels. (Keeping the device until the next
+                // collective halves the swaps but loses that overlap; measured slower, see
+                // BENCHMARKS.md.)
                 let contended = lock(&self.dev).waiters > 0;
-                if contended && !yielded {
+                if contended {
                     self.release(id);
                 }
                 Ok(NONE)
