@@ -7,19 +7,32 @@
 //! offsets, lengths, checksums), `manifest.json` (job, world size, step, checksum of every rank
 //! manifest). Loading verifies every checksum before returning anything: a damaged checkpoint
 //! is refused, never restored. It must not know about proxies, channels or scheduling.
+//!
+//! Speed: buffers move in segments of `CHECKPOINT_SEGMENT_BYTES`, several threads at once, each
+//! checksumming the segment it writes or reads (BLAKE3 subtrees, combined per buffer into the
+//! same digest as `blake3::hash` of the whole buffer). Writes go straight from device memory to
+//! the file and start their writeback at once; reads go straight into fresh device memory. The
+//! data file is fsynced before its manifest is written, and the job manifest last.
 
 use crate::device::{digest, hex, Digest, Handle};
 use crate::error::{NodeError, Result};
 use crate::limits::{
-    CHECKPOINT_WRITE_CHUNK_BYTES, MAX_BUFFERS_PER_RANK, MAX_CHECKPOINT_FILE_BYTES,
-    MAX_HOST_STATE_BYTES, MAX_MANIFEST_BYTES, MAX_WORLD_SIZE,
+    CHECKPOINT_SEGMENT_BYTES, MAX_BUFFERS_PER_RANK, MAX_CHECKPOINT_FILE_BYTES,
+    MAX_CHECKPOINT_IO_THREADS, MAX_HOST_STATE_BYTES, MAX_MANIFEST_BYTES, MAX_WORLD_SIZE,
 };
-use crate::shm::{device_vec, f32s_as_bytes, f32s_as_bytes_mut};
+use crate::shm::{
+    advise_sequential, device_vec, f32s_as_bytes, f32s_as_bytes_mut, start_writeback,
+};
+use blake3::hazmat::{
+    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// Version of the on-disk format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -133,44 +146,50 @@ pub fn write_rank(
     std::fs::create_dir_all(dir).map_err(io("creating checkpoint directory", dir))?;
     let data_path = dir.join(rank_data_name(rank));
     let file = File::create(&data_path).map_err(io("creating", &data_path))?;
-    let mut out = BufWriter::with_capacity(CHECKPOINT_WRITE_CHUNK_BYTES, file);
     let mut entries = Vec::new();
     let mut known_digests = Vec::new();
+    let mut segments = Vec::new();
     let mut offset = 0u64;
-    // Write on this thread while a helper checksums the buffers whose digest is not known.
-    let computed = hashing_alongside(|hasher| {
-        for (handle, data, known) in buffers {
-            let bytes = f32s_as_bytes(data);
-            for chunk in bytes.chunks(CHECKPOINT_WRITE_CHUNK_BYTES) {
-                out.write_all(chunk).map_err(io("writing", &data_path))?;
-                if known.is_none() && hasher.send(Some(chunk)).is_err() {
-                    return Err(NodeError::Proxy("checksum thread stopped".into()));
-                }
-            }
-            if known.is_none() {
-                let _ = hasher.send(None);
-            }
-            known_digests.push(known);
-            entries.push(BufferEntry {
-                handle,
-                len_elems: data.len() as u64,
-                offset_bytes: offset,
-                blake3: String::new(),
-            });
-            offset += bytes.len() as u64;
-        }
-        out.write_all(host_state).map_err(io("writing", &data_path))
+    for (handle, data, known) in buffers {
+        let bytes = f32s_as_bytes(data);
+        let buffer = entries.len();
+        segments.extend(segments_of(buffer, offset, bytes.len()).map(|seg| {
+            let range = seg.range();
+            (seg, &bytes[range], known.is_none())
+        }));
+        known_digests.push(known);
+        entries.push(BufferEntry {
+            handle,
+            len_elems: data.len() as u64,
+            offset_bytes: offset,
+            blake3: String::new(),
+        });
+        offset += bytes.len() as u64;
+    }
+    NodeError::check_limit(
+        "buffers per rank",
+        entries.len() as u64,
+        MAX_BUFFERS_PER_RANK as u64,
+    )?;
+    // Each segment: checksum it (unless its buffer's digest is known), write it where it
+    // belongs, and start its writeback so the disk works while the next ones are copied.
+    let sums = in_parallel(segments, |(seg, bytes, hash)| {
+        let sum = hash.then(|| seg.checksum(bytes));
+        file.write_all_at(bytes, seg.file_offset)
+            .map_err(io("writing", &data_path))?;
+        start_writeback(&file, seg.file_offset, bytes.len() as u64);
+        Ok((seg, sum))
     })?;
-    let mut computed = computed.into_iter();
-    for (entry, known) in entries.iter_mut().zip(known_digests) {
+    file.write_all_at(host_state, offset)
+        .map_err(io("writing", &data_path))?;
+    let computed = combine(entries.len(), sums);
+    for ((entry, known), sum) in entries.iter_mut().zip(known_digests).zip(computed) {
         let sum = known
-            .or_else(|| computed.next())
-            .ok_or_else(|| NodeError::Proxy("checksum thread returned too few digests".into()))?;
+            .or(sum)
+            .or_else(|| (entry.len_elems == 0).then(|| digest(&[])))
+            .ok_or_else(|| NodeError::Proxy("a buffer's checksum is missing".into()))?;
         entry.blake3 = hex(&sum);
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| io("writing", &data_path)(e.into_error()))?;
     file.sync_all().map_err(io("syncing", &data_path))?;
     let manifest = RankManifest {
         format: FORMAT_VERSION,
@@ -272,6 +291,19 @@ pub fn read_job_manifest(dir: &Path) -> Result<JobManifest> {
 
 /// Loads rank `rank` of the checkpoint in `dir`, verifying every checksum on the way.
 pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<RankImage> {
+    load_rank_into(dir, job, rank, world_size, &device_vec)
+}
+
+/// `load_rank`, with the buffers' memory from `alloc(len)` (the proxy's device memory pool):
+/// every element of what `alloc` returns is overwritten by the checkpoint's bytes, or the
+/// whole image is dropped with the error.
+pub fn load_rank_into(
+    dir: &Path,
+    job: &str,
+    rank: u32,
+    world_size: u32,
+    alloc: &dyn Fn(usize) -> Vec<f32>,
+) -> Result<RankImage> {
     let job_manifest = read_job_manifest(dir)?;
     if job_manifest.job != job || job_manifest.world_size != world_size {
         return Err(bad(
@@ -323,7 +355,6 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
             format!("has {len} bytes, manifest says {}", m.data_bytes),
         ));
     }
-    let mut input = BufReader::with_capacity(CHECKPOINT_WRITE_CHUNK_BYTES, file);
     let mut offset = 0u64;
     for b in &m.buffers {
         let end = b
@@ -341,24 +372,36 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
     let mut datas: Vec<Vec<f32>> = m
         .buffers
         .iter()
-        .map(|b| device_vec(b.len_elems as usize))
+        .map(|b| {
+            let v = alloc(b.len_elems as usize);
+            assert_eq!(
+                v.len() as u64,
+                b.len_elems,
+                "allocator gave the wrong length"
+            );
+            v
+        })
         .collect();
-    // Read on this thread while a helper hashes what has been read.
-    let digests = hashing_alongside(|hasher| {
-        for data in datas.iter_mut() {
-            for chunk in f32s_as_bytes_mut(data).chunks_mut(CHECKPOINT_WRITE_CHUNK_BYTES) {
-                input.read_exact(chunk).map_err(io("reading", &data_path))?;
-                let chunk: &[u8] = chunk;
-                if hasher.send(Some(chunk)).is_err() {
-                    return Err(NodeError::Proxy("checksum thread stopped".into()));
-                }
-            }
-            let _ = hasher.send(None);
+    advise_sequential(&file);
+    // Each segment: read it straight into its device buffer and checksum it, several at once.
+    let mut segments = Vec::new();
+    for ((i, b), data) in m.buffers.iter().enumerate().zip(datas.iter_mut()) {
+        let mut rest = f32s_as_bytes_mut(data);
+        for seg in segments_of(i, b.offset_bytes, rest.len()) {
+            let (head, tail) = rest.split_at_mut(seg.len_bytes);
+            segments.push((seg, head));
+            rest = tail;
         }
-        Ok(())
+    }
+    let sums = in_parallel(segments, |(seg, bytes)| {
+        file.read_exact_at(bytes, seg.file_offset)
+            .map_err(io("reading", &data_path))?;
+        Ok((seg, Some(seg.checksum(bytes))))
     })?;
+    let computed = combine(m.buffers.len(), sums);
     let mut buffers = Vec::with_capacity(m.buffers.len());
-    for ((b, data), d) in m.buffers.iter().zip(datas).zip(digests) {
+    for ((b, data), d) in m.buffers.iter().zip(datas).zip(computed) {
+        let d = d.unwrap_or_else(|| digest(&[]));
         if hex(&d) != b.blake3 {
             return Err(NodeError::ChecksumMismatch {
                 path: PathBuf::from(format!("{} (buffer {})", data_path.display(), b.handle)),
@@ -375,8 +418,7 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
         ));
     }
     let mut host_state = vec![0u8; m.host_state_len_bytes as usize];
-    input
-        .read_exact(&mut host_state)
+    file.read_exact_at(&mut host_state, m.host_state_offset_bytes)
         .map_err(io("reading", &data_path))?;
     check_sum(&data_path, "host state", &m.host_state_blake3, &host_state)?;
     let mut seen = std::collections::BTreeSet::new();
@@ -397,39 +439,182 @@ pub fn load_rank(dir: &Path, job: &str, rank: u32, world_size: u32) -> Result<Ra
     })
 }
 
-/// Byte slices queued between the reader and the checksum thread.
-const HASH_QUEUE: usize = 4;
+/// One segment of a buffer: the unit that is checksummed and written or read at once.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// Index of the buffer in the rank's list.
+    buffer: usize,
+    /// Index of the segment in its buffer, and how many the buffer has.
+    index: usize,
+    count: usize,
+    /// Where the segment starts in its buffer and in the data file, and its length.
+    start: u64,
+    file_offset: u64,
+    len_bytes: usize,
+}
 
-/// Runs `produce` on this thread while a helper thread hashes the slices it sends (`None` ends
-/// one digest); returns the digests in order, so reading and checksumming overlap.
-fn hashing_alongside<'a>(
-    produce: impl FnOnce(&SyncSender<Option<&'a [u8]>>) -> Result<()>,
-) -> Result<Vec<Digest>> {
-    std::thread::scope(|s| {
-        let (tx, rx) = sync_channel::<Option<&'a [u8]>>(HASH_QUEUE);
-        let hasher = s.spawn(move || {
-            let mut digests = Vec::new();
-            let mut h = blake3::Hasher::new();
-            for msg in rx {
-                match msg {
-                    Some(bytes) => {
-                        h.update(bytes);
-                    }
-                    None => {
-                        digests.push(*h.finalize().as_bytes());
-                        h = blake3::Hasher::new();
-                    }
+/// The checksum of one segment: the buffer's digest when the segment is the whole buffer,
+/// otherwise the chaining value of its BLAKE3 subtree.
+#[derive(Debug, Clone, Copy)]
+enum SegmentSum {
+    Whole(Digest),
+    Subtree(ChainingValue),
+}
+
+/// The segments of a buffer of `len_bytes` that starts at `file_offset`; none when it is empty.
+fn segments_of(buffer: usize, file_offset: u64, len_bytes: usize) -> impl Iterator<Item = Segment> {
+    let count = len_bytes.div_ceil(CHECKPOINT_SEGMENT_BYTES);
+    (0..count).map(move |index| {
+        let start = index * CHECKPOINT_SEGMENT_BYTES;
+        Segment {
+            buffer,
+            index,
+            count,
+            start: start as u64,
+            file_offset: file_offset + start as u64,
+            len_bytes: CHECKPOINT_SEGMENT_BYTES.min(len_bytes - start),
+        }
+    })
+}
+
+impl Segment {
+    /// The segment's byte range within its buffer.
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.start as usize + self.len_bytes
+    }
+
+    /// Checksums the segment's bytes as its part of the buffer's BLAKE3 tree. Segments are a
+    /// power of two of whole BLAKE3 chunks and start at multiples of their size, so each one
+    /// is a complete subtree (only the buffer's last segment may be shorter).
+    fn checksum(&self, bytes: &[u8]) -> SegmentSum {
+        debug_assert_eq!(bytes.len(), self.len_bytes);
+        if self.count == 1 {
+            return SegmentSum::Whole(digest(bytes));
+        }
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(self.start);
+        h.update(bytes);
+        SegmentSum::Subtree(h.finalize_non_root())
+    }
+}
+
+/// Combines each buffer's segment checksums into its digest (None for a buffer none of whose
+/// segments was checksummed); `buffers` is the number of buffers.
+fn combine(
+    buffers: usize,
+    sums: impl IntoIterator<Item = (Segment, Option<SegmentSum>)>,
+) -> Vec<Option<Digest>> {
+    let mut parts: Vec<Vec<Option<SegmentSum>>> = vec![Vec::new(); buffers];
+    let mut lens = vec![0u64; buffers];
+    for (seg, sum) in sums {
+        let p = &mut parts[seg.buffer];
+        if p.is_empty() {
+            p.resize(seg.count, None);
+        }
+        p[seg.index] = sum;
+        lens[seg.buffer] += seg.len_bytes as u64;
+    }
+    parts
+        .into_iter()
+        .zip(lens)
+        .map(|(p, len)| {
+            let p: Option<Vec<SegmentSum>> = p.into_iter().collect();
+            match p?.as_slice() {
+                [] => None,
+                [SegmentSum::Whole(d)] => Some(*d),
+                cvs => {
+                    let cvs: Option<Vec<ChainingValue>> = cvs
+                        .iter()
+                        .map(|s| match s {
+                            SegmentSum::Subtree(cv) => Some(*cv),
+                            SegmentSum::Whole(_) => None,
+                        })
+                        .collect();
+                    Some(tree_root(&cvs?, len))
                 }
             }
-            digests
-        });
-        let produced = produce(&tx);
-        drop(tx);
-        let digests = hasher
-            .join()
-            .map_err(|_| NodeError::Proxy("checksum thread panicked".into()))?;
-        produced.map(|()| digests)
-    })
+        })
+        .collect()
+}
+
+/// The BLAKE3 root of `len_bytes` of input from its segments' chaining values. BLAKE3 trees are
+/// left-balanced: the left subtree holds the largest power of two of chunks below the whole,
+/// which for more than one segment is a whole number of segments.
+fn tree_root(cvs: &[ChainingValue], len_bytes: u64) -> Digest {
+    assert!(cvs.len() >= 2, "a root merges at least two segments");
+    let left = left_subtree_len(len_bytes);
+    let split = (left / CHECKPOINT_SEGMENT_BYTES as u64) as usize;
+    let (l, r) = cvs.split_at(split);
+    let root = merge_subtrees_root(&subtree(l, left), &subtree(r, len_bytes - left), Mode::Hash);
+    *root.as_bytes()
+}
+
+fn subtree(cvs: &[ChainingValue], len_bytes: u64) -> ChainingValue {
+    if let [cv] = cvs {
+        return *cv;
+    }
+    let left = left_subtree_len(len_bytes);
+    let split = (left / CHECKPOINT_SEGMENT_BYTES as u64) as usize;
+    let (l, r) = cvs.split_at(split);
+    merge_subtrees_non_root(&subtree(l, left), &subtree(r, len_bytes - left), Mode::Hash)
+}
+
+/// Threads for one rank's checkpoint I/O: one per core, at least 2, at most the limit.
+fn io_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, MAX_CHECKPOINT_IO_THREADS)
+}
+
+/// Runs `work` on every item, several threads taking the items in order; returns the results in
+/// item order, or the first error (the other threads stop taking items then).
+fn in_parallel<T: Send, R: Send>(
+    items: Vec<T>,
+    work: impl Fn(T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let total = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let failed = AtomicBool::new(false);
+    let threads = io_threads().min(total);
+    let outcomes: Vec<Result<Vec<(usize, R)>>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        let Some((i, item)) = next else { break };
+                        match work(item) {
+                            Ok(r) => done.push((i, r)),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(NodeError::Proxy("checkpoint I/O thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut slots: Vec<Option<R>> = (0..total).map(|_| None).collect();
+    for outcome in outcomes {
+        for (i, r) in outcome? {
+            slots[i] = Some(r);
+        }
+    }
+    slots
+        .into_iter()
+        .map(|r| r.ok_or_else(|| NodeError::Proxy("checkpoint I/O skipped a segment".into())))
+        .collect()
 }
 
 /// Verifies a whole checkpoint (every rank, every checksum); returns its manifest.
@@ -474,6 +659,78 @@ mod tests {
         assert!(matches!(err, NodeError::ChecksumMismatch { .. }), "{err}");
         assert!(verify(dir.path()).is_err());
         assert!(load_rank(dir.path(), "j", 0, 2).is_ok());
+    }
+
+    #[test]
+    fn segment_checksums_combine_into_the_whole_buffers_blake3() {
+        const SEG: usize = CHECKPOINT_SEGMENT_BYTES;
+        let bytes: Vec<u8> = (0..5 * SEG + 3000)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+            .collect();
+        for len in [
+            1,
+            1024,
+            SEG - 4,
+            SEG,
+            SEG + 4,
+            2 * SEG,
+            2 * SEG + 1024,
+            3 * SEG,
+            3 * SEG + 1,
+            4 * SEG,
+            5 * SEG + 3000,
+        ] {
+            let input = &bytes[..len];
+            let sums: Vec<_> = segments_of(0, 77, len)
+                .map(|seg| (seg, Some(seg.checksum(&input[seg.range()]))))
+                .collect();
+            assert_eq!(sums.len(), len.div_ceil(SEG));
+            assert_eq!(
+                combine(1, sums),
+                vec![Some(digest(input))],
+                "{len} bytes in segments of {SEG}"
+            );
+        }
+        assert_eq!(segments_of(0, 0, 0).count(), 0);
+    }
+
+    #[test]
+    fn multi_segment_buffers_round_trip_and_damage_in_any_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elems = CHECKPOINT_SEGMENT_BYTES / 4 * 5 / 2 + 3;
+        let big: Vec<f32> = (0..elems).map(|i| i as f32 * 0.5).collect();
+        let small = vec![2.0f32; 7];
+        let empty: Vec<f32> = Vec::new();
+        let known = digest(f32s_as_bytes(&small));
+        begin(dir.path()).unwrap();
+        let mut it = [
+            (4u64, small.as_slice(), Some(known)),
+            (5u64, big.as_slice(), None),
+            (6u64, empty.as_slice(), None),
+        ]
+        .into_iter();
+        write_rank(dir.path(), "j", 0, 3, 7, &mut it, b"host").unwrap();
+        write_job_manifest(dir.path(), "j", 1, 3).unwrap();
+        let img = load_rank(dir.path(), "j", 0, 1).unwrap();
+        assert_eq!(img.buffers.len(), 3);
+        assert_eq!(img.buffers[0].1, small);
+        assert_eq!(img.buffers[1].1, big);
+        assert_eq!(img.buffers[1].2, digest(f32s_as_bytes(&big)));
+        assert!(img.buffers[2].1.is_empty());
+        assert_eq!(img.host_state, b"host");
+        // Damage one byte in the big buffer's second segment: refused.
+        let path = dir.path().join("rank-00000.bin");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let at = 7 * 4 + CHECKPOINT_SEGMENT_BYTES as u64 + 12_345;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 1], at).unwrap();
+        let err = load_rank(dir.path(), "j", 0, 1).unwrap_err();
+        assert!(matches!(err, NodeError::ChecksumMismatch { .. }), "{err}");
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub struct ProxyStats {
     pub swap_bytes: u64,
     /// Bytes a naive swap (everything out, everything in) would have copied.
     pub naive_swap_bytes: u64,
+    /// Time spent swapping (checksums and copies), in nanoseconds.
+    #[serde(default)]
+    pub swap_ns: u64,
+    /// Time ranks spent waiting for the device while another rank held it, in nanoseconds.
+    #[serde(default)]
+    pub device_wait_ns: u64,
     pub checkpoints_written: u64,
     pub restores: u64,
     /// The highest step boundary any rank has reported (progress, for agents and tests).

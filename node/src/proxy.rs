@@ -2,7 +2,9 @@
 //! job's workers. Workers attach over a Unix socket, then every call goes through their
 //! shared-memory channel. Several ranks on one proxy are time-sliced (replica splicing): one is
 //! resident on the device at a time, and the others' buffers wait in host memory; a swap copies
-//! only buffers whose checksum differs from what is already on the device or in host memory.
+//! only buffers whose contents differ from what is already on the device or in host memory
+//! (compared by checksum when both are known, by bytes otherwise). A rank lets go of the device
+//! in collectives and, when others wait, at its step boundaries.
 //! At a checkpoint cut (agreed through a flag carried by every allreduce) each rank's buffers
 //! and host state are written to the checkpoint directory.
 //!
@@ -19,7 +21,7 @@ use crate::limits::{
     CHANNEL_DATA_BYTES, COLLECTIVE_TIMEOUT_MS, DEVICE_WAIT_TIMEOUT_MS, MAX_BUFFERS_PER_RANK,
     MAX_BUFFER_BYTES, MAX_RANKS_PER_PROXY,
 };
-use crate::shm::{unlink, ShmRegion, SHM_DIR};
+use crate::shm::{f32s_as_bytes, unlink, ShmRegion, SHM_DIR};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -51,7 +53,23 @@ const NONE: ([u64; 4], usize) = ([0; 4], 0);
 #[derive(Clone)]
 struct Stored {
     data: Arc<Vec<f32>>,
-    digest: Digest,
+    /// BLAKE3 of `data` when known (restored from a checkpoint, or copied from a device buffer
+    /// whose checksum was known); a swap never hashes just to fill it in.
+    digest: Option<Digest>,
+}
+
+/// Whether a device buffer holds exactly the bytes of a stored one: by checksum when both are
+/// known, otherwise by comparing the bytes, which is exact and cheaper than hashing (a buffer
+/// that differs usually does so in its first bytes). Bytes, not floats: `-0.0 == 0.0` and NaN
+/// would fool a float comparison.
+fn same_contents(dev: &DevBuf, stored: &Stored) -> bool {
+    if dev.data.len() != stored.data.len() {
+        return false;
+    }
+    match (dev.digest, stored.digest) {
+        (Some(a), Some(b)) => a == b,
+        _ => f32s_as_bytes(&dev.data) == f32s_as_bytes(&stored.data),
+    }
 }
 
 struct RankSlot {
@@ -67,6 +85,54 @@ struct DeviceState {
     bufs: BufferSet,
     ranks: BTreeMap<ConnId, RankSlot>,
     waiters: usize,
+    pool: DevicePool,
+}
+
+/// Device memory that ranks gave back (freed buffers, detached ranks), kept for reuse like a
+/// real device's memory pool: creating a buffer from it costs no page faults. Reused memory
+/// still holds its last owner's bytes, so every taker overwrites it entirely (`take`) or gets
+/// it zeroed (`take_zeroed`); bytes never pass from one rank to another. Only large buffers are
+/// kept (small ones are cheap to create), at most the device's memory in all.
+struct DevicePool {
+    free: BTreeMap<usize, Vec<Vec<f32>>>,
+    bytes: u64,
+    limit_bytes: u64,
+}
+
+impl DevicePool {
+    /// A buffer of `len` floats whose every element the caller will overwrite.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let reused = self.free.get_mut(&len).and_then(Vec::pop);
+        match reused {
+            Some(v) => {
+                self.bytes -= v.len() as u64 * 4;
+                v
+            }
+            None => crate::shm::device_vec(len),
+        }
+    }
+
+    /// A zeroed buffer of `len` floats.
+    fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
+        let reused = self.free.get(&len).is_some_and(|v| !v.is_empty());
+        let mut v = self.take(len);
+        if reused {
+            v.fill(0.0);
+        }
+        v
+    }
+
+    /// Keeps `v` for reuse, or frees it when it is small or the pool is full.
+    fn give(&mut self, v: Vec<f32>) {
+        let bytes = v.len() as u64 * 4;
+        if bytes < crate::shm::HUGE_PAGE_MIN_BYTES as u64
+            || self.bytes.saturating_add(bytes) > self.limit_bytes
+        {
+            return;
+        }
+        self.bytes += bytes;
+        self.free.entry(v.len()).or_default().push(v);
+    }
 }
 
 struct Pending {
@@ -101,6 +167,11 @@ pub fn serve(args: ProxyArgs) -> Result<()> {
             bufs: BufferSet::default(),
             ranks: BTreeMap::new(),
             waiters: 0,
+            pool: DevicePool {
+                free: BTreeMap::new(),
+                bytes: 0,
+                limit_bytes: args.memory_bytes,
+            },
         }),
         dev_cv: Condvar::new(),
         jobs: Mutex::new(BTreeMap::new()),
@@ -198,7 +269,13 @@ impl Proxy {
             });
         }
         let image = match &restore_dir {
-            Some(dir) => Some(checkpoint::load_rank(dir, &job, rank, world_size)?),
+            Some(dir) => Some(checkpoint::load_rank_into(
+                dir,
+                &job,
+                rank,
+                world_size,
+                &|len| lock(&self.dev).pool.take(len),
+            )?),
             None => None,
         };
         let collective = {
@@ -236,7 +313,7 @@ impl Proxy {
                         h,
                         Stored {
                             data: Arc::new(data),
-                            digest,
+                            digest: Some(digest),
                         },
                     );
                 }
@@ -294,10 +371,18 @@ impl Proxy {
 
     fn remove_rank(&self, id: ConnId) {
         let mut d = lock(&self.dev);
-        if d.ranks.remove(&id).is_some() {
+        if let Some(slot) = d.ranks.remove(&id) {
+            for (_, s) in slot.stored {
+                if let Ok(v) = Arc::try_unwrap(s.data) {
+                    d.pool.give(v);
+                }
+            }
             if d.resident == Some(id) {
                 d.resident = None;
-                d.bufs = BufferSet::default();
+                let bufs = std::mem::take(&mut d.bufs.buffers);
+                for (_, b) in bufs {
+                    d.pool.give(b.data);
+                }
             }
             if d.holder == Some(id) {
                 d.holder = None;
@@ -346,7 +431,9 @@ impl Proxy {
     /// Takes the device for `id` (swapping its buffers in if another rank is resident).
     fn acquire(&self, id: ConnId) -> Result<MutexGuard<'_, DeviceState>> {
         let mut d = lock(&self.dev);
-        let deadline = Instant::now() + Duration::from_millis(DEVICE_WAIT_TIMEOUT_MS);
+        let asked = Instant::now();
+        let deadline = asked + Duration::from_millis(DEVICE_WAIT_TIMEOUT_MS);
+        let contended = d.holder.is_some_and(|h| h != id);
         while d.holder.is_some_and(|h| h != id) {
             let now = Instant::now();
             if now >= deadline {
@@ -364,11 +451,19 @@ impl Proxy {
             d.waiters -= 1;
         }
         if !d.ranks.contains_key(&id) {
+            // Pass on the wake-up this waiter may have taken.
+            if d.holder.is_none() {
+                self.dev_cv.notify_one();
+            }
             return Err(NodeError::Proxy("rank is detached".into()));
         }
         d.holder = Some(id);
+        if contended {
+            lock(&self.stats).device_wait_ns += asked.elapsed().as_nanos() as u64;
+        }
         if d.resident != Some(id) {
             let had_outgoing = d.resident.is_some();
+            let started = Instant::now();
             let (copied, naive) = swap(&mut d, id);
             if !had_outgoing {
                 return Ok(d);
@@ -377,16 +472,19 @@ impl Proxy {
             s.swaps += 1;
             s.swap_bytes += copied;
             s.naive_swap_bytes += naive;
+            s.swap_ns += started.elapsed().as_nanos() as u64;
         }
         Ok(d)
     }
 
+    /// Lets go of the device. One waiter is woken (any of them may take the device; waking them
+    /// all only makes the losers go back to sleep, on cores the winner needs).
     fn release(&self, id: ConnId) {
         let mut d = lock(&self.dev);
         if d.holder == Some(id) {
             d.holder = None;
             drop(d);
-            self.dev_cv.notify_all();
+            self.dev_cv.notify_one();
         }
     }
 
@@ -423,7 +521,7 @@ impl Proxy {
                 d.bufs.buffers.insert(
                     h,
                     DevBuf {
-                        data: crate::shm::device_vec(a[0] as usize),
+                        data: d.pool.take_zeroed(a[0] as usize),
                         digest: None,
                     },
                 );
@@ -437,6 +535,7 @@ impl Proxy {
                     slot.footprint_bytes = slot.footprint_bytes.saturating_sub(b.len_bytes());
                     slot.stored.remove(&a[0]);
                 }
+                d.pool.give(b.data);
                 Ok(NONE)
             }
             op::COPY_IN | op::COPY_OUT => {
@@ -478,6 +577,15 @@ impl Proxy {
                 conn.collective.barrier(|| !closed.load(Ordering::SeqCst))?;
                 Ok(NONE)
             }
+            op::ALLREDUCE if conn.collective.world_size() == 1 => {
+                // The sum over one rank is the buffer itself: only the checkpoint flag moves.
+                let d = self.acquire(id)?;
+                d.bufs.buffers.get(&a[0]).ok_or_else(|| unknown(a[0]))?;
+                drop(d);
+                let flags = lock(&self.pending).contains_key(&conn.job) as u32;
+                conn.cut_pending |= flags != 0;
+                Ok(([flags as u64, 0, 0, 0], 0))
+            }
             op::ALLREDUCE => {
                 let h = a[0];
                 let mut data = {
@@ -517,6 +625,10 @@ impl Proxy {
                     self.wait_for_request(conn)?;
                     return Ok(([1, 0, 0, 0], 0));
                 }
+                // Other ranks wait: let go here, so one rank's host work (drawing its next
+                // batch) overlaps another's kernels. (Keeping the device until the next
+                // collective halves the swaps but loses that overlap; measured slower, see
+                // BENCHMARKS.md.)
                 let contended = lock(&self.dev).waiters > 0;
                 if contended {
                     self.release(id);
@@ -620,9 +732,11 @@ impl Proxy {
 }
 
 /// Makes `incoming` the resident rank: the outgoing rank's buffers go to host memory unless an
-/// identical copy (same BLAKE3) is already there, and the incoming rank's buffers are copied to
-/// the device unless the device already holds identical contents. Returns (bytes copied, bytes
-/// a naive swap would copy).
+/// identical copy is already there (its own from the last swap, or the incoming rank's: the
+/// parameters after an allreduce), and the incoming rank's buffers are copied to the device
+/// unless the device already holds identical contents. Host copies are rewritten in place when
+/// no one shares them, so a steady swap allocates nothing. Returns (bytes copied, bytes a naive
+/// swap would copy).
 fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
     let mut copied = 0u64;
     let mut naive = 0u64;
@@ -634,28 +748,33 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
             .map(|s| s.stored.clone())
             .unwrap_or_default();
         if let Some(slot) = d.ranks.get_mut(&out) {
-            let mut stored = BTreeMap::new();
-            for (h, b) in device.iter_mut() {
+            let mut old = std::mem::take(&mut slot.stored);
+            for (h, b) in device.iter() {
                 naive += b.len_bytes();
-                let digest = b.digest();
-                let keep = slot
-                    .stored
+                let same = old
                     .get(h)
-                    .filter(|s| s.digest == digest)
-                    .or_else(|| incoming_stored.get(h).filter(|s| s.digest == digest));
-                let entry = match keep {
-                    Some(s) => s.clone(),
+                    .filter(|s| same_contents(b, s))
+                    .or_else(|| incoming_stored.get(h).filter(|s| same_contents(b, s)));
+                let entry = match same {
+                    Some(s) => Stored {
+                        data: Arc::clone(&s.data),
+                        digest: s.digest.or(b.digest),
+                    },
                     None => {
                         copied += b.len_bytes();
+                        let reused = old.remove(h).and_then(|mut s| {
+                            let dst = Arc::get_mut(&mut s.data)?;
+                            (dst.len() == b.data.len()).then(|| dst.copy_from_slice(&b.data))?;
+                            Some(s.data)
+                        });
                         Stored {
-                            data: Arc::new(b.data.clone()),
-                            digest,
+                            data: reused.unwrap_or_else(|| Arc::new(b.data.clone())),
+                            digest: b.digest,
                         }
                     }
                 };
-                stored.insert(*h, entry);
+                slot.stored.insert(*h, entry);
             }
-            slot.stored = stored;
         }
     }
     let mut resident = BTreeMap::new();
@@ -664,25 +783,30 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
             naive += s.data.len() as u64 * 4;
             let buf = match device.remove(h) {
                 Some(mut b) if b.data.len() == s.data.len() => {
-                    if b.digest() != s.digest {
+                    if same_contents(&b, s) {
+                        b.digest = b.digest.or(s.digest);
+                    } else {
                         b.data.copy_from_slice(&s.data);
-                        b.digest = Some(s.digest);
+                        b.digest = s.digest;
                         copied += b.len_bytes();
                     }
                     b
                 }
                 _ => {
                     copied += s.data.len() as u64 * 4;
-                    let mut data = crate::shm::device_vec(s.data.len());
+                    let mut data = d.pool.take(s.data.len());
                     data.copy_from_slice(&s.data);
                     DevBuf {
                         data,
-                        digest: Some(s.digest),
+                        digest: s.digest,
                     }
                 }
             };
             resident.insert(*h, buf);
         }
+    }
+    for (_, b) in device {
+        d.pool.give(b.data);
     }
     d.bufs.buffers = resident;
     d.resident = Some(incoming);
@@ -704,4 +828,39 @@ pub fn cleanup_after(pid: u32) {
 /// Whether a path looks like a proxy socket that accepts connections.
 pub fn is_listening(socket: &Path) -> bool {
     UnixStream::connect(socket).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_memory_is_reused_zeroed_and_bounded() {
+        let big = crate::shm::HUGE_PAGE_MIN_BYTES / 4;
+        let mut pool = DevicePool {
+            free: BTreeMap::new(),
+            bytes: 0,
+            limit_bytes: 2 * big as u64 * 4,
+        };
+        pool.give(vec![7.0; big]);
+        pool.give(vec![7.0; 16]); // small: freed, not kept
+        assert_eq!(pool.bytes, big as u64 * 4);
+        // Another rank's bytes never come back: an allocation gets zeroes.
+        assert!(pool.take_zeroed(big).iter().all(|v| *v == 0.0));
+        assert_eq!(pool.bytes, 0);
+        for _ in 0..3 {
+            pool.give(vec![1.0; big]);
+        }
+        assert_eq!(
+            pool.bytes,
+            2 * big as u64 * 4,
+            "the pool stays within its limit"
+        );
+        assert_eq!(pool.take(big).len(), big);
+        assert_eq!(
+            pool.take(big + 1).len(),
+            big + 1,
+            "other sizes are created fresh"
+        );
+    }
 }

@@ -482,8 +482,10 @@ impl<S: Serialize + DeserializeOwned> Runtime<S> {
                 }
             }
         }
-        self.started = true;
-        Ok((self.step < total_steps).then_some(self.step))
+        // After the last step the boundary is taken; a later call (a program that trains on)
+        // starts the next step without ending a step that never ran.
+        self.started = self.step < total_steps;
+        Ok(self.started.then_some(self.step))
     }
 
     /// Detaches from the device; the proxy frees this rank's buffers.

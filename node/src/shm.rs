@@ -1,4 +1,6 @@
-//! Shared-memory segments and futex wake-ups: the only place in the crate with `unsafe`.
+//! Shared-memory segments, futex wake-ups, simulated device memory and the two file-I/O hints
+//! checkpoints use (`sync_file_range`, `posix_fadvise`): the only place in the crate with
+//! `unsafe`.
 //!
 //! A `ShmRegion` is a file in `/dev/shm` mapped `MAP_SHARED`; every access goes through
 //! bounds-checked methods, so callers never touch raw pointers. The peer on the other side may
@@ -289,9 +291,11 @@ pub const HUGE_PAGE_MIN_BYTES: usize = 2 << 20;
 
 /// A zeroed float vector for simulated device memory: large ones ask for transparent huge pages
 /// (`MADV_HUGEPAGE`), which makes creating device buffers (allocation, restore) several times
-/// cheaper than faulting in 4 KiB pages.
+/// cheaper than faulting in 4 KiB pages. The zeroes come from `alloc_zeroed` (fresh pages from
+/// the kernel for large sizes), so nothing touches the memory here: a restore that reads a
+/// checkpoint into the buffer faults each page in once, on the write that fills it.
 pub fn device_vec(len: usize) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
+    let mut v: Vec<f32> = vec![0.0; len];
     let bytes = len.saturating_mul(4);
     if bytes >= HUGE_PAGE_MIN_BYTES {
         const PAGE: usize = 4096;
@@ -299,10 +303,31 @@ pub fn device_vec(len: usize) -> Vec<f32> {
         let end = (v.as_mut_ptr() as usize + bytes) / PAGE * PAGE;
         if end > start {
             // SAFETY: the page-aligned range lies inside the vector's own allocation, which no
-            // one reads yet; MADV_HUGEPAGE is only advice and changes no contents.
+            // one reads yet; MADV_HUGEPAGE is only advice and changes no contents (the range
+            // stays zero whether or not the kernel backs it with huge pages).
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
         }
     }
-    v.resize(len, 0.0);
     v
+}
+
+/// Asks the kernel to start writing back `len_bytes` of `file` at `offset` now, without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the disk works while the writer copies the
+/// next bytes into the page cache. Only a hint for speed: it gives no durability (the caller
+/// still fsyncs), and a file system that refuses it changes nothing.
+pub fn start_writeback(file: &File, offset: u64, len_bytes: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len_bytes)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a descriptor we hold open; it reads no user memory.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Tells the kernel `file` will be read sequentially from start to end (a larger readahead
+/// window). Only advice: a file system that ignores it reads the same bytes.
+pub fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we hold open; it reads no user memory.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
 }
