@@ -19,3 +19,14 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 /// Log entries kept behind a snapshot for slow followers.
 pub const DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+/// Most client writes the leader's group commit puts in one log entry.
+pub const MAX_WRITES_PER_BATCH: usize = 1_024;
+/// Most encoded bytes of client writes in one batch (a single larger write goes alone, up to
+/// the scheduler's entry limit).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Batches of client writes proposed and not yet committed, at most. While they are in
+/// flight the next writes wait and form the next batch (one fsync and one replication round
+/// for all of them), so this trades pipelining against batch size.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Client writes waiting for a batch, at most; a write beyond it waits for room.
+pub const MAX_QUEUED_WRITES: usize = 16_384;

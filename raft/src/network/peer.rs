@@ -7,7 +7,8 @@ use super::{channel, decode_payload, encode_payload};
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -24,6 +25,11 @@ use tonic::transport::Channel;
 
 /// Longest any single replica RPC may take (openraft's own deadline is usually shorter).
 const MAX_RPC_MS: u64 = 30_000;
+/// Largest encoded append-entries request sent, in bytes: the message limit less room for
+/// the gRPC framing.
+const MAX_APPEND_ENTRIES_BYTES: usize = MAX_GRPC_MESSAGE_BYTES - 64 * 1024;
+// One log record alone must always fit a request, or replication could never make progress.
+const _: () = assert!(crate::store::codec::MAX_RECORD_BYTES + 4096 < MAX_APPEND_ENTRIES_BYTES);
 
 /// openraft's network factory: one reused channel per peer address.
 #[derive(Clone)]
@@ -91,6 +97,22 @@ impl Peer {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
+        let data = encode_payload("raft request", request)
+            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
+        self.send(kind, data, option).await
+    }
+
+    /// Sends one encoded request and decodes the reply.
+    async fn send<Resp, E>(
+        &mut self,
+        kind: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
         let client = match &self.client {
             Ok(client) => client.clone(),
             Err(e) => {
@@ -99,8 +121,6 @@ impl Peer {
                 )
             }
         };
-        let data = encode_payload("raft request", request)
-            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
         let deadline = option.hard_ttl();
         let mut grpc = tonic::Request::new(RaftPayload { data });
         grpc.set_timeout(deadline);
@@ -150,7 +170,17 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+        let data = encode_payload("raft request", &rpc)
+            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
+        // openraft 0.9 sends up to `max_payload_entries` entries whatever their size; a batch
+        // entry can be large, so a request over the message limit is refused here and openraft
+        // retries with as many entries as fit (each entry alone always fits).
+        if data.len() > MAX_APPEND_ENTRIES_BYTES && rpc.entries.len() > 1 {
+            let fit = (rpc.entries.len() as u64).saturating_mul(MAX_APPEND_ENTRIES_BYTES as u64)
+                / data.len() as u64;
+            return Err(PayloadTooLarge::new_entries_hint(fit.max(1)).into());
+        }
+        self.send(RPCTypes::AppendEntries, data, &option).await
     }
 
     async fn install_snapshot(
