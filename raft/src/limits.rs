@@ -10,6 +10,10 @@ pub const MAX_CLIENT_ENTRY_BYTES: usize = singularity_scheduler::limits::MAX_ENT
 pub const MAX_LOG_ENTRIES_PER_READ: u64 = 1_000;
 /// Entries openraft sends in one append-entries request.
 pub const MAX_ENTRIES_PER_APPEND: u64 = 1_000;
+/// Encoded bytes of one append-entries request with more than one entry, at most. openraft
+/// 0.9 gives each request one heartbeat interval; this keeps a request that catches a follower
+/// up well within it (a single larger entry is still sent alone).
+pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
 /// Default election timeout range, in milliseconds.
 pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
 pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
