@@ -1,8 +1,9 @@
 //! `singularity bench-load`: a closed-loop load generator. Each of `--clients` clients sends
 //! one write, waits for it to commit, and sends the next, for `--duration-s` seconds. Against
-//! Singularity a write is a job-metadata update of `--payload-bytes` (through the leader, one
-//! log entry each); against etcd it is a KV Put of the same size. It prints writes/s, p50/p99
-//! latency and the longest gap between two commits (the unavailability of a failover run).
+//! Singularity a write is a job-metadata update of `--payload-bytes` (through the leader, which
+//! may commit concurrent writes in one log entry); against etcd it is a KV Put of the same size.
+//! It prints writes/s, p50/p99 latency and the longest gap between two commits, and can write
+//! every commit's time to a file (a failover run finds there when writes resumed after a kill).
 //!
 //! It must not change what it measures: every client has its own session and connection, and
 //! samples are kept in bounded buffers.
@@ -46,6 +47,10 @@ pub struct BenchLoadArgs {
     pub duration_s: u64,
     #[arg(long, default_value_t = 256)]
     pub payload_bytes: usize,
+    /// Also write the time of every sampled commit (Unix time in milliseconds, sorted, one per
+    /// line) to this file, so a failover run can take the first commit after the kill.
+    #[arg(long)]
+    pub commit_times_file: Option<std::path::PathBuf>,
 }
 
 /// What one client measured.
@@ -150,6 +155,11 @@ pub fn run(args: BenchLoadArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let start = Instant::now();
+        let start_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?
+            .as_secs_f64()
+            * 1_000.0;
         let deadline = start + Duration::from_secs(args.duration_s);
         let mut tasks = Vec::with_capacity(args.clients);
         for index in 0..args.clients {
@@ -192,6 +202,14 @@ pub fn run(args: BenchLoadArgs) -> anyhow::Result<()> {
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or(0);
+        if let Some(path) = &args.commit_times_file {
+            let mut text = String::with_capacity(total.commits_us.len() * 20);
+            for us in &total.commits_us {
+                text.push_str(&format!("{:.3}\n", start_unix_ms + *us as f64 / 1_000.0));
+            }
+            std::fs::write(path, text)
+                .with_context(|| format!("writing commit times to {}", path.display()))?;
+        }
         let report = serde_json::json!({
             "target": format!("{:?}", args.target).to_lowercase(),
             "clients": args.clients,

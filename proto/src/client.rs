@@ -7,7 +7,8 @@
 use crate::channel::channel;
 use crate::error::ClientError;
 use crate::limits::{
-    CLIENT_RPC_TIMEOUT_MS, MAX_CLIENT_ATTEMPTS, MAX_CLIENT_BACKOFF_MS, MAX_GRPC_MESSAGE_BYTES,
+    CLIENT_RPC_TIMEOUT_MS, MAX_CLIENT_ATTEMPTS, MAX_CLIENT_BACKOFF_MS, MAX_CLIENT_RETRY_MS,
+    MAX_GRPC_MESSAGE_BYTES, MIN_CLIENT_BACKOFF_MS,
 };
 use crate::v1::control_client::ControlClient;
 use crate::v1::*;
@@ -16,7 +17,7 @@ use singularity_scheduler::{ClientId, ClientRequest, Command, Entry, Outcome};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
 
 /// The result of a committed write.
@@ -110,61 +111,80 @@ impl Client {
     }
 
     /// Runs `call` against the current endpoint, following leader hints and moving to the next
-    /// endpoint on transport errors, for at most `MAX_CLIENT_ATTEMPTS` attempts.
+    /// endpoint on errors. Hints are followed at once, except to an endpoint that could not be
+    /// reached in this round; after as many failed attempts as there are endpoints the client
+    /// pauses (`MIN_CLIENT_BACKOFF_MS`, doubling up to `MAX_CLIENT_BACKOFF_MS`). It gives up
+    /// after `MAX_CLIENT_ATTEMPTS` attempts or `MAX_CLIENT_RETRY_MS` of retrying.
     async fn with_retries<T, F, Fut>(&mut self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(ControlClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let started = Instant::now();
         let mut last_error = String::new();
-        for attempt in 0..MAX_CLIENT_ATTEMPTS {
+        let mut backoff_ms = MIN_CLIENT_BACKOFF_MS;
+        // Endpoints no replica answered from since the last pause, and failures since then.
+        let mut unreachable: Vec<String> = Vec::new();
+        let mut failures_since_pause = 0usize;
+        let mut attempts = 0;
+        while attempts < MAX_CLIENT_ATTEMPTS {
+            attempts += 1;
             let endpoint = self.endpoints[self.current].clone();
             let client = self.connect(&endpoint)?;
-            match call(client).await {
+            let status = match call(client).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) => {
-                    let retryable = matches!(
-                        status.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Cancelled
-                            | tonic::Code::Unknown
-                            | tonic::Code::Aborted
-                    );
-                    if !retryable {
-                        return Err(ClientError::Rpc {
-                            endpoint,
-                            code: format!("{:?}", status.code()),
-                            message: status.message().to_string(),
-                        });
+                Err(status) => status,
+            };
+            let retryable = matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
+                    | tonic::Code::Aborted
+            );
+            if !retryable {
+                return Err(ClientError::Rpc {
+                    endpoint,
+                    code: format!("{:?}", status.code()),
+                    message: status.message().to_string(),
+                });
+            }
+            last_error = format!("{endpoint}: {}", status.message());
+            if started.elapsed() >= Duration::from_millis(MAX_CLIENT_RETRY_MS) {
+                break;
+            }
+            // A transport failure carries its cause; an answer from a replica does not.
+            if std::error::Error::source(&status).is_some() && !unreachable.contains(&endpoint) {
+                unreachable.push(endpoint.clone());
+            }
+            failures_since_pause += 1;
+            let hint = status
+                .metadata()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            self.current = match hint {
+                Some(leader) if leader != endpoint && !unreachable.contains(&leader) => {
+                    if !self.endpoints.contains(&leader) {
+                        self.endpoints.push(leader.clone());
                     }
-                    last_error = format!("{endpoint}: {}", status.message());
-                    let hint = status
-                        .metadata()
-                        .get(LEADER_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    match hint {
-                        Some(leader) if leader != endpoint => {
-                            if !self.endpoints.contains(&leader) {
-                                self.endpoints.push(leader.clone());
-                            }
-                            self.current = self
-                                .endpoints
-                                .iter()
-                                .position(|e| e == &leader)
-                                .unwrap_or(0);
-                            continue;
-                        }
-                        _ => self.current = (self.current + 1) % self.endpoints.len(),
-                    }
-                    let backoff = (10u64 << attempt.min(4)).min(MAX_CLIENT_BACKOFF_MS);
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    self.endpoints
+                        .iter()
+                        .position(|e| e == &leader)
+                        .unwrap_or(0)
                 }
+                _ => (self.current + 1) % self.endpoints.len(),
+            };
+            if failures_since_pause >= self.endpoints.len() {
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(MAX_CLIENT_BACKOFF_MS);
+                failures_since_pause = 0;
+                unreachable.clear();
             }
         }
         Err(ClientError::Exhausted {
-            attempts: MAX_CLIENT_ATTEMPTS,
+            attempts,
             last: last_error,
         })
     }

@@ -7,8 +7,13 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
 /// Client-side deadline for one RPC, in milliseconds.
 pub const CLIENT_RPC_TIMEOUT_MS: u64 = 10_000;
-/// Times a client follows a leader hint or retries before giving up.
-pub const MAX_CLIENT_ATTEMPTS: u32 = 60;
-/// Longest pause between two attempts of a client, in milliseconds: short, so a write
-/// commits soon after a new leader is elected.
-pub const MAX_CLIENT_BACKOFF_MS: u64 = 100;
+/// Attempts of one client call at most (leader hints followed, endpoints tried, retries).
+pub const MAX_CLIENT_ATTEMPTS: u32 = 1_000;
+/// Longest a client call keeps retrying before it gives up, in milliseconds: long enough to
+/// ride out an election with the default timeouts many times over.
+pub const MAX_CLIENT_RETRY_MS: u64 = 10_000;
+/// First pause after every endpoint failed to take a call, in milliseconds; it doubles.
+pub const MIN_CLIENT_BACKOFF_MS: u64 = 5;
+/// Longest pause between two rounds of attempts, in milliseconds: short, so a write commits
+/// soon after a new leader is elected.
+pub const MAX_CLIENT_BACKOFF_MS: u64 = 50;

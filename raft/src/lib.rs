@@ -9,6 +9,7 @@ pub mod error;
 pub mod limits;
 pub mod network;
 pub mod oplog;
+pub mod proposal;
 pub mod server;
 pub mod store;
 pub mod types;

@@ -10,12 +10,34 @@ pub const MAX_CLIENT_ENTRY_BYTES: usize = singularity_scheduler::limits::MAX_ENT
 pub const MAX_LOG_ENTRIES_PER_READ: u64 = 1_000;
 /// Entries openraft sends in one append-entries request.
 pub const MAX_ENTRIES_PER_APPEND: u64 = 1_000;
-/// Default election timeout range, in milliseconds.
-pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
-pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
-/// Default heartbeat interval, in milliseconds (well below the election timeout).
-pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 250;
+/// Encoded bytes of one append-entries request with more than one entry, at most. openraft
+/// 0.9 gives each request one heartbeat interval; this keeps a request that catches a follower
+/// up well within it (a single larger entry is still sent alone).
+pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
+/// Default election timeout range, in milliseconds. With openraft 0.9 a follower that loses
+/// its leader waits out the leader's lease (the max) plus its random timeout in this range
+/// (plus up to one tick, 1.5 heartbeats) before it campaigns, so a crashed leader is replaced
+/// after about 240 to 360 ms. A follower whose earlier candidacy met a longer log waits twice
+/// the max more, and two candidates of one term cost one more timeout: about 900 ms at worst.
+/// A leader has to be silent for 240 ms before anyone campaigns (loopback and LAN; raise these
+/// across slower links).
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 80;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 160;
+/// Default heartbeat interval, in milliseconds (below a third of the shortest election
+/// timeout; openraft checks election timeouts every 1.5 heartbeats).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 25;
 /// Applied entries after which a snapshot is taken.
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
 /// Log entries kept behind a snapshot for slow followers.
 pub const DEFAULT_LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1_000;
+/// Most client writes the leader's group commit puts in one log entry.
+pub const MAX_WRITES_PER_BATCH: usize = 1_024;
+/// Most encoded bytes of client writes in one batch (a single larger write goes alone, up to
+/// the scheduler's entry limit).
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Batches of client writes proposed and not yet committed, at most. While they are in
+/// flight the next writes wait and form the next batch (one fsync and one replication round
+/// for all of them), so this trades pipelining against batch size.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Client writes waiting for a batch, at most; a write beyond it waits for room.
+pub const MAX_QUEUED_WRITES: usize = 16_384;

@@ -2,9 +2,11 @@
 //! leader's timestamp, the command's kind and its one-line summary with the decision's reasons.
 //! It must not change the log; it only reads entries handed to it.
 
+use crate::proposal::Proposal;
 use crate::types::LogEntry;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
+use singularity_scheduler::Entry;
 
 /// One decoded log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +18,16 @@ pub struct LogLine {
     pub summary: String,
 }
 
-/// Describes one entry.
+/// One scheduler entry's summary, with its client and sequence if it is a client write.
+fn summarize(data: &Entry) -> String {
+    let client = match data.client {
+        Some(c) => format!(" [client {} seq {}]", c.client_id.0, c.sequence),
+        None => String::new(),
+    };
+    format!("{}{client}", data.command.summary())
+}
+
+/// Describes one log entry (a batch of client writes is one line listing each write).
 pub fn describe(entry: &LogEntry) -> LogLine {
     let (leader_time_ms, kind, summary) = match &entry.payload {
         EntryPayload::Blank => (
@@ -27,15 +38,17 @@ pub fn describe(entry: &LogEntry) -> LogLine {
                 entry.log_id.leader_id.node_id, entry.log_id.leader_id.term
             ),
         ),
-        EntryPayload::Normal(data) => {
-            let client = match data.client {
-                Some(c) => format!(" [client {} seq {}]", c.client_id.0, c.sequence),
-                None => String::new(),
-            };
+        EntryPayload::Normal(Proposal::One(data)) => (
+            data.leader_time_ms,
+            data.command.kind().to_string(),
+            summarize(data),
+        ),
+        EntryPayload::Normal(Proposal::Batch(entries)) => {
+            let each: Vec<String> = entries.iter().map(summarize).collect();
             (
-                data.leader_time_ms,
-                data.command.kind().to_string(),
-                format!("{}{client}", data.command.summary()),
+                entries.first().map(|e| e.leader_time_ms).unwrap_or(0),
+                "batch".to_string(),
+                format!("{} client writes: {}", entries.len(), each.join("; ")),
             )
         }
         EntryPayload::Membership(m) => {

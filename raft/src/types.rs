@@ -1,14 +1,15 @@
-//! openraft's type configuration for Singularity: the log's application data is a scheduler
-//! `Entry`, the state machine's response an `Outcome`. It must not hold behaviour.
+//! openraft's type configuration for Singularity: the log's application data is a `Proposal`
+//! (one scheduler `Entry`, or a batch of client writes committed together), the state
+//! machine's response one `Outcome` per scheduler entry. It must not hold behaviour.
 
-use singularity_scheduler::{Entry, Outcome};
+use crate::proposal::{Outcomes, Proposal};
 use std::io::Cursor;
 
 openraft::declare_raft_types!(
     /// Singularity's openraft types.
     pub TypeConfig:
-        D = Entry,
-        R = Outcome,
+        D = Proposal,
+        R = Outcomes,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

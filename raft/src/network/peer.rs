@@ -4,12 +4,13 @@
 //! and the remote Raft's own errors `RemoteError`. It must not retry on its own: openraft does.
 
 use super::{channel, decode_payload, encode_payload};
-use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+use crate::limits::{MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES};
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -24,6 +25,10 @@ use tonic::transport::Channel;
 
 /// Longest any single replica RPC may take (openraft's own deadline is usually shorter).
 const MAX_RPC_MS: u64 = 30_000;
+/// Pause of replication to a peer that could not be reached, in milliseconds.
+const UNREACHABLE_PEER_BACKOFF_MS: u64 = 100;
+// One log record alone must always fit a request, or replication could never make progress.
+const _: () = assert!(crate::store::codec::MAX_RECORD_BYTES + 64 * 1024 < MAX_GRPC_MESSAGE_BYTES);
 
 /// openraft's network factory: one reused channel per peer address.
 #[derive(Clone)]
@@ -91,6 +96,22 @@ impl Peer {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
+        let data = encode_payload("raft request", request)
+            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
+        self.send(kind, data, option).await
+    }
+
+    /// Sends one encoded request and decodes the reply.
+    async fn send<Resp, E>(
+        &mut self,
+        kind: RPCTypes,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
         let client = match &self.client {
             Ok(client) => client.clone(),
             Err(e) => {
@@ -99,8 +120,6 @@ impl Peer {
                 )
             }
         };
-        let data = encode_payload("raft request", request)
-            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
         let deadline = option.hard_ttl();
         let mut grpc = tonic::Request::new(RaftPayload { data });
         grpc.set_timeout(deadline);
@@ -124,15 +143,20 @@ impl Peer {
             Ok(Err(status)) => {
                 let error = AnyError::error(format!("{} ({}): {status}", self.target, self.addr));
                 return Err(match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                    // The peer cannot be reached: openraft backs off before it tries again.
+                    tonic::Code::Unavailable | tonic::Code::Unknown => {
                         Unreachable::new(&error).into()
                     }
-                    tonic::Code::DeadlineExceeded => RPCError::Timeout(Timeout {
-                        action: kind,
-                        id: self.local,
-                        target: self.target,
-                        timeout: deadline,
-                    }),
+                    // The deadline passed (tonic's own timeout answers Cancelled): a slow
+                    // peer, not a missing one, so openraft retries without backing off.
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                        RPCError::Timeout(Timeout {
+                            action: kind,
+                            id: self.local,
+                            target: self.target,
+                            timeout: deadline,
+                        })
+                    }
                     _ => NetworkError::new(&error).into(),
                 });
             }
@@ -145,12 +169,31 @@ impl Peer {
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    /// How long replication to an unreachable peer pauses between tries (openraft's default
+    /// is 500 ms; a restarted peer is picked up sooner this way).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(Duration::from_millis(
+            UNREACHABLE_PEER_BACKOFF_MS,
+        )))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+        let data = encode_payload("raft request", &rpc)
+            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
+        // openraft 0.9 sends up to `max_payload_entries` entries whatever their size, within a
+        // deadline of one heartbeat interval; batch entries can be large, so a bigger request
+        // is refused here and openraft retries with as many entries as fit (an entry alone is
+        // always sent).
+        if data.len() > MAX_APPEND_ENTRIES_BYTES && rpc.entries.len() > 1 {
+            let fit = (rpc.entries.len() as u64).saturating_mul(MAX_APPEND_ENTRIES_BYTES as u64)
+                / data.len() as u64;
+            return Err(PayloadTooLarge::new_entries_hint(fit.max(1)).into());
+        }
+        self.send(RPCTypes::AppendEntries, data, &option).await
     }
 
     async fn install_snapshot(
@@ -167,5 +210,71 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call(RPCTypes::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proposal::Proposal;
+    use crate::types::LogEntry;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+    use singularity_scheduler::{Command, Entry, JobId};
+
+    /// A log entry carrying a batch of `writes` metadata updates of `value_bytes` each.
+    fn batch_entry(index: u64, writes: usize, value_bytes: usize) -> LogEntry {
+        let entries = (0..writes)
+            .map(|_| {
+                Entry::system(
+                    0,
+                    Command::UpdateJobMetadata {
+                        job: JobId(1),
+                        expected_version: None,
+                        set: [("v".to_string(), "x".repeat(value_bytes))]
+                            .into_iter()
+                            .collect(),
+                        remove: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        LogEntry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal::of(entries)),
+        }
+    }
+
+    fn request(entries: Vec<LogEntry>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_append_asks_openraft_for_fewer_entries_but_one_entry_is_sent() {
+        // Port 1 on loopback refuses connections: anything actually sent is Unreachable.
+        let mut network = Network::new(1);
+        let mut peer = network.new_client(2, &BasicNode::new("127.0.0.1:1")).await;
+        let option = RPCOption::new(Duration::from_millis(1_000));
+        let big: Vec<LogEntry> = (1..=3).map(|i| batch_entry(i, 1_000, 600)).collect();
+        match peer
+            .append_entries(request(big.clone()), option.clone())
+            .await
+        {
+            Err(RPCError::PayloadTooLarge(too_large)) => {
+                assert_eq!(too_large.entries_hint(), 1, "{too_large}")
+            }
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+        match peer
+            .append_entries(request(big[..1].to_vec()), option)
+            .await
+        {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("one entry must be sent whatever its size, got {other:?}"),
+        }
     }
 }

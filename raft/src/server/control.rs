@@ -6,6 +6,7 @@
 
 use crate::limits::{MAX_CLIENT_ENTRY_BYTES, MAX_LOG_ENTRIES_PER_READ, SNAPSHOT_CHUNK_BYTES};
 use crate::oplog;
+use crate::server::group_commit::{GroupCommit, WriteFailure};
 use crate::server::status::RaftStatus;
 use crate::store::snapshot::SnapshotEnvelope;
 use crate::store::{LogStore, StateMachineStore};
@@ -43,11 +44,15 @@ pub struct ControlService {
     sm: StateMachineStore,
     log: LogStore,
     stats: Arc<ApiStats>,
+    /// Batches concurrent client writes into one log entry.
+    group: GroupCommit,
 }
 
 impl ControlService {
+    /// The API of `raft`; starts the write path's group commit on the current runtime.
     pub fn new(raft: Raft, sm: StateMachineStore, log: LogStore, stats: Arc<ApiStats>) -> Self {
         ControlService {
+            group: GroupCommit::start(raft.clone()),
             raft,
             sm,
             log,
@@ -176,22 +181,26 @@ type ChunkStream = Pin<Box<dyn futures::Stream<Item = Result<SnapshotChunk, Stat
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
-        let mut entry = self.validate(&request.into_inner().entry)?;
+        let bytes = request.into_inner().entry;
+        let mut entry = self.validate(&bytes)?;
         entry.leader_time_ms = now_ms();
         let started = Instant::now();
-        let result = self.raft.client_write(entry).await;
+        // Concurrent writes share one log entry, one fsync and one replication round.
+        let result = self.group.write(entry, bytes.len()).await;
         self.stats
             .proposal_nanos_total
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match result {
-            Ok(response) => {
+            Ok(committed) => {
                 self.stats.proposals.fetch_add(1, Ordering::Relaxed);
                 Ok(Response::new(WriteReply {
-                    outcome_json: json(&response.data)?,
-                    log_index: response.log_id.index,
+                    outcome_json: json(&committed.outcome)?,
+                    log_index: committed.log_index,
                 }))
             }
-            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteFailure::Raft(RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(f),
+            ))) => {
                 self.stats.writes_redirected.fetch_add(1, Ordering::Relaxed);
                 Err(self.leader_status(&f))
             }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod control;
+pub mod group_commit;
 pub mod metrics;
 pub mod node_service;
 pub mod replica;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// A running replica.
 pub struct Replica {
@@ -76,6 +76,9 @@ impl Replica {
         let api = Arc::new(ApiStats::default());
         let control = ControlService::new(raft.clone(), sm.clone(), log.clone(), api.clone());
         let addr = listener.local_addr()?;
+        // TCP_NODELAY on every accepted connection: without it small replies wait for Nagle's
+        // algorithm and the peer's delayed ACK (~40 ms stalls at the tail).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
             .add_service(
@@ -92,7 +95,7 @@ impl Replica {
                 raft.clone(),
                 sm.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             });
         let server = tokio::spawn(server);

@@ -10,6 +10,7 @@
 //! carries on where the old leader stopped. The loop decides nothing itself: every decision is
 //! the policy's, and every effect goes through the log. Followers run it idle.
 
+use crate::proposal::Proposal;
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
 use openraft::ServerState;
@@ -95,8 +96,10 @@ enum ProposeError {
 
 async fn propose(raft: &Raft, command: Command) -> Result<Outcome, ProposeError> {
     let entry = Entry::system(wall_clock_ms(), command);
-    match raft.client_write(entry).await {
-        Ok(response) => Ok(response.data),
+    match raft.client_write(Proposal::One(entry)).await {
+        Ok(response) => response.data.into_iter().next().ok_or_else(|| {
+            ProposeError::Other("the state machine returned no outcome for a plan".into())
+        }),
         Err(openraft::error::RaftError::APIError(
             openraft::error::ClientWriteError::ForwardToLeader(_),
         )) => Err(ProposeError::NotLeader),

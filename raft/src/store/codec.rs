@@ -1,18 +1,30 @@
 //! Byte encodings of what the stores keep: log records (the log id, and for client and leader
-//! entries the scheduler's own `Entry::encode` bytes), votes and log ids. Each record starts
+//! entries the scheduler's own `Entry::encode` bytes, one per entry of a batch), votes and log
+//! ids. Each record starts
 //! with a format version. Decoding is bounded and fails with a `RaftError`, never a panic.
 
 use crate::error::RaftError;
+use crate::limits::{MAX_BATCH_BYTES, MAX_WRITES_PER_BATCH};
+use crate::proposal::Proposal;
 use crate::types::{LogEntry, LogId, NodeId};
 use openraft::{BasicNode, EntryPayload, Membership};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use singularity_scheduler::limits::MAX_ENTRY_BYTES;
 use singularity_scheduler::Entry;
 
-/// The log record format this build writes and reads.
+/// The log record format this build writes and reads. (Batches were added as a new payload
+/// variant at the end, so records written before them still decode.)
 pub const LOG_RECORD_VERSION: u16 = 1;
-/// Largest stored value decoded, in bytes.
-const MAX_RECORD_BYTES: usize = singularity_scheduler::limits::MAX_ENTRY_BYTES + 4096;
+/// Bytes a record adds around its entries: the log id, the payload tag, and a length prefix
+/// per entry of a batch.
+const RECORD_OVERHEAD_BYTES: usize = 4096 + 16 * MAX_WRITES_PER_BATCH;
+/// Largest stored value decoded, in bytes: the largest single entry or batch, with overhead.
+pub const MAX_RECORD_BYTES: usize = if MAX_ENTRY_BYTES > MAX_BATCH_BYTES {
+    MAX_ENTRY_BYTES + RECORD_OVERHEAD_BYTES
+} else {
+    MAX_BATCH_BYTES + RECORD_OVERHEAD_BYTES
+};
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -72,6 +84,8 @@ enum RecordPayload {
     /// `Entry::encode` bytes.
     Normal(Vec<u8>),
     Membership(Membership<NodeId, BasicNode>),
+    /// `Entry::encode` bytes of each client write of a batch, in apply order.
+    Batch(Vec<Vec<u8>>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,7 +112,13 @@ pub fn key_index(key: &[u8]) -> Result<u64, RaftError> {
 pub fn encode_entry(entry: &LogEntry) -> Result<Vec<u8>, RaftError> {
     let payload = match &entry.payload {
         EntryPayload::Blank => RecordPayload::Blank,
-        EntryPayload::Normal(data) => RecordPayload::Normal(data.encode()?),
+        EntryPayload::Normal(Proposal::One(data)) => RecordPayload::Normal(data.encode()?),
+        EntryPayload::Normal(Proposal::Batch(entries)) => RecordPayload::Batch(
+            entries
+                .iter()
+                .map(Entry::encode)
+                .collect::<Result<_, _>>()?,
+        ),
         EntryPayload::Membership(m) => RecordPayload::Membership(m.clone()),
     };
     encode(
@@ -115,7 +135,24 @@ pub fn decode_entry(bytes: &[u8]) -> Result<LogEntry, RaftError> {
     let record: Record = decode("log record", bytes)?;
     let payload = match record.payload {
         RecordPayload::Blank => EntryPayload::Blank,
-        RecordPayload::Normal(data) => EntryPayload::Normal(Entry::decode(&data)?),
+        RecordPayload::Normal(data) => EntryPayload::Normal(Proposal::One(Entry::decode(&data)?)),
+        RecordPayload::Batch(entries) => {
+            if entries.is_empty() || entries.len() > MAX_WRITES_PER_BATCH {
+                return Err(RaftError::Decode {
+                    what: "log record",
+                    detail: format!(
+                        "a batch of {} entries; a batch holds 1 to {MAX_WRITES_PER_BATCH}",
+                        entries.len()
+                    ),
+                });
+            }
+            EntryPayload::Normal(Proposal::Batch(
+                entries
+                    .iter()
+                    .map(|bytes| Entry::decode(bytes))
+                    .collect::<Result<_, _>>()?,
+            ))
+        }
         RecordPayload::Membership(m) => EntryPayload::Membership(m),
     };
     Ok(LogEntry {

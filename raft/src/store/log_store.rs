@@ -1,7 +1,7 @@
 //! `LogStore`: openraft's `RaftLogStorage` over RocksDB. Entries live in the `log` column
 //! family under their big-endian index; the vote, the last purged log id and the committed log
-//! id live in `meta`. Votes, truncations and purges are written with `sync = true`; appends are
-//! reported to openraft only after the `WalFlusher` synced the WAL that holds them.
+//! id live in `meta`. Votes, truncations, purges and appends are written with `sync = true`, so
+//! an append is reported to openraft only after RocksDB synced the WAL that holds it.
 //! It must not reorder writes or leave holes in the log.
 
 // openraft's traits fix the error type (`StorageError`, ~224 bytes); helpers share it.
@@ -9,7 +9,6 @@
 
 use super::codec::{decode, decode_entry, encode, encode_entry, index_key, key_index};
 use super::db::{Db, CF_LOG, CF_META};
-use super::flusher::WalFlusher;
 use super::{read_err, write_err};
 use crate::types::{LogEntry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -29,14 +28,12 @@ const KEY_COMMITTED: &[u8] = b"committed";
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    flusher: WalFlusher,
 }
 
 impl LogStore {
-    /// The log in `db`, with its WAL flusher thread.
+    /// The log in `db`. (It cannot fail today; the `Result` keeps room for start-up checks.)
     pub fn new(db: Db) -> std::io::Result<LogStore> {
-        let flusher = WalFlusher::start(&db)?;
-        Ok(LogStore { db, flusher })
+        Ok(LogStore { db })
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -179,8 +176,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Only an optimisation of restart (how far to re-apply): no sync needed.
-        self.put_meta(KEY_COMMITTED, &committed, false)
+        // Only an optimisation of restart (how far to re-apply), saved on every commit: no
+        // sync and no WAL record. A crash may lose it, and openraft then re-applies from an
+        // older committed id, which is allowed (it may lag, never lead, the true one).
+        let bytes = encode(meta_name(KEY_COMMITTED), &committed).map_err(write_err)?;
+        let mut options = rocksdb::WriteOptions::default();
+        options.disable_wal(true);
+        self.db
+            .raw()
+            .put_cf_opt(self.db.cf(CF_META), KEY_COMMITTED, bytes, &options)
+            .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -202,13 +207,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = encode_entry(&entry).map_err(write_err)?;
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
-        // Written to the WAL without a sync; the flusher syncs the WAL once for every batch of
-        // waiting appends (group commit) and only then tells openraft (DESIGN.md rule 2).
-        if let Err(e) = self.db.raw().write(batch) {
-            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(write_err(e));
+        // One synced write per append: openraft 0.9 waits for this append's callback before
+        // it appends again, so there is never a second append to share the sync with, and
+        // syncing here saves the two thread hand-offs a background flusher would cost. The
+        // callback comes only after RocksDB synced the WAL (DESIGN.md rule 2).
+        match self.db.raw().write_opt(batch, &Db::synced()) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
         }
-        self.flusher.after_sync(callback).map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

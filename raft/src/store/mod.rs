@@ -4,7 +4,6 @@
 
 pub mod codec;
 pub mod db;
-pub mod flusher;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;

@@ -10,11 +10,12 @@ use super::db::{Db, CF_SM};
 use super::snapshot::SnapshotEnvelope;
 use super::{read_err, write_err};
 use crate::error::RaftError;
+use crate::proposal::Outcomes;
 use crate::types::{LogEntry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use singularity_scheduler::planner::Evaluation;
-use singularity_scheduler::{evaluations_for, ClusterState, Effect, EvaluationQueue, Outcome};
+use singularity_scheduler::{evaluations_for, ClusterState, EvaluationQueue};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -141,14 +142,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// The result recorded for entries that are not client or leader commands (blank entries of a
-/// new leader, membership changes). openraft hands these to no client; they change nothing.
-fn no_command_outcome(state: &ClusterState) -> Outcome {
-    Outcome::Accepted(Effect::Ticked {
-        now_ms: state.now_ms(),
-    })
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -157,37 +150,42 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcomes>, StorageError>
     where
         I: IntoIterator<Item = LogEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let started = Instant::now();
-        let mut outcomes = Vec::new();
+        let mut replies = Vec::new();
         let mut evaluations = Vec::new();
         let mut applied = self.write();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
-            let outcome = match entry.payload {
-                EntryPayload::Blank => no_command_outcome(&applied.state),
-                EntryPayload::Normal(command) => {
-                    let is_plan = command.command.kind() == "plan";
-                    let outcome = applied.state.apply(command);
-                    evaluations.extend(evaluations_for(&outcome));
-                    if !outcome.is_accepted() {
-                        self.stats.entries_rejected.fetch_add(1, Ordering::Relaxed);
+            let outcomes = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => {
+                    // A batch applies as its entries one after another (proposal.rs).
+                    let mut outcomes = Vec::with_capacity(proposal.entries().len());
+                    for command in proposal.into_entries() {
+                        let is_plan = command.command.kind() == "plan";
+                        let outcome = applied.state.apply(command);
+                        evaluations.extend(evaluations_for(&outcome));
+                        if !outcome.is_accepted() {
+                            self.stats.entries_rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if is_plan && outcome.rejection().is_some() {
+                            self.stats.plans_rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        outcomes.push(outcome);
                     }
-                    if is_plan && outcome.rejection().is_some() {
-                        self.stats.plans_rejected.fetch_add(1, Ordering::Relaxed);
-                    }
-                    outcome
+                    outcomes
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    no_command_outcome(&applied.state)
+                    Vec::new()
                 }
             };
-            outcomes.push(outcome);
+            replies.push(outcomes);
         }
         drop(applied);
         if !evaluations.is_empty() {
@@ -198,11 +196,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         self.stats
             .entries_applied
-            .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
         self.stats
             .apply_nanos_total
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        Ok(outcomes)
+        Ok(replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
