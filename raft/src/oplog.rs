@@ -1,6 +1,7 @@
 //! Decoding of log entries for operators (`singularity operator log`): index, term, the
-//! leader's timestamp, the command's kind and its one-line summary with the decision's reasons.
-//! It must not change the log; it only reads entries handed to it.
+//! leader's timestamp, the command's kind and its one-line summary with the decision's reasons,
+//! and the raw scheduler entry for checkers that replay the log. It must not change the log; it
+//! only reads entries handed to it.
 
 use crate::types::LogEntry;
 use openraft::EntryPayload;
@@ -70,5 +71,38 @@ pub fn describe(entry: &LogEntry) -> LogLine {
         leader_time_ms,
         kind,
         summary,
+    }
+}
+
+/// The scheduler entry's encoded bytes (`Entry::encode`), for checkers that replay the log
+/// through `ClusterState::apply`; empty for blank and membership entries.
+pub fn entry_bytes(entry: &LogEntry) -> Result<Vec<u8>, singularity_scheduler::SchedulerError> {
+    match &entry.payload {
+        EntryPayload::Normal(data) => data.encode(),
+        EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId};
+    use singularity_scheduler::{testkit, Command, Entry, Tier};
+
+    #[test]
+    fn entry_bytes_decode_to_the_logged_entry_and_are_empty_for_blank() {
+        let spec = testkit::job_spec("a", Tier::Standard, 2, "h100");
+        let data = Entry::system(5_000, Command::SubmitJob { spec });
+        let normal = LogEntry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 7),
+            payload: EntryPayload::Normal(data.clone()),
+        };
+        let bytes = entry_bytes(&normal).expect("encodes");
+        assert_eq!(Entry::decode(&bytes).expect("decodes"), data);
+        let blank = LogEntry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 8),
+            payload: EntryPayload::Blank,
+        };
+        assert!(entry_bytes(&blank).expect("blank").is_empty());
     }
 }
