@@ -29,6 +29,8 @@ fn short_run_under_partitions_and_kills_is_valid() {
         recovery_s: 3,
         op_timeout_ms: 3_000,
         op_delay_ms: 20,
+        nodes: 3,
+        devices_per_node: 4,
     })
     .expect("the run completes");
     assert!(outcome.valid, "{}", outcome.summary);
