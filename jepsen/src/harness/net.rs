@@ -3,10 +3,21 @@
 //! as iptables DROP rules inside the namespaces.
 //!
 //! Every name it creates starts with `NAME_PREFIX`, so `remove_leftovers` can clean up after
-//! a crashed run. It must only address the private subnet `SUBNET_PREFIX`.0/24.
+//! a crashed run; a lock file (`RUN_LOCK_PATH`) keeps a second run from doing that to a live
+//! one (it waits instead). It must only address the private subnet `SUBNET_PREFIX`.0/24.
 
 use crate::error::{Error, Result};
+use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The lock file of the run that owns the test network (it holds that run's pid).
+pub const RUN_LOCK_PATH: &str = "/run/singularity-jepsen.lock";
+/// Longest a run waits for another one to release the test network.
+const RUN_LOCK_WAIT_MS: u64 = 15 * 60 * 1000;
+/// Pause between two looks at the lock.
+const RUN_LOCK_POLL_MS: u64 = 500;
 
 /// Prefix of every namespace and link the harness creates.
 pub const NAME_PREFIX: &str = "sjep";
@@ -101,9 +112,80 @@ pub fn remove_leftovers() {
     }
 }
 
-/// The test network; dropping it removes everything it created.
+/// Ownership of the test network by this process; released (file removed) when dropped.
+pub struct RunLock {
+    pid: u32,
+}
+
+impl RunLock {
+    /// Takes the lock, waiting while a live process holds it (up to `RUN_LOCK_WAIT_MS`); a
+    /// lock left by a dead process is taken over.
+    pub fn acquire() -> Result<RunLock> {
+        let pid = std::process::id();
+        let deadline = Instant::now() + Duration::from_millis(RUN_LOCK_WAIT_MS);
+        let mut told = false;
+        // Bounded by the deadline; each pass waits RUN_LOCK_POLL_MS or returns.
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(RUN_LOCK_PATH)
+            {
+                Ok(mut file) => {
+                    file.write_all(pid.to_string().as_bytes())
+                        .map_err(|error| Error::Io {
+                            path: RUN_LOCK_PATH.into(),
+                            error,
+                        })?;
+                    return Ok(RunLock { pid });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(Error::Io {
+                        path: RUN_LOCK_PATH.into(),
+                        error,
+                    })
+                }
+            }
+            let holder = std::fs::read_to_string(RUN_LOCK_PATH).unwrap_or_default();
+            let holder = holder.trim();
+            let alive = !holder.is_empty() && Path::new("/proc").join(holder).exists();
+            if !alive {
+                let _ = std::fs::remove_file(RUN_LOCK_PATH);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::harness(
+                    "network",
+                    format!(
+                        "another singularity-jepsen run (pid {holder}) has used the test network for over {RUN_LOCK_WAIT_MS} ms; wait for it or stop it"
+                    ),
+                ));
+            }
+            if !told {
+                eprintln!(
+                    "jepsen: waiting for another run (pid {holder}) to release the test network"
+                );
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(RUN_LOCK_POLL_MS));
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let holder = std::fs::read_to_string(RUN_LOCK_PATH).unwrap_or_default();
+        if holder.trim() == self.pid.to_string() {
+            let _ = std::fs::remove_file(RUN_LOCK_PATH);
+        }
+    }
+}
+
+/// The test network; dropping it removes everything it created, then releases the lock.
 pub struct Network {
     replicas: usize,
+    _lock: RunLock,
 }
 
 impl Network {
@@ -118,8 +200,12 @@ impl Network {
                 format!("{replicas} replicas; give between 1 and {MAX_REPLICAS}"),
             ));
         }
+        let lock = RunLock::acquire()?;
         remove_leftovers();
-        let network = Network { replicas };
+        let network = Network {
+            replicas,
+            _lock: lock,
+        };
         let bridge = bridge_name();
         let bridge_addr = format!("{SUBNET_PREFIX}.{BRIDGE_HOST}/24");
         sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
