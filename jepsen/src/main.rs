@@ -104,6 +104,11 @@ struct TestArgs {
     /// Simulated devices per node of the scheduler workload.
     #[arg(long, default_value_t = 4)]
     devices_per_node: u16,
+    /// Run the scheduler workload's nodes as real agents (`PATH agent --servers ... --node
+    /// sim-<i> --devices sim:<count>:<bytes> --work-dir ...`, one per namespace) instead of
+    /// the harness playing them through the API.
+    #[arg(long, value_name = "PATH")]
+    agent_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -317,6 +322,7 @@ fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
         op_delay_ms: args.op_delay_ms,
         nodes: args.nodes,
         devices_per_node: args.devices_per_node,
+        agent_bin: args.agent_bin.clone(),
     })?;
     eprintln!("jepsen: results in {}", outcome.results_dir.display());
     println!("{}", outcome.summary);

@@ -31,6 +31,7 @@ fn short_run_under_partitions_and_kills_is_valid() {
         op_delay_ms: 20,
         nodes: 3,
         devices_per_node: 4,
+        agent_bin: None,
     })
     .expect("the run completes");
     assert!(outcome.valid, "{}", outcome.summary);
@@ -72,6 +73,7 @@ fn short_run_with_every_nemesis_and_workload_is_valid() {
         op_delay_ms: 20,
         nodes: 2,
         devices_per_node: 4,
+        agent_bin: None,
     })
     .expect("the run completes (the membership restored)");
     assert!(outcome.valid, "{}", outcome.summary);

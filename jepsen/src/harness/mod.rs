@@ -8,6 +8,7 @@
 //! rules and processes when dropped (normal end, error, panic), and a SIGINT/SIGTERM makes
 //! the run stop early and drop them.
 
+pub mod agents;
 pub mod client;
 pub mod cluster;
 pub mod fleet;

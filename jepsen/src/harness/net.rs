@@ -29,6 +29,10 @@ const BRIDGE_HOST: u8 = 1;
 const FIRST_REPLICA_HOST: u8 = 11;
 /// Most replicas the subnet layout allows.
 pub const MAX_REPLICAS: usize = 9;
+/// Node agent `i` (0-based) gets host number `FIRST_AGENT_HOST + i`.
+const FIRST_AGENT_HOST: u8 = 31;
+/// Most node agents the subnet layout allows.
+pub const MAX_AGENTS: usize = 9;
 
 /// Runs a command, failing with its stderr.
 pub fn sh(program: &str, args: &[&str]) -> Result<String> {
@@ -74,6 +78,20 @@ pub fn namespace(i: usize) -> String {
 
 fn veth_name(i: usize) -> String {
     format!("{NAME_PREFIX}-v{}", i + 1)
+}
+
+/// The namespace of node agent `i` (0-based).
+pub fn agent_namespace(i: usize) -> String {
+    format!("{NAME_PREFIX}-a{}", i + 1)
+}
+
+fn agent_veth_name(i: usize) -> String {
+    format!("{NAME_PREFIX}-w{}", i + 1)
+}
+
+/// The IPv4 address of node agent `i` (0-based).
+pub fn agent_ip(i: usize) -> String {
+    format!("{SUBNET_PREFIX}.{}", FIRST_AGENT_HOST as usize + i)
 }
 
 /// The IPv4 address of replica `i` (0-based).
@@ -182,6 +200,35 @@ impl Drop for RunLock {
     }
 }
 
+/// One host: namespace `ns` with `ip`/24 on its `eth0`, linked by veth `veth` to `bridge`.
+fn add_host(bridge: &str, ns: &str, veth: &str, ip: &str) -> Result<()> {
+    let addr = format!("{ip}/24");
+    sh("ip", &["netns", "add", ns])?;
+    sh(
+        "ip",
+        &["netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+    )?;
+    sh(
+        "ip",
+        &[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
+    )?;
+    sh("ip", &["link", "set", veth, "master", bridge])?;
+    sh("ip", &["link", "set", veth, "up"])?;
+    sh(
+        "ip",
+        &[
+            "netns", "exec", ns, "ip", "addr", "add", &addr, "dev", "eth0",
+        ],
+    )?;
+    sh(
+        "ip",
+        &["netns", "exec", ns, "ip", "link", "set", "eth0", "up"],
+    )?;
+    Ok(())
+}
+
 /// The test network; dropping it removes everything it created, then releases the lock.
 pub struct Network {
     replicas: usize,
@@ -191,6 +238,13 @@ pub struct Network {
 impl Network {
     /// Creates the bridge and `replicas` namespaces, after removing leftovers of earlier runs.
     pub fn create(replicas: usize) -> Result<Network> {
+        Network::create_with_agents(replicas, 0)
+    }
+
+    /// Creates the bridge, `replicas` replica namespaces and `agents` node-agent namespaces
+    /// (`sjep-a1`... at `10.77.0.31`...), after removing leftovers of earlier runs. Partitions
+    /// only cut replicas from replicas; agents always reach every replica.
+    pub fn create_with_agents(replicas: usize, agents: usize) -> Result<Network> {
         if !is_root() {
             return Err(Error::NotRoot);
         }
@@ -198,6 +252,12 @@ impl Network {
             return Err(Error::harness(
                 "network",
                 format!("{replicas} replicas; give between 1 and {MAX_REPLICAS}"),
+            ));
+        }
+        if agents > MAX_AGENTS {
+            return Err(Error::harness(
+                "network",
+                format!("{agents} node agents; give at most {MAX_AGENTS}"),
             ));
         }
         let lock = RunLock::acquire()?;
@@ -212,31 +272,14 @@ impl Network {
         sh("ip", &["addr", "add", &bridge_addr, "dev", &bridge])?;
         sh("ip", &["link", "set", &bridge, "up"])?;
         for i in 0..replicas {
-            let ns = namespace(i);
-            let veth = veth_name(i);
-            let addr = format!("{}/24", replica_ip(i));
-            sh("ip", &["netns", "add", &ns])?;
-            sh(
-                "ip",
-                &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
-            )?;
-            sh(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            sh("ip", &["link", "set", &veth, "master", &bridge])?;
-            sh("ip", &["link", "set", &veth, "up"])?;
-            sh(
-                "ip",
-                &[
-                    "netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", "eth0",
-                ],
-            )?;
-            sh(
-                "ip",
-                &["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"],
+            add_host(&bridge, &namespace(i), &veth_name(i), &replica_ip(i))?;
+        }
+        for i in 0..agents {
+            add_host(
+                &bridge,
+                &agent_namespace(i),
+                &agent_veth_name(i),
+                &agent_ip(i),
             )?;
         }
         Ok(network)
@@ -291,6 +334,9 @@ mod tests {
     fn names_and_addresses_are_private_and_prefixed() {
         assert_eq!(namespace(0), "sjep-n1");
         assert_eq!(replica_ip(2), "10.77.0.13");
+        assert_eq!(agent_namespace(0), "sjep-a1");
+        assert_eq!(agent_ip(MAX_AGENTS - 1), "10.77.0.39");
+        assert!(agent_veth_name(8).len() <= 15);
         assert!(
             veth_name(8).len() <= 15,
             "interface names are at most 15 bytes"

@@ -5,6 +5,7 @@
 
 use crate::checker::{check_history, CheckOptions};
 use crate::error::{Error, Result};
+use crate::harness::agents::AgentProcesses;
 use crate::harness::client::{CallError, Conn};
 use crate::harness::cluster::{find_libfaketime, replica_endpoint, Cluster, ReplicaOptions};
 use crate::harness::fleet::{FleetOptions, NodeFleet, PlayedNodes};
@@ -100,6 +101,9 @@ pub struct TestOptions {
     /// Nodes of the scheduler workload, and simulated devices per node.
     pub nodes: usize,
     pub devices_per_node: u16,
+    /// Real node agents (`<bin> agent ...`, one per node in its own namespace) instead of the
+    /// harness playing the nodes.
+    pub agent_bin: Option<PathBuf>,
 }
 
 /// The verdicts of a run.
@@ -532,7 +536,14 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     }
 
     // Guards: declared network first, so the cluster's processes die before the namespaces go.
-    let network = Arc::new(Network::create(options.replicas)?);
+    let agents = match (
+        &options.agent_bin,
+        options.workloads.contains(&WorkloadKind::Scheduler),
+    ) {
+        (Some(_), true) => options.nodes,
+        _ => 0,
+    };
+    let network = Arc::new(Network::create_with_agents(options.replicas, agents)?);
     let libfaketime = if options.nemeses.contains(&NemesisKind::Clock) {
         Some(find_libfaketime()?)
     } else {
@@ -573,16 +584,24 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     // The scheduler workload's nodes (played by the harness until the agent exists).
     let mut fleet: Option<Box<dyn NodeFleet>> = None;
     if run_sched {
-        let ids = (0..options.nodes).map(|_| shared.client_id()).collect();
-        let mut nodes: Box<dyn NodeFleet> = Box::new(PlayedNodes::new(
-            FleetOptions {
-                nodes: options.nodes,
-                devices_per_node: options.devices_per_node,
-            },
-            endpoints.clone(),
-            ids,
-            runtime.handle().clone(),
-        ));
+        let fleet_options = FleetOptions {
+            nodes: options.nodes,
+            devices_per_node: options.devices_per_node,
+        };
+        let mut nodes: Box<dyn NodeFleet> = match &options.agent_bin {
+            Some(bin) => Box::new(AgentProcesses::new(
+                bin,
+                endpoints.clone(),
+                fleet_options,
+                &dir,
+            )?),
+            None => Box::new(PlayedNodes::new(
+                fleet_options,
+                endpoints.clone(),
+                (0..options.nodes).map(|_| shared.client_id()).collect(),
+                runtime.handle().clone(),
+            )),
+        };
         nodes.start()?;
         eprintln!("jepsen: scheduler nodes: {}", nodes.describe());
         fleet = Some(nodes);
