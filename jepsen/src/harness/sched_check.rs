@@ -79,6 +79,8 @@ pub struct SchedulerReport {
     pub digest_mismatches: Vec<String>,
     pub digests_compared: usize,
     pub jobs: usize,
+    /// The final read's jobs by phase (for diagnosis).
+    pub jobs_by_phase: BTreeMap<String, usize>,
     pub preempted_jobs: usize,
     pub preempted_unresolved: Vec<String>,
     pub final_read_error: Option<String>,
@@ -324,8 +326,12 @@ pub fn check_scheduler(
             }
         })
         .collect();
+    let mut jobs_by_phase: BTreeMap<String, usize> = BTreeMap::new();
     let (job_count, preempted_jobs, preempted_unresolved, final_read_error) = match jobs {
         Ok(jobs) => {
+            for job in jobs {
+                *jobs_by_phase.entry(job.phase.to_string()).or_default() += 1;
+            }
             let (p, u) = preempted_unresolved(jobs);
             (jobs.len(), p, u, None)
         }
@@ -353,6 +359,7 @@ pub fn check_scheduler(
         digest_mismatches,
         digests_compared,
         jobs: job_count,
+        jobs_by_phase,
         preempted_jobs,
         preempted_unresolved,
         final_read_error,
@@ -527,5 +534,7 @@ mod tests {
         fleet.finish_action(action, 0);
         let jobs: Vec<Job> = fleet.state.jobs().cloned().collect();
         assert_eq!(preempted_unresolved(&jobs), (1, Vec::new()));
+        let report = check_scheduler(&[], &[], Ok(&jobs));
+        assert_eq!(report.jobs_by_phase.get("running"), Some(&1), "{report:?}");
     }
 }
