@@ -226,8 +226,11 @@ impl Nemesis {
         }
     }
 
-    /// Restores every replica as a voter, adding removed ones back as learners first. Bounded
-    /// by `timeout` and a count of attempts.
+    /// Restores every replica as a voter, adding removed ones back as learners first, and
+    /// always ends with a committed `ChangeMembership` to all of them: a change the group could
+    /// not finish (its client gave up) may have left a joint configuration, whose voters
+    /// `Status` lists as the union, so a status that looks full is not enough. Bounded by
+    /// `timeout` and a count of attempts.
     pub fn restore_membership(&mut self, timeout: Duration) -> Result<String> {
         let n = self.replicas;
         let deadline = Instant::now() + timeout;
@@ -240,13 +243,6 @@ impl Nemesis {
             let call_timeout = Duration::from_millis(MEMBERSHIP_CHANGE_TIMEOUT_MS)
                 .min(deadline.saturating_duration_since(Instant::now()));
             match self.membership() {
-                Some(m) if m.is_full(n) => {
-                    self.membership_changed = false;
-                    if actions.is_empty() {
-                        actions.push("membership already full".to_string());
-                    }
-                    return Ok(actions.join("; "));
-                }
                 Some(m) => {
                     let missing: Vec<u64> = full_voters(n)
                         .into_iter()
@@ -272,7 +268,14 @@ impl Nemesis {
                             false,
                             call_timeout,
                         )) {
-                            Ok(()) => actions.push(format!("voters {:?}", full_voters(n))),
+                            Ok(()) => {
+                                actions.push(format!("voters {:?}", full_voters(n)));
+                                if self.membership().is_some_and(|m| m.is_full(n)) {
+                                    self.membership_changed = false;
+                                    return Ok(actions.join("; "));
+                                }
+                                last = "the leader does not list every replica as a voter".into();
+                            }
                             Err(e) => last = format!("change membership: {}", e.message()),
                         }
                     }
