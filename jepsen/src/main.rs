@@ -105,8 +105,8 @@ struct TestArgs {
     #[arg(long, default_value_t = 4)]
     devices_per_node: u16,
     /// Run the scheduler workload's nodes as real agents (`PATH agent --servers ... --node
-    /// sim-<i> --devices sim:<count>:<bytes> --work-dir ...`, one per namespace) instead of
-    /// the harness playing them through the API.
+    /// sim-<i> --domain ... --devices sim:<count>:<bytes>:sim --work-dir ...`, one per
+    /// namespace) instead of the harness playing them through the API.
     #[arg(long, value_name = "PATH")]
     agent_bin: Option<PathBuf>,
 }

@@ -1,14 +1,14 @@
 //! Real node agents for the scheduler workload: one `singularity agent` process per node, each
 //! in its own network namespace (`sjep-a<i>`, see `net`), started as
-//! `singularity agent --servers <replicas> --node sim-<i> --devices sim:<count>:<memory bytes>
-//! --work-dir <results>/a<i>`. It is the `NodeFleet` that replaces `fleet::PlayedNodes` once
+//! `singularity agent --servers <replicas> --node sim-<i> --domain domain-<i/2>
+//! --devices sim:<count>:<memory bytes>:sim --work-dir <results>/a<i>/work`. It is the `NodeFleet` that replaces `fleet::PlayedNodes` once
 //! the agent exists (`--agent-bin`). Dropping it kills every process it started.
 //!
 //! It must not talk to the replicas' APIs: the agents do.
 
 use crate::error::{Error, Result};
 use crate::harness::fleet::{
-    node_name, FleetOptions, NodeFleet, SIM_DEVICE_KIND, SIM_DEVICE_MEMORY_BYTES,
+    node_domain, node_name, FleetOptions, NodeFleet, SIM_DEVICE_KIND, SIM_DEVICE_MEMORY_BYTES,
 };
 use crate::harness::net::{agent_namespace, sh};
 use std::fs::OpenOptions;
@@ -33,8 +33,11 @@ pub fn agent_args(servers: &[String], i: usize, devices: u16, work_dir: &Path) -
         servers.join(","),
         "--node".into(),
         node_name(i),
+        "--domain".into(),
+        node_domain(i),
         "--devices".into(),
-        format!("{SIM_DEVICE_KIND}:{devices}:{SIM_DEVICE_MEMORY_BYTES}"),
+        // `sim:COUNT:MEMORY:KIND`: the workload's jobs ask for kind `sim`.
+        format!("sim:{devices}:{SIM_DEVICE_MEMORY_BYTES}:{SIM_DEVICE_KIND}"),
         "--work-dir".into(),
         work_dir.display().to_string(),
     ]
@@ -208,8 +211,10 @@ mod tests {
                 "10.77.0.11:7070,10.77.0.12:7070",
                 "--node",
                 "sim-2",
+                "--domain",
+                "domain-0",
                 "--devices",
-                "sim:4:17179869184",
+                "sim:4:17179869184:sim",
                 "--work-dir",
                 "/r/a2/work"
             ]

@@ -90,6 +90,11 @@ pub fn node_name(i: usize) -> String {
     format!("sim-{}", i + 1)
 }
 
+/// The locality domain of node `i` (0-based): `NODES_PER_DOMAIN` nodes to a domain.
+pub fn node_domain(i: usize) -> String {
+    format!("domain-{}", i / NODES_PER_DOMAIN)
+}
+
 /// Nodes played by the harness itself through the public API (see the module header).
 pub struct PlayedNodes {
     options: FleetOptions,
@@ -126,7 +131,7 @@ impl NodeFleet for PlayedNodes {
         for i in 0..self.options.nodes {
             let node = PlayedNode {
                 name: node_name(i),
-                domain: format!("domain-{}", i / NODES_PER_DOMAIN),
+                domain: node_domain(i),
                 devices: self.options.devices_per_node,
                 conn: Conn::new(
                     self.endpoints.clone(),
