@@ -6,7 +6,7 @@
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev clang g++ make pkg-config iproute2 iptables; do
+for pkg in libclang-dev clang g++ make pkg-config iproute2 iptables libfaketime; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -39,6 +39,9 @@ enum WorkloadArg {
     Register,
     /// Concurrent job submissions; acknowledged ones present exactly once at the end.
     Set,
+    /// Mixed-tier submissions and cancellations on nodes; logs, digests, device exclusivity
+    /// over every committed state, and preempted jobs resumed or finished.
+    Scheduler,
 }
 
 #[derive(clap::Args)]
@@ -95,6 +98,17 @@ struct TestArgs {
     /// Pause of each client between operations, in milliseconds.
     #[arg(long, default_value_t = 20)]
     op_delay_ms: u64,
+    /// Nodes of the scheduler workload.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Simulated devices per node of the scheduler workload.
+    #[arg(long, default_value_t = 4)]
+    devices_per_node: u16,
+    /// Run the scheduler workload's nodes as real agents (`PATH agent --servers ... --node
+    /// sim-<i> --domain ... --devices sim:<count>:<bytes>:sim --work-dir ...`, one per
+    /// namespace) instead of the harness playing them through the API.
+    #[arg(long, value_name = "PATH")]
+    agent_bin: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,6 +119,12 @@ enum NemesisArgOrNone {
     Kill,
     /// SIGSTOP of a random replica or the leader, SIGCONT when the fault ends.
     Pause,
+    /// A voter demoted to learner or removed (Control.ChangeMembership), restored at the end.
+    Membership,
+    /// Wall-clock jumps and drift on replicas (libfaketime; `apt-get install faketime`).
+    Clock,
+    /// Every fault above.
+    All,
     /// No faults.
     None,
 }
@@ -258,22 +278,30 @@ fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
         Some(path) => path.clone(),
         None => default_server_bin()?,
     };
-    let nemeses = args
-        .nemesis
-        .iter()
-        .filter_map(|n| match n {
-            NemesisArgOrNone::Partition => Some(NemesisKind::Partition),
-            NemesisArgOrNone::Kill => Some(NemesisKind::Kill),
-            NemesisArgOrNone::Pause => Some(NemesisKind::Pause),
-            NemesisArgOrNone::None => None,
-        })
-        .collect();
+    let mut nemeses: Vec<NemesisKind> = Vec::new();
+    for n in &args.nemesis {
+        let kinds: &[NemesisKind] = match n {
+            NemesisArgOrNone::Partition => &[NemesisKind::Partition],
+            NemesisArgOrNone::Kill => &[NemesisKind::Kill],
+            NemesisArgOrNone::Pause => &[NemesisKind::Pause],
+            NemesisArgOrNone::Membership => &[NemesisKind::Membership],
+            NemesisArgOrNone::Clock => &[NemesisKind::Clock],
+            NemesisArgOrNone::All => &NemesisKind::ALL,
+            NemesisArgOrNone::None => &[],
+        };
+        for kind in kinds {
+            if !nemeses.contains(kind) {
+                nemeses.push(*kind);
+            }
+        }
+    }
     let workloads = args
         .workload
         .iter()
         .map(|w| match w {
             WorkloadArg::Register => WorkloadKind::Register,
             WorkloadArg::Set => WorkloadKind::Set,
+            WorkloadArg::Scheduler => WorkloadKind::Scheduler,
         })
         .collect();
     eprintln!("jepsen: seed {seed}, results in {}", results_dir.display());
@@ -292,6 +320,9 @@ fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
         recovery_s: args.recovery_s,
         op_timeout_ms: args.op_timeout_ms,
         op_delay_ms: args.op_delay_ms,
+        nodes: args.nodes,
+        devices_per_node: args.devices_per_node,
+        agent_bin: args.agent_bin.clone(),
     })?;
     eprintln!("jepsen: results in {}", outcome.results_dir.display());
     println!("{}", outcome.summary);

@@ -1,6 +1,7 @@
 //! Decoding of log entries for operators (`singularity operator log`): index, term, the
-//! leader's timestamp, the command's kind and its one-line summary with the decision's reasons.
-//! It must not change the log; it only reads entries handed to it.
+//! leader's timestamp, the command's kind and its one-line summary with the decision's reasons,
+//! and the raw scheduler entry for checkers that replay the log. It must not change the log; it
+//! only reads entries handed to it.
 
 use crate::proposal::Proposal;
 use crate::types::LogEntry;
@@ -83,5 +84,43 @@ pub fn describe(entry: &LogEntry) -> LogLine {
         leader_time_ms,
         kind,
         summary,
+    }
+}
+
+/// The encoded bytes (`Entry::encode`) of each scheduler entry a log entry carries, in apply
+/// order, for checkers that replay the log through `ClusterState::apply`; none for blank and
+/// membership entries.
+pub fn entries_bytes(
+    entry: &LogEntry,
+) -> Result<Vec<Vec<u8>>, singularity_scheduler::SchedulerError> {
+    match &entry.payload {
+        EntryPayload::Normal(proposal) => proposal.entries().iter().map(|e| e.encode()).collect(),
+        EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId};
+    use singularity_scheduler::{testkit, Command, Entry, Tier};
+
+    #[test]
+    fn entries_bytes_decode_to_the_logged_entries_in_order_and_are_empty_for_blank() {
+        let spec = testkit::job_spec("a", Tier::Standard, 2, "h100");
+        let first = Entry::system(5_000, Command::SubmitJob { spec });
+        let second = Entry::system(5_001, Command::Tick);
+        let normal = LogEntry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 7),
+            payload: EntryPayload::Normal(Proposal::Batch(vec![first.clone(), second.clone()])),
+        };
+        let bytes = entries_bytes(&normal).expect("encodes");
+        let decoded: Vec<Entry> = bytes.iter().map(|b| Entry::decode(b).unwrap()).collect();
+        assert_eq!(decoded, vec![first, second]);
+        let blank = LogEntry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 8),
+            payload: EntryPayload::Blank,
+        };
+        assert!(entries_bytes(&blank).expect("blank").is_empty());
     }
 }

@@ -5,7 +5,10 @@
 //! It must not invent results: every value comes from a replica's reply.
 
 use singularity_proto::v1::control_client::ControlClient;
-use singularity_proto::v1::{ReadRequest, StatusRequest, WriteRequest};
+use singularity_proto::v1::{
+    AddLearnerRequest, ChangeMembershipRequest, LogReply, LogRequest, ReadRequest, StatusRequest,
+    WriteRequest,
+};
 use singularity_proto::{query, LEADER_HEADER};
 use singularity_scheduler::{ClientId, ClientRequest, Command, Entry, Outcome};
 use std::collections::HashMap;
@@ -173,6 +176,97 @@ impl Conn {
         // The write committed; a reply we cannot decode leaves its effect unknown.
         serde_json::from_str(&reply.outcome_json)
             .map_err(|e| CallError::Indefinite(format!("decoding the outcome: {e}")))
+    }
+
+    /// A read of `query` (linearizable unless `stale`), decoded as JSON.
+    pub async fn read_query(
+        &mut self,
+        query: &str,
+        stale: bool,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
+        let request = ReadRequest {
+            query: query.to_string(),
+            job_id: 0,
+            stale,
+        };
+        let reply = self
+            .call(timeout, |mut client| {
+                let request = request.clone();
+                async move { client.read(request).await }
+            })
+            .await?;
+        serde_json::from_str(&reply.json)
+            .map_err(|e| CallError::Definite(format!("decoding the {query} read: {e}")))
+    }
+
+    /// `Control.AddLearner` on the leader: replica `node_id` at `addr` receives the log.
+    pub async fn add_learner(
+        &mut self,
+        node_id: u64,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let request = AddLearnerRequest {
+            node_id,
+            addr: addr.to_string(),
+        };
+        self.call(timeout, |mut client| {
+            let request = request.clone();
+            async move { client.add_learner(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `Control.ChangeMembership` on the leader: `voters` vote from now on; with `retain`,
+    /// removed voters stay as learners.
+    pub async fn change_membership(
+        &mut self,
+        voters: Vec<u64>,
+        retain: bool,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let request = ChangeMembershipRequest { voters, retain };
+        self.call(timeout, |mut client| {
+            let request = request.clone();
+            async move { client.change_membership(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Replica `i`'s own Raft status (no failover to another replica).
+    pub async fn status_of(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
+        let endpoint = self.endpoints[i].clone();
+        let mut client = self.client(&endpoint)?;
+        let reply = tokio::time::timeout(timeout, client.status(StatusRequest {}))
+            .await
+            .map_err(|_| CallError::Indefinite(format!("{endpoint}: status timed out")))?
+            .map_err(|s| CallError::Indefinite(format!("{endpoint}: {}", s.message())))?;
+        serde_json::from_str(&reply.into_inner().json)
+            .map_err(|e| CallError::Definite(format!("{endpoint}: decoding the status: {e}")))
+    }
+
+    /// Entries `from..=to` of replica `i`'s own log, one bounded page (no failover).
+    pub async fn read_log_of(
+        &mut self,
+        i: usize,
+        from: u64,
+        to: u64,
+        timeout: Duration,
+    ) -> Result<LogReply, CallError> {
+        let endpoint = self.endpoints[i].clone();
+        let mut client = self.client(&endpoint)?;
+        let reply = tokio::time::timeout(timeout, client.read_log(LogRequest { from, to }))
+            .await
+            .map_err(|_| CallError::Indefinite(format!("{endpoint}: log read timed out")))?
+            .map_err(|s| CallError::Indefinite(format!("{endpoint}: {}", s.message())))?;
+        Ok(reply.into_inner())
     }
 
     async fn read_json(

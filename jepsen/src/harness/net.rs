@@ -3,10 +3,21 @@
 //! as iptables DROP rules inside the namespaces.
 //!
 //! Every name it creates starts with `NAME_PREFIX`, so `remove_leftovers` can clean up after
-//! a crashed run. It must only address the private subnet `SUBNET_PREFIX`.0/24.
+//! a crashed run; a lock file (`RUN_LOCK_PATH`) keeps a second run from doing that to a live
+//! one (it waits instead). It must only address the private subnet `SUBNET_PREFIX`.0/24.
 
 use crate::error::{Error, Result};
+use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The lock file of the run that owns the test network (it holds that run's pid).
+pub const RUN_LOCK_PATH: &str = "/run/singularity-jepsen.lock";
+/// Longest a run waits for another one to release the test network.
+const RUN_LOCK_WAIT_MS: u64 = 15 * 60 * 1000;
+/// Pause between two looks at the lock.
+const RUN_LOCK_POLL_MS: u64 = 500;
 
 /// Prefix of every namespace and link the harness creates.
 pub const NAME_PREFIX: &str = "sjep";
@@ -18,6 +29,10 @@ const BRIDGE_HOST: u8 = 1;
 const FIRST_REPLICA_HOST: u8 = 11;
 /// Most replicas the subnet layout allows.
 pub const MAX_REPLICAS: usize = 9;
+/// Node agent `i` (0-based) gets host number `FIRST_AGENT_HOST + i`.
+const FIRST_AGENT_HOST: u8 = 31;
+/// Most node agents the subnet layout allows.
+pub const MAX_AGENTS: usize = 9;
 
 /// Runs a command, failing with its stderr.
 pub fn sh(program: &str, args: &[&str]) -> Result<String> {
@@ -65,6 +80,20 @@ fn veth_name(i: usize) -> String {
     format!("{NAME_PREFIX}-v{}", i + 1)
 }
 
+/// The namespace of node agent `i` (0-based).
+pub fn agent_namespace(i: usize) -> String {
+    format!("{NAME_PREFIX}-a{}", i + 1)
+}
+
+fn agent_veth_name(i: usize) -> String {
+    format!("{NAME_PREFIX}-w{}", i + 1)
+}
+
+/// The IPv4 address of node agent `i` (0-based).
+pub fn agent_ip(i: usize) -> String {
+    format!("{SUBNET_PREFIX}.{}", FIRST_AGENT_HOST as usize + i)
+}
+
 /// The IPv4 address of replica `i` (0-based).
 pub fn replica_ip(i: usize) -> String {
     format!("{SUBNET_PREFIX}.{}", FIRST_REPLICA_HOST as usize + i)
@@ -101,14 +130,121 @@ pub fn remove_leftovers() {
     }
 }
 
-/// The test network; dropping it removes everything it created.
+/// Ownership of the test network by this process; released (file removed) when dropped.
+pub struct RunLock {
+    pid: u32,
+}
+
+impl RunLock {
+    /// Takes the lock, waiting while a live process holds it (up to `RUN_LOCK_WAIT_MS`); a
+    /// lock left by a dead process is taken over.
+    pub fn acquire() -> Result<RunLock> {
+        let pid = std::process::id();
+        let deadline = Instant::now() + Duration::from_millis(RUN_LOCK_WAIT_MS);
+        let mut told = false;
+        // Bounded by the deadline; each pass waits RUN_LOCK_POLL_MS or returns.
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(RUN_LOCK_PATH)
+            {
+                Ok(mut file) => {
+                    file.write_all(pid.to_string().as_bytes())
+                        .map_err(|error| Error::Io {
+                            path: RUN_LOCK_PATH.into(),
+                            error,
+                        })?;
+                    return Ok(RunLock { pid });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(Error::Io {
+                        path: RUN_LOCK_PATH.into(),
+                        error,
+                    })
+                }
+            }
+            let holder = std::fs::read_to_string(RUN_LOCK_PATH).unwrap_or_default();
+            let holder = holder.trim();
+            let alive = !holder.is_empty() && Path::new("/proc").join(holder).exists();
+            if !alive {
+                let _ = std::fs::remove_file(RUN_LOCK_PATH);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::harness(
+                    "network",
+                    format!(
+                        "another singularity-jepsen run (pid {holder}) has used the test network for over {RUN_LOCK_WAIT_MS} ms; wait for it or stop it"
+                    ),
+                ));
+            }
+            if !told {
+                eprintln!(
+                    "jepsen: waiting for another run (pid {holder}) to release the test network"
+                );
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(RUN_LOCK_POLL_MS));
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let holder = std::fs::read_to_string(RUN_LOCK_PATH).unwrap_or_default();
+        if holder.trim() == self.pid.to_string() {
+            let _ = std::fs::remove_file(RUN_LOCK_PATH);
+        }
+    }
+}
+
+/// One host: namespace `ns` with `ip`/24 on its `eth0`, linked by veth `veth` to `bridge`.
+fn add_host(bridge: &str, ns: &str, veth: &str, ip: &str) -> Result<()> {
+    let addr = format!("{ip}/24");
+    sh("ip", &["netns", "add", ns])?;
+    sh(
+        "ip",
+        &["netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+    )?;
+    sh(
+        "ip",
+        &[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
+    )?;
+    sh("ip", &["link", "set", veth, "master", bridge])?;
+    sh("ip", &["link", "set", veth, "up"])?;
+    sh(
+        "ip",
+        &[
+            "netns", "exec", ns, "ip", "addr", "add", &addr, "dev", "eth0",
+        ],
+    )?;
+    sh(
+        "ip",
+        &["netns", "exec", ns, "ip", "link", "set", "eth0", "up"],
+    )?;
+    Ok(())
+}
+
+/// The test network; dropping it removes everything it created, then releases the lock.
 pub struct Network {
     replicas: usize,
+    _lock: RunLock,
 }
 
 impl Network {
     /// Creates the bridge and `replicas` namespaces, after removing leftovers of earlier runs.
     pub fn create(replicas: usize) -> Result<Network> {
+        Network::create_with_agents(replicas, 0)
+    }
+
+    /// Creates the bridge, `replicas` replica namespaces and `agents` node-agent namespaces
+    /// (`sjep-a1`... at `10.77.0.31`...), after removing leftovers of earlier runs. Partitions
+    /// only cut replicas from replicas; agents always reach every replica.
+    pub fn create_with_agents(replicas: usize, agents: usize) -> Result<Network> {
         if !is_root() {
             return Err(Error::NotRoot);
         }
@@ -118,39 +254,32 @@ impl Network {
                 format!("{replicas} replicas; give between 1 and {MAX_REPLICAS}"),
             ));
         }
+        if agents > MAX_AGENTS {
+            return Err(Error::harness(
+                "network",
+                format!("{agents} node agents; give at most {MAX_AGENTS}"),
+            ));
+        }
+        let lock = RunLock::acquire()?;
         remove_leftovers();
-        let network = Network { replicas };
+        let network = Network {
+            replicas,
+            _lock: lock,
+        };
         let bridge = bridge_name();
         let bridge_addr = format!("{SUBNET_PREFIX}.{BRIDGE_HOST}/24");
         sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
         sh("ip", &["addr", "add", &bridge_addr, "dev", &bridge])?;
         sh("ip", &["link", "set", &bridge, "up"])?;
         for i in 0..replicas {
-            let ns = namespace(i);
-            let veth = veth_name(i);
-            let addr = format!("{}/24", replica_ip(i));
-            sh("ip", &["netns", "add", &ns])?;
-            sh(
-                "ip",
-                &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
-            )?;
-            sh(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            sh("ip", &["link", "set", &veth, "master", &bridge])?;
-            sh("ip", &["link", "set", &veth, "up"])?;
-            sh(
-                "ip",
-                &[
-                    "netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", "eth0",
-                ],
-            )?;
-            sh(
-                "ip",
-                &["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"],
+            add_host(&bridge, &namespace(i), &veth_name(i), &replica_ip(i))?;
+        }
+        for i in 0..agents {
+            add_host(
+                &bridge,
+                &agent_namespace(i),
+                &agent_veth_name(i),
+                &agent_ip(i),
             )?;
         }
         Ok(network)
@@ -205,6 +334,9 @@ mod tests {
     fn names_and_addresses_are_private_and_prefixed() {
         assert_eq!(namespace(0), "sjep-n1");
         assert_eq!(replica_ip(2), "10.77.0.13");
+        assert_eq!(agent_namespace(0), "sjep-a1");
+        assert_eq!(agent_ip(MAX_AGENTS - 1), "10.77.0.39");
+        assert!(agent_veth_name(8).len() <= 15);
         assert!(
             veth_name(8).len() <= 15,
             "interface names are at most 15 bytes"

@@ -5,15 +5,21 @@
 
 use crate::checker::{check_history, CheckOptions};
 use crate::error::{Error, Result};
+use crate::harness::agents::AgentProcesses;
 use crate::harness::client::{CallError, Conn};
-use crate::harness::cluster::{replica_endpoint, Cluster};
+use crate::harness::cluster::{find_libfaketime, replica_endpoint, Cluster, ReplicaOptions};
+use crate::harness::fleet::{FleetOptions, NodeFleet, PlayedNodes};
+use crate::harness::nemesis::Nemesis;
 use crate::harness::net::{is_root, Network};
 use crate::harness::plot::{render_svg, Point, Shade};
 use crate::harness::recorder::{render, NemesisEvent, Recorder};
 use crate::harness::rng::Rng;
-use crate::harness::schedule::{
-    build_schedule, grudges, Fault, NemesisKind, ScheduleOptions, Target, Window,
+use crate::harness::sched_check::{check_scheduler, SchedulerReport};
+use crate::harness::sched_run::{
+    await_recovery, collect_evidence, next_sched_op, scheduler_op, SchedShared,
+    SCHEDULER_OP_PAUSE_MS,
 };
+use crate::harness::schedule::{build_schedule, faults_name, NemesisKind, ScheduleOptions, Window};
 use crate::harness::workload::{check_set, next_register_op, AddOutcome, RegisterOp, SetReport};
 use crate::history::History;
 use crate::model::ModelKind;
@@ -40,6 +46,19 @@ const FINAL_READ_TIMEOUT_MS: u64 = 30_000;
 const CHECK_TIME_LIMIT_MS: u64 = 120_000;
 /// Granularity of the harness's sleeps, so an interrupt is noticed quickly.
 const POLL_MS: u64 = 100;
+/// Time a window's heal may spend restoring the membership (retried at the final heal).
+const WINDOW_MEMBERSHIP_RESTORE_MS: u64 = 10_000;
+/// Time the final heal may spend restoring the membership before the run fails.
+const FINAL_MEMBERSHIP_RESTORE_MS: u64 = 60_000;
+/// A scheduler-workload node silent this long (leader time) is declared down.
+const SCHEDULER_NODE_HEARTBEAT_TIMEOUT_MS: u64 = 10_000;
+/// Log entries kept behind a snapshot in scheduler runs: all of them, for the replay.
+const SCHEDULER_LOGS_KEPT: u64 = 10_000_000;
+/// Longest recovery window of the scheduler workload (it ends as soon as every preempted job
+/// was resumed or finished).
+const SCHEDULER_RECOVERY_MS: u64 = 60_000;
+/// Longest wait for the replicas to quiesce (same last, committed and applied index).
+const QUIESCE_TIMEOUT_MS: u64 = 20_000;
 /// Process ids of the final reads start here.
 const FINAL_PROCESS_BASE: i64 = 1_000_000;
 /// The device kind no node has, so the workloads' jobs stay pending.
@@ -53,6 +72,8 @@ const SET_JOB_PREFIX: &str = "jepsen-set-";
 pub enum WorkloadKind {
     Register,
     Set,
+    /// Mixed-tier job submissions and cancellations on nodes; checked for scheduler safety.
+    Scheduler,
 }
 
 /// Everything a run needs.
@@ -77,6 +98,12 @@ pub struct TestOptions {
     pub op_timeout_ms: u64,
     /// Pause of each client between two operations.
     pub op_delay_ms: u64,
+    /// Nodes of the scheduler workload, and simulated devices per node.
+    pub nodes: usize,
+    pub devices_per_node: u16,
+    /// Real node agents (`<bin> agent ...`, one per node in its own namespace) instead of the
+    /// harness playing the nodes.
+    pub agent_bin: Option<PathBuf>,
 }
 
 /// The verdicts of a run.
@@ -96,6 +123,8 @@ struct TimelineEntry {
     start_ms: u64,
     end_ms: u64,
     detail: String,
+    /// What healing did (for membership: the learners added and voters restored).
+    healed: String,
 }
 
 struct Shared {
@@ -104,6 +133,7 @@ struct Shared {
     set_names: AtomicU64,
     nemesis: Mutex<Vec<NemesisEvent>>,
     timeline: Mutex<Vec<TimelineEntry>>,
+    sched: SchedShared,
     set_adds: Mutex<BTreeMap<String, AddOutcome>>,
     seed: u64,
 }
@@ -321,6 +351,13 @@ async fn client_loop(
                 .await
             }
             WorkloadKind::Set => set_op(&mut conn, &recorder, &shared, process, timeout).await?,
+            WorkloadKind::Scheduler => {
+                let op = next_sched_op(&mut rng);
+                let kind =
+                    scheduler_op(&mut conn, &recorder, &shared.sched, process, op, timeout).await;
+                tokio::time::sleep(Duration::from_millis(SCHEDULER_OP_PAUSE_MS)).await;
+                kind
+            }
         };
         if kind == OpType::Info {
             // The indeterminate op stays open forever: go on as a new process and client.
@@ -332,29 +369,15 @@ async fn client_loop(
     Ok(())
 }
 
-fn node_list(nodes: &[usize]) -> String {
-    nodes
-        .iter()
-        .map(|i| format!("n{}", i + 1))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Carries out `schedule`, then heals everything. Runs on its own thread.
-#[allow(clippy::too_many_arguments)]
+/// Carries out `schedule`, then heals everything (the full membership included). Runs on its
+/// own thread.
 fn nemesis_loop(
     schedule: Vec<Window>,
     start: Instant,
     recorder_start: Instant,
     shared: Arc<Shared>,
-    network: Arc<Network>,
-    cluster: Arc<Mutex<Cluster>>,
-    endpoints: Vec<String>,
-    handle: tokio::runtime::Handle,
+    mut nemesis: Nemesis,
 ) -> Result<()> {
-    let mut rng = Rng::new(shared.seed ^ 0xFA_17);
-    let mut conn = Conn::new(endpoints, shared.client_id(), 0);
-    let n = network.replicas();
     let now_ns = || i64::try_from(recorder_start.elapsed().as_nanos()).unwrap_or(i64::MAX);
     let event = |f: String, value: String| {
         shared
@@ -373,71 +396,68 @@ fn nemesis_loop(
         if shared.interrupted() {
             break;
         }
-        let leader = handle.block_on(conn.leader());
-        let pick = |target: Target, rng: &mut Rng| match (target, leader) {
-            (Target::Leader, Some(l)) => l,
-            _ => rng.below(n as u64) as usize,
-        };
+        let leader = nemesis.leader();
         let started_ms = start.elapsed().as_millis() as u64;
-        let detail = match window.fault {
-            Fault::Partition(kind) => {
-                let g = grudges(kind, n, leader, &mut rng);
-                let detail = g
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, d)| !d.is_empty())
-                    .map(|(a, d)| format!("n{} drops {}", a + 1, node_list(d)))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                if let Err(e) = network.partition(&g) {
+        let name = faults_name(&window.faults);
+        let mut details = Vec::with_capacity(window.faults.len());
+        for fault in &window.faults {
+            match nemesis.inject(*fault, leader) {
+                Ok(detail) => details.push(detail),
+                Err(e) => {
+                    details.push(format!("failed: {e}"));
                     result = Err(e);
                 }
-                detail
             }
-            Fault::Kill(target) => {
-                let i = pick(target, &mut rng);
-                let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = c.kill(i) {
-                    result = Err(e);
-                }
-                format!("kill -9 n{}", i + 1)
-            }
-            Fault::Pause(target) => {
-                let i = pick(target, &mut rng);
-                let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = c.pause(i) {
-                    result = Err(e);
-                }
-                format!("SIGSTOP n{}", i + 1)
-            }
-        };
-        event(format!("start-{}", window.fault.name()), detail.clone());
-        sleep_until(&shared, start + Duration::from_millis(window.end_ms));
-        let heal = network
-            .heal()
-            .and_then(|()| cluster.lock().unwrap_or_else(|e| e.into_inner()).heal());
-        if let Err(e) = heal {
-            result = Err(e);
         }
-        event(format!("stop-{}", window.fault.name()), "healed".into());
+        let detail = details.join(" | ");
+        event(format!("start-{name}"), detail.clone());
+        sleep_until(&shared, start + Duration::from_millis(window.end_ms));
+        let healed = match nemesis.heal(Duration::from_millis(WINDOW_MEMBERSHIP_RESTORE_MS)) {
+            Ok(healed) => healed,
+            // A membership the group could not restore yet is retried at the final heal.
+            Err(e) => format!("not fully healed: {e}"),
+        };
+        event(format!("stop-{name}"), healed.clone());
         shared
             .timeline
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(TimelineEntry {
-                fault: window.fault.name(),
+                fault: name,
                 start_ms: started_ms,
                 end_ms: start.elapsed().as_millis() as u64,
                 detail,
+                healed,
             });
         if result.is_err() {
             break;
         }
     }
-    let heal = network
-        .heal()
-        .and_then(|()| cluster.lock().unwrap_or_else(|e| e.into_inner()).heal());
-    result.and(heal)
+    let heal = nemesis.heal(Duration::from_millis(FINAL_MEMBERSHIP_RESTORE_MS));
+    if let Ok(healed) = &heal {
+        event("final-heal".into(), healed.clone());
+    }
+    result.and(heal.map(|_| ()))
+}
+
+/// The `singularity server` flags of a run. Register and set runs have no nodes, so nodes are
+/// never declared down; the scheduler workload's nodes heartbeat, and every log entry is kept
+/// so its checker can replay the log from index 1.
+fn server_args(options: &TestOptions) -> Vec<String> {
+    let heartbeat_timeout_ms = if options.workloads.contains(&WorkloadKind::Scheduler) {
+        SCHEDULER_NODE_HEARTBEAT_TIMEOUT_MS
+    } else {
+        0
+    };
+    let mut args = vec![
+        "--node-heartbeat-timeout-ms".to_string(),
+        heartbeat_timeout_ms.to_string(),
+    ];
+    if options.workloads.contains(&WorkloadKind::Scheduler) {
+        args.push("--logs-kept-after-snapshot".into());
+        args.push(SCHEDULER_LOGS_KEPT.to_string());
+    }
+    args
 }
 
 /// Latency points from a history: each completion paired with its process's invocation.
@@ -494,6 +514,7 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
         set_names: AtomicU64::new(0),
         nemesis: Mutex::new(Vec::new()),
         timeline: Mutex::new(Vec::new()),
+        sched: SchedShared::default(),
         set_adds: Mutex::new(BTreeMap::new()),
         seed: options.seed,
     });
@@ -515,11 +536,27 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     }
 
     // Guards: declared network first, so the cluster's processes die before the namespaces go.
-    let network = Arc::new(Network::create(options.replicas)?);
+    let agents = match (
+        &options.agent_bin,
+        options.workloads.contains(&WorkloadKind::Scheduler),
+    ) {
+        (Some(_), true) => options.nodes,
+        _ => 0,
+    };
+    let network = Arc::new(Network::create_with_agents(options.replicas, agents)?);
+    let libfaketime = if options.nemeses.contains(&NemesisKind::Clock) {
+        Some(find_libfaketime()?)
+    } else {
+        None
+    };
     let cluster = Arc::new(Mutex::new(Cluster::new(
         &options.server_bin,
         options.replicas,
         &dir,
+        ReplicaOptions {
+            extra_args: server_args(&options),
+            libfaketime,
+        },
     )?));
     cluster
         .lock()
@@ -529,8 +566,10 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     let recorder_start = Instant::now();
     let registers = Arc::new(Recorder::new(recorder_start));
     let sets = Arc::new(Recorder::new(recorder_start));
+    let scheds = Arc::new(Recorder::new(recorder_start));
     let run_register = options.workloads.contains(&WorkloadKind::Register);
     let run_set = options.workloads.contains(&WorkloadKind::Set);
+    let run_sched = options.workloads.contains(&WorkloadKind::Scheduler);
 
     eprintln!(
         "jepsen: {} replicas up; setting up {} registers",
@@ -541,6 +580,32 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
         &endpoints,
         if run_register { options.keys } else { 0 },
     ))?);
+
+    // The scheduler workload's nodes (played by the harness until the agent exists).
+    let mut fleet: Option<Box<dyn NodeFleet>> = None;
+    if run_sched {
+        let fleet_options = FleetOptions {
+            nodes: options.nodes,
+            devices_per_node: options.devices_per_node,
+        };
+        let mut nodes: Box<dyn NodeFleet> = match &options.agent_bin {
+            Some(bin) => Box::new(AgentProcesses::new(
+                bin,
+                endpoints.clone(),
+                fleet_options,
+                &dir,
+            )?),
+            None => Box::new(PlayedNodes::new(
+                fleet_options,
+                endpoints.clone(),
+                (0..options.nodes).map(|_| shared.client_id()).collect(),
+                runtime.handle().clone(),
+            )),
+        };
+        nodes.start()?;
+        eprintln!("jepsen: scheduler nodes: {}", nodes.describe());
+        fleet = Some(nodes);
+    }
 
     let start = Instant::now();
     let deadline = start + Duration::from_secs(options.time_limit_s);
@@ -562,6 +627,7 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     for (workload, enabled, recorder) in [
         (WorkloadKind::Register, run_register, &registers),
         (WorkloadKind::Set, run_set, &sets),
+        (WorkloadKind::Scheduler, run_sched, &scheds),
     ] {
         if !enabled {
             continue;
@@ -580,25 +646,15 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
         }
     }
     let nemesis = {
-        let (shared, network, cluster, endpoints) = (
-            shared.clone(),
+        let shared = shared.clone();
+        let nemesis = Nemesis::new(
             network.clone(),
             cluster.clone(),
-            endpoints.clone(),
+            Conn::new(endpoints.clone(), shared.client_id(), 0),
+            options.seed,
+            runtime.handle().clone(),
         );
-        let handle = runtime.handle().clone();
-        std::thread::spawn(move || {
-            nemesis_loop(
-                schedule,
-                start,
-                recorder_start,
-                shared,
-                network,
-                cluster,
-                endpoints,
-                handle,
-            )
-        })
+        std::thread::spawn(move || nemesis_loop(schedule, start, recorder_start, shared, nemesis))
     };
     let mut failures = Vec::new();
     for task in tasks {
@@ -679,6 +735,37 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
     if shared.interrupted() {
         return Err(Error::harness("run", "interrupted by a signal; cleaned up"));
     }
+    // Scheduler: recovery window with the nodes still working, then the nodes stop, the
+    // replicas quiesce, and every replica's status and log are collected.
+    let mut sched_result: Option<(SchedulerReport, serde_json::Value)> = None;
+    if let Some(mut nodes) = fleet.take() {
+        let mut conn = Conn::new(endpoints.clone(), shared.client_id(), 0);
+        let recovery_deadline =
+            tokio::time::Instant::now() + Duration::from_millis(SCHEDULER_RECOVERY_MS);
+        let recovery_started = Instant::now();
+        let jobs = runtime.block_on(await_recovery(&mut conn, recovery_deadline));
+        let recovery_ms = recovery_started.elapsed().as_millis() as u64;
+        nodes.stop();
+        let quiesce_deadline =
+            tokio::time::Instant::now() + Duration::from_millis(QUIESCE_TIMEOUT_MS);
+        let (evidence, quiesced) = runtime.block_on(collect_evidence(
+            &mut conn,
+            options.replicas,
+            quiesce_deadline,
+        ));
+        let names: Vec<String> = (1..=options.replicas).map(|i| format!("n{i}")).collect();
+        let report = check_scheduler(&names, &evidence, jobs.as_deref().map_err(Clone::clone));
+        let context = serde_json::json!({
+            "nodes": nodes.describe(),
+            "node_stats": nodes.stats(),
+            "recovery_ms": recovery_ms,
+            "quiesced": quiesced,
+        });
+        sched_result = Some((report, context));
+    }
+    if shared.interrupted() {
+        return Err(Error::harness("run", "interrupted by a signal; cleaned up"));
+    }
     cluster.lock().unwrap_or_else(|e| e.into_inner()).stop_all();
     let nemesis_events = shared
         .nemesis
@@ -749,6 +836,24 @@ pub fn run_test(options: TestOptions) -> Result<TestOutcome> {
         };
         valid &= verdict == "true";
         parts.push(format!("set valid={verdict}"));
+    }
+    if let Some((report, context)) = &sched_result {
+        let ops = scheds.ops();
+        total_ops += ops.iter().filter(|o| o.kind == OpType::Invoke).count();
+        all_points.extend(latency_points(&ops));
+        let (edn, json) = render(&ops, &nemesis_events);
+        write_file(&dir.join("scheduler.edn"), &edn)?;
+        write_file(&dir.join("scheduler.json"), &json)?;
+        let mut verdict = serde_json::to_value(report).unwrap_or_default();
+        if let (Some(map), Some(extra)) = (verdict.as_object_mut(), context.as_object()) {
+            map.extend(extra.clone());
+        }
+        write_file(
+            &dir.join("scheduler-verdict.json"),
+            &serde_json::to_string_pretty(&verdict).unwrap_or_default(),
+        )?;
+        valid &= report.valid;
+        parts.push(format!("scheduler valid={}", report.valid));
     }
     write_file(
         &dir.join("faults.json"),

@@ -362,15 +362,18 @@ impl Control for ControlService {
             .iter()
             .map(|entry| {
                 let line = oplog::describe(entry);
-                LogEntry {
+                let bytes =
+                    oplog::entries_bytes(entry).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(LogEntry {
                     index: line.index,
                     term: line.term,
                     leader_time_ms: line.leader_time_ms,
                     kind: line.kind,
                     summary: line.summary,
-                }
+                    entries: bytes,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(LogReply {
             entries,
             last_index,
