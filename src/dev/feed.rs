@@ -11,7 +11,7 @@ use anyhow::Context;
 use singularity_proto::query;
 use singularity_raft::client::Client;
 use singularity_raft::server::RaftStatus;
-use singularity_scheduler::{Job, Node};
+use singularity_scheduler::{Entry, Job, Node};
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -234,20 +234,39 @@ impl Feed {
                 break;
             };
             for entry in &page.entries {
-                if entry.kind == "register_node" {
-                    let _ = self.refresh_nodes().await;
-                }
-                if matches!(entry.kind.as_str(), "plan" | "job_exit" | "cancel_job") {
-                    self.label_unknown_jobs(&entry.summary).await;
-                }
-                for event in events::events(
-                    &entry.kind,
-                    &entry.summary,
-                    entry.leader_time_ms,
-                    &mut self.labels,
-                ) {
-                    self.printer.print(&event);
-                    printed += 1;
+                // One line per scheduler entry: a log entry may carry a batch of client writes
+                // (group commit); blank and membership entries carry none.
+                let lines: Vec<(String, String, u64)> = if entry.entries.is_empty() {
+                    vec![(
+                        entry.kind.clone(),
+                        entry.summary.clone(),
+                        entry.leader_time_ms,
+                    )]
+                } else {
+                    entry
+                        .entries
+                        .iter()
+                        .filter_map(|bytes| Entry::decode(bytes).ok())
+                        .map(|e| {
+                            (
+                                e.command.kind().to_string(),
+                                e.command.summary(),
+                                e.leader_time_ms,
+                            )
+                        })
+                        .collect()
+                };
+                for (kind, summary, leader_time_ms) in lines {
+                    if kind == "register_node" {
+                        let _ = self.refresh_nodes().await;
+                    }
+                    if matches!(kind.as_str(), "plan" | "job_exit" | "cancel_job") {
+                        self.label_unknown_jobs(&summary).await;
+                    }
+                    for event in events::events(&kind, &summary, leader_time_ms, &mut self.labels) {
+                        self.printer.print(&event);
+                        printed += 1;
+                    }
                 }
             }
             self.next_index = last + 1;
