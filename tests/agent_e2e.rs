@@ -277,3 +277,20 @@ fn device_health_changes_reach_the_control_plane() {
         health_of(&cluster, 1) == Some(DeviceHealth::Healthy)
     });
 }
+
+#[test]
+fn jobs_that_end_at_once_run_exactly_once() {
+    // A run that ends between two views must not look like ranks lost to an agent restart.
+    let mut cluster = Cluster::start(30_000);
+    cluster.add_agent("node-a");
+    let jobs: Vec<u64> = (0..16)
+        .map(|i| cluster.submit(&format!("instant-{i}"), "standard", 1, "echo once"))
+        .collect();
+    for &job in &jobs {
+        cluster.wait_phase(job, JobPhase::Succeeded);
+    }
+    for &job in &jobs {
+        let logs = cluster.cli_ok(&["job", "logs", &job.to_string()]);
+        assert_eq!(logs, "once\n", "job {job} ran more than once");
+    }
+}

@@ -270,7 +270,7 @@ impl Supervisor {
             if job.action.is_some() || job.phase != JobPhase::Running || job.ranks_here.is_empty() {
                 continue;
             }
-            if self.is_running(job.id) {
+            if self.is_running(job.id) || self.is_reporting(job.id) {
                 continue;
             }
             let record = self.work.run(job.id)?;
@@ -298,13 +298,7 @@ impl Supervisor {
                     )
                     .await;
                 }
-            } else if record.is_some_and(|r| !r.exit_reported)
-                && !self
-                    .reporting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&job.id)
-            {
+            } else if record.is_some_and(|r| !r.exit_reported) {
                 self.unreported
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -337,14 +331,27 @@ impl Supervisor {
                 job = job.0,
                 "the log no longer runs this job here; stopping its ranks"
             );
-            self.stop_job(job, "the log no longer places the job on this node".into())
-                .await?;
+            // In the background: a grace period must not hold up the next view.
+            let supervisor = self.clone();
+            tokio::spawn(async move {
+                let why = "the log no longer places the job on this node".to_string();
+                if let Err(e) = supervisor.stop_job(job, why).await {
+                    tracing::error!(job = job.0, "stopping: {e}");
+                }
+            });
         }
         Ok(())
     }
 
     /// Commits how a job's ranks here ended; returns whether it was committed (accepted or
     /// refused with a reason: either way there is nothing more to say).
+    fn is_reporting(&self, job: JobId) -> bool {
+        self.reporting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&job)
+    }
+
     fn set_reporting(&self, job: JobId, reporting: bool) {
         let mut set = self.reporting.lock().unwrap_or_else(|p| p.into_inner());
         if reporting {
@@ -389,8 +396,14 @@ impl Supervisor {
                     .map(|(job, run)| (*job, run.poll()))
                     .filter(|(_, progress)| *progress != RunProgress::Running)
                     .collect();
+                // Marked as being reported before the runs lock is released: reconcile never
+                // sees such a run as neither running nor reported (it would start it again).
+                let mut reporting = self.reporting.lock().unwrap_or_else(|p| p.into_inner());
                 done.into_iter()
-                    .filter_map(|(job, progress)| runs.remove(&job).map(|run| (run, progress)))
+                    .filter_map(|(job, progress)| {
+                        reporting.insert(job);
+                        runs.remove(&job).map(|run| (run, progress))
+                    })
                     .collect()
             };
             for (mut run, progress) in ended {
@@ -407,7 +420,6 @@ impl Supervisor {
                     _ => (RunState::Succeeded, JobExit::Succeeded),
                 };
                 tracing::info!(job = run.job.0, ?state, "ranks ended");
-                self.set_reporting(run.job, true);
                 let mut record = RunRecord {
                     job: run.job.0,
                     started_by: run.started_by,
