@@ -11,33 +11,18 @@
 //!
 //! `cargo bench -p singularity --bench commit_to_running` (PLACEMENTS=100 by default).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Cluster;
 use singularity_raft::client::Client;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_singularity");
 /// The rank: print the wall clock in nanoseconds, then exit.
 const RANK_SCRIPT: &str = "date +%s%N";
 const WAIT_MS: u64 = 60_000;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now_ns() -> u128 {
     SystemTime::now()
@@ -49,20 +34,6 @@ fn now_ns() -> u128 {
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
-}
-
-fn cli(endpoints: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("SINGULARITY_ENDPOINTS", endpoints)
-        .output()
-        .expect("run the CLI");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Reads the rank's printed time from its log once the job has printed it.
@@ -106,82 +77,18 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let dir = tempfile::tempdir().unwrap();
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let initial: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-    let endpoints = addrs.join(",");
-    let _replicas: Vec<Proc> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            Proc(
-                Command::new(BIN)
-                    .args([
-                        "server",
-                        "--node-id",
-                        &(i + 1).to_string(),
-                        "--listen",
-                        addr,
-                    ])
-                    .arg("--data-dir")
-                    .arg(dir.path().join(format!("replica-{}", i + 1)))
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let work_dir = dir.path().join("agent");
-    let _agent = Proc(
-        Command::new(BIN)
-            .args(["agent", "--servers", &endpoints, "--node", "bench-node"])
-            .args(["--devices", "sim:8"])
-            .arg("--work-dir")
-            .arg(&work_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cluster = Cluster::start(30_000);
+    cluster.devices = "sim:8".to_string();
+    cluster.add_agent("bench-node");
+    let work_dir = cluster.work_dir("bench-node");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut client = Client::new(addrs.clone()).unwrap();
-    // Wait for the node.
-    let deadline = Instant::now() + Duration::from_millis(WAIT_MS);
-    while !cli(&endpoints, &["node", "list"]).contains("bench-node") {
-        assert!(Instant::now() < deadline, "the agent never registered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut client =
+        Client::new(cluster.endpoints.split(',').map(str::to_string).collect()).unwrap();
 
     let mut latencies_ms = Vec::new();
     let mut next_log_index = 1u64;
     for _ in 0..placements {
-        let out = cli(
-            &endpoints,
-            &[
-                "job",
-                "submit",
-                "--name",
-                "probe",
-                "--output",
-                "json",
-                "--",
-                "sh",
-                "-c",
-                RANK_SCRIPT,
-            ],
-        );
-        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let job = value["outcome"]["Accepted"]["JobSubmitted"]["job"]
-            .as_u64()
-            .expect("submitted");
+        let job = cluster.submit_with(&["--name", "probe", "--", "sh", "-c", RANK_SCRIPT]);
         let printed = printed_ns(
             &std::fs::canonicalize(&work_dir)
                 .unwrap()

@@ -10,7 +10,6 @@
 use anyhow::Context;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -58,25 +57,8 @@ impl Managed {
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(stderr);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // `dev` died between fork and prctl: do not outlive it.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other(
-                        "singularity dev exited while starting",
-                    ));
-                }
-                Ok(())
-            });
-        }
+        // Own process group (a terminal's Ctrl-C reaches only `dev`), dies with `dev`.
+        singularity_node::agent::supervise(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("starting {name} ({} {})", exe.display(), args.join(" ")))?;

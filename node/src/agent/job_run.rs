@@ -68,9 +68,10 @@ impl Launcher {
     }
 }
 
-/// Makes a child the agent starts its own process group leader and gives it a parent-death
-/// signal, so it dies with the agent (spawn it from the `Launcher` thread).
-pub(super) fn supervise(command: &mut Command) {
+/// Makes a child its own process group leader (signals to the group reach its children too)
+/// and gives it a parent-death signal, so it dies with its parent. Fork it from a thread that
+/// lives as long as the parent (the agent's `Launcher` thread; `singularity dev`'s main thread).
+pub fn supervise(command: &mut Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid) between fork and exec.
     unsafe {
@@ -81,9 +82,9 @@ pub(super) fn supervise(command: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The agent died between fork and prctl: do not outlive it.
+            // The parent died between fork and prctl: do not outlive it.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("the agent exited while starting"));
+                return Err(std::io::Error::other("the parent exited while starting"));
             }
             Ok(())
         });
