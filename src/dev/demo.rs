@@ -3,7 +3,9 @@
 //! and resume from it) in three tiers, timed so that on two nodes the scheduler first places
 //! a basic and a standard job that fill the fleet, then a premium job arrives and makes room
 //! by shrinking the standard job and preempting the basic one; when the premium job is done
-//! the basic job resumes from its checkpoint and the standard one grows back; all finish.
+//! the basic job resumes from its checkpoint and the standard one grows back; when the standard
+//! job is done, the basic job's node is drained for maintenance and the job migrates to the
+//! freed node (the node returns to service at the end); all finish.
 //!
 //! It only submits jobs and reads their state through the public API; the decisions are the
 //! scheduler's. Every wait is bounded (`STAGE_TIMEOUT_MS`).
@@ -14,7 +16,8 @@ use singularity_proto::query;
 use singularity_raft::client::Client;
 use singularity_scheduler::limits::DEFAULT_MAX_RESTARTS;
 use singularity_scheduler::{
-    Command, DeviceKind, Effect, Job, JobPhase, JobSpec, Outcome, RunSpec, TenantName, Tier,
+    Command, DeviceKind, Effect, Job, JobPhase, JobSpec, Node, NodeName, Outcome, RunSpec,
+    TenantName, Tier,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -87,7 +90,7 @@ impl DemoJob {
 }
 
 /// Where the demo is.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Stage {
     Start,
     /// The first jobs are submitted; waiting for both to run.
@@ -98,8 +101,14 @@ enum Stage {
     Warmup {
         at: Instant,
     },
-    /// Everything is submitted; waiting for every job to finish.
+    /// Everything is submitted; waiting for every job to finish. When the standard job is done
+    /// while the basic one still runs, the basic one's node is drained (maintenance) so the
+    /// basic job migrates to the node that was freed.
     Finishing,
+    /// `node` is drained; it returns to service when every job has finished.
+    Drained {
+        node: NodeName,
+    },
     Done,
 }
 
@@ -232,9 +241,23 @@ impl Demo {
                     self.stage = Stage::Finishing;
                 }
             }
-            Stage::Finishing => {
+            Stage::Finishing | Stage::Drained { .. } => {
                 let jobs = self.jobs(client).await?;
+                if matches!(self.stage, Stage::Finishing) {
+                    if let Some(node) = self.node_to_drain(client, &jobs).await? {
+                        feed.printer().note(&format!(
+                            "demo: {node} is drained for maintenance; its job moves to the node \
+                             the standard job left"
+                        ));
+                        set_draining(client, &node, true).await?;
+                        self.stage = Stage::Drained { node };
+                        return Ok(());
+                    }
+                }
                 if jobs.len() == self.jobs.len() && jobs.iter().all(|j| j.phase.is_terminal()) {
+                    if let Stage::Drained { node } = &self.stage {
+                        set_draining(client, node, false).await?;
+                    }
                     self.summary(client, feed).await?;
                     self.stage = Stage::Done;
                     let first = self.jobs[0].id.unwrap_or(1);
@@ -248,6 +271,37 @@ impl Demo {
             Stage::Done => {}
         }
         Ok(())
+    }
+
+    /// The node to drain: the basic job's, once the standard job has succeeded and the basic
+    /// one runs on a single node.
+    async fn node_to_drain(
+        &self,
+        client: &mut Client,
+        jobs: &[Job],
+    ) -> anyhow::Result<Option<NodeName>> {
+        let phase_of = |index: usize| {
+            let id = self.jobs[index].id?;
+            jobs.iter().find(|j| j.id.0 == id)
+        };
+        let (Some(basic), Some(standard), Some(premium)) = (phase_of(0), phase_of(1), phase_of(2))
+        else {
+            return Ok(None);
+        };
+        let ready = standard.phase == JobPhase::Succeeded
+            && premium.phase.is_terminal()
+            && basic.phase == JobPhase::Running
+            && basic.nodes().len() == 1;
+        if !ready {
+            return Ok(None);
+        }
+        let node_id = basic.assignment[0].node;
+        let reply = bounded("listing nodes", async {
+            Ok(client.read(query::NODES, 0, false).await?)
+        })
+        .await?;
+        let nodes: Vec<Node> = serde_json::from_str(&reply.json).context("nodes are not JSON")?;
+        Ok(nodes.into_iter().find(|n| n.id == node_id).map(|n| n.name))
     }
 
     /// Prints what happened to the demo's jobs and what the scheduler did for them.
@@ -293,6 +347,21 @@ impl Demo {
     pub fn started(&self) -> bool {
         !matches!(self.stage, Stage::Start)
     }
+}
+
+/// Drains `node` or returns it to service.
+async fn set_draining(client: &mut Client, node: &NodeName, draining: bool) -> anyhow::Result<()> {
+    let name = node.clone();
+    let result = bounded("draining a node", async {
+        Ok(client
+            .write(Command::SetNodeDraining { name, draining })
+            .await?)
+    })
+    .await?;
+    if let Outcome::Rejected(rejection) = result.outcome {
+        bail!("the cluster refused to change {node}'s draining: {rejection}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
