@@ -289,31 +289,5 @@ pub fn ranks_of(work_dir: &Path) -> Vec<u32> {
 /// `vars`. Zombies are skipped.
 pub fn processes_with(work_dir: &Path, vars: &[&str]) -> Vec<u32> {
     let work_dir = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
-    let marker = format!("SINGULARITY_AGENT_WORK_DIR={}", work_dir.display());
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Zombies keep their environ readable only while they exist; skip them.
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if stat.contains(") Z ") {
-            continue;
-        }
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            let has = |wanted: &str| {
-                environ
-                    .split(|b| *b == 0)
-                    .any(|var| var == wanted.as_bytes())
-            };
-            if has(&marker) && vars.iter().all(|v| has(v)) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    singularity_node::agent::processes_with(&work_dir, vars)
 }

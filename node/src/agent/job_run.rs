@@ -286,6 +286,11 @@ impl Drop for JobRun {
 /// Live processes whose environment names `work_dir` as their agent's work directory: the
 /// ranks (and their children) of the agent that owns it, or that a killed agent left behind.
 pub fn processes_of(work_dir: &Path) -> Vec<u32> {
+    processes_with(work_dir, &[])
+}
+
+/// `processes_of(work_dir)` whose environment also holds every `NAME=VALUE` of `vars`.
+pub fn processes_with(work_dir: &Path, vars: &[&str]) -> Vec<u32> {
     let marker = format!("{WORK_DIR_VAR}={}", work_dir.display());
     let me = std::process::id();
     let mut found = Vec::new();
@@ -308,10 +313,12 @@ pub fn processes_of(work_dir: &Path) -> Vec<u32> {
         let Ok(environ) = fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
-        {
+        let has = |wanted: &str| {
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == wanted.as_bytes())
+        };
+        if has(&marker) && vars.iter().all(|v| has(v)) {
             found.push(pid);
         }
     }

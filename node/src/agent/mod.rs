@@ -21,7 +21,7 @@ mod work_dir;
 mod worker_run;
 
 pub use job_run::Launcher;
-pub use job_run::{processes_of, supervise};
+pub use job_run::{processes_of, processes_with, supervise};
 pub use proxies::ProxySet;
 pub use rank_env::{master_port, CHECKPOINT_DIR_VAR, STEP_FILE, WORK_DIR_VAR};
 pub use work_dir::{ActionRecord, RunRecord, RunState, WorkDir};
