@@ -33,13 +33,15 @@ const PAUSE_AFTER_STEP: u64 = 1_000;
 
 /// `job submit --worker singularity -- train-example ...`: the example as a worker job.
 fn submit_example(cluster: &Cluster, name: &str, tier: &str, world: u32, out: &Path) -> u64 {
+    submit_example_with(cluster, &["--name", name, "--tier", tier], world, out)
+}
+
+/// The example as a worker job, with `job submit` flags of the caller's choosing.
+fn submit_example_with(cluster: &Cluster, flags: &[&str], world: u32, out: &Path) -> u64 {
     let steps = STEPS.to_string();
     let world = world.to_string();
-    cluster.submit_with(&[
-        "--name",
-        name,
-        "--tier",
-        tier,
+    let mut args = flags.to_vec();
+    args.extend([
         "--world-size",
         &world,
         "--worker",
@@ -50,7 +52,22 @@ fn submit_example(cluster: &Cluster, name: &str, tier: &str, world: u32, out: &P
         &steps,
         "--output-dir",
         out.to_str().expect("UTF-8 path"),
-    ])
+    ]);
+    cluster.submit_with(&args)
+}
+
+/// Runs the same example uninterrupted on the same cluster and checks that `out` holds the very
+/// same weights, bit for bit.
+fn assert_same_weights_as_an_uninterrupted_run(cluster: &Cluster, out: &Path, world: u32) {
+    let reference_out = cluster.dir.path().join("out-reference");
+    let reference = submit_example(cluster, "reference", "standard", world, &reference_out);
+    let reference_done = cluster.wait_phase(reference, JobPhase::Succeeded);
+    assert_eq!(reference_done.preemptions, 0, "{reference_done:?}");
+    assert_eq!(
+        models(out, world),
+        models(&reference_out, world),
+        "the weights differ from the uninterrupted run's"
+    );
 }
 
 /// The final weights of every rank, as the example wrote them.
@@ -77,6 +94,19 @@ fn workers_of(cluster: &Cluster, node: &str, job: u64) -> Vec<u32> {
         runtime_job_name(singularity_scheduler::JobId(job))
     );
     processes_with(&cluster.work_dir(node), &[&var])
+}
+
+/// Waits until `job`, running on both devices of `node`, has passed `PAUSE_AFTER_STEP`, then
+/// pauses its two workers (SIGSTOP) so a cut planned now falls mid-run; returns their pids.
+fn pause_mid_run(cluster: &Cluster, node: &str, job: u64) -> Vec<u32> {
+    let socket = proxy_socket(cluster, node, 0);
+    wait_until("the job to pass the pause step", || {
+        singularity_node::launcher::stats(&socket).is_ok_and(|s| s.last_step > PAUSE_AFTER_STEP)
+    });
+    let workers = workers_of(cluster, node, job);
+    assert_eq!(workers.len(), 2, "one worker per rank: {workers:?}");
+    signal(&workers, "-STOP");
+    workers
 }
 
 fn signal(pids: &[u32], signal: &str) {
@@ -171,13 +201,7 @@ fn a_preempted_worker_job_resumes_from_the_proxies_checkpoint_bit_identical() {
     let out = cluster.dir.path().join("out-preempted");
     let basic = submit_example(&cluster, "basic", "basic", 2, &out);
     cluster.wait_phase(basic, JobPhase::Running);
-    let socket = proxy_socket(&cluster, "node-a", 0);
-    wait_until("the basic job to pass the pause step", || {
-        singularity_node::launcher::stats(&socket).is_ok_and(|s| s.last_step > PAUSE_AFTER_STEP)
-    });
-    let workers = workers_of(&cluster, "node-a", basic);
-    assert_eq!(workers.len(), 2, "one worker per rank");
-    signal(&workers, "-STOP");
+    let workers = pause_mid_run(&cluster, "node-a", basic);
 
     // A premium job needs both devices: the basic one is preempted (checkpoint through the
     // proxies), and continues once its workers run again.
@@ -238,16 +262,8 @@ fn a_preempted_worker_job_resumes_from_the_proxies_checkpoint_bit_identical() {
     }
 
     // The same job, uninterrupted: bit-for-bit the same weights.
-    let reference_out = cluster.dir.path().join("out-reference");
-    let reference = submit_example(&cluster, "reference", "standard", 2, &reference_out);
-    let reference_done = cluster.wait_phase(reference, JobPhase::Succeeded);
-    assert_eq!(reference_done.preemptions, 0, "{reference_done:?}");
+    assert_same_weights_as_an_uninterrupted_run(&cluster, &out, 2);
     let resumed = models(&out, 2);
-    let uninterrupted = models(&reference_out, 2);
-    assert_eq!(
-        resumed, uninterrupted,
-        "preempted-and-resumed weights differ from the uninterrupted run"
-    );
     assert_eq!(resumed[0], resumed[1]);
 
     wait_until("no worker left", || {
@@ -315,12 +331,7 @@ fn a_premium_arrival_shrinks_a_worker_job_by_splicing_with_the_same_result() {
     let job = submit_example(&cluster, "shrinkable", "standard", 2, &out);
     let running = cluster.wait_phase(job, JobPhase::Running);
     assert_eq!(running.assignment.len(), 2, "{running:?}");
-    let socket = proxy_socket(&cluster, "node-a", 0);
-    wait_until("the job to pass the pause step", || {
-        singularity_node::launcher::stats(&socket).is_ok_and(|s| s.last_step > PAUSE_AFTER_STEP)
-    });
-    let workers = workers_of(&cluster, "node-a", job);
-    signal(&workers, "-STOP");
+    let workers = pause_mid_run(&cluster, "node-a", job);
     // A premium job of one rank: the standard job yields one of its two devices.
     let premium = cluster.submit("urgent", "premium", 1, "sleep 2");
     let mut phases = Vec::new();
@@ -355,10 +366,7 @@ fn a_premium_arrival_shrinks_a_worker_job_by_splicing_with_the_same_result() {
     );
 
     // The same job, never shrunk: the same bits.
-    let reference_out = cluster.dir.path().join("out-reference");
-    let reference = submit_example(&cluster, "reference", "standard", 2, &reference_out);
-    cluster.wait_phase(reference, JobPhase::Succeeded);
-    assert_eq!(models(&out, 2), models(&reference_out, 2));
+    assert_same_weights_as_an_uninterrupted_run(&cluster, &out, 2);
     assert_every_checkpoint_was_taken(&cluster, "node-a");
 }
 
@@ -370,25 +378,15 @@ fn a_worker_job_whose_ranks_span_nodes_is_refused_with_the_reason() {
     cluster.add_agent("node-b");
     let out = cluster.dir.path().join("out-spread");
     // Premium never starts shrunk: its two ranks need the two nodes' devices.
-    let steps = STEPS.to_string();
-    let job = cluster.submit_with(&[
+    let flags = [
         "--name",
         "spread",
         "--tier",
         "premium",
-        "--world-size",
-        "2",
         "--max-restarts",
         "0",
-        "--worker",
-        BIN,
-        "--",
-        "train-example",
-        "--steps",
-        &steps,
-        "--output-dir",
-        out.to_str().expect("UTF-8 path"),
-    ]);
+    ];
+    let job = submit_example_with(&cluster, &flags, 2, &out);
     let failed = cluster.wait_phase(job, JobPhase::Failed);
     assert!(
         failed
@@ -417,13 +415,7 @@ fn draining_its_node_migrates_a_worker_job_through_the_proxies_with_the_same_res
     let running = cluster.wait_phase(job, JobPhase::Running);
     let from = cluster.node_of(&running);
     let to = if from == "node-a" { "node-b" } else { "node-a" };
-    let socket = proxy_socket(&cluster, &from, 0);
-    wait_until("the job to pass the pause step", || {
-        singularity_node::launcher::stats(&socket).is_ok_and(|s| s.last_step > PAUSE_AFTER_STEP)
-    });
-    let workers = workers_of(&cluster, &from, job);
-    assert_eq!(workers.len(), 2);
-    signal(&workers, "-STOP");
+    let workers = pause_mid_run(&cluster, &from, job);
     cluster.cli_ok(&["node", "drain", &from]);
     wait_until("the migration to be planned", || {
         cluster.job(job).phase == JobPhase::Migrating
@@ -469,9 +461,6 @@ fn draining_its_node_migrates_a_worker_job_through_the_proxies_with_the_same_res
     assert!(workers_of(&cluster, &from, job).is_empty());
 
     cluster.cli_ok(&["node", "undrain", &from]);
-    let reference_out = cluster.dir.path().join("out-reference");
-    let reference = submit_example(&cluster, "reference", "standard", 2, &reference_out);
-    cluster.wait_phase(reference, JobPhase::Succeeded);
-    assert_eq!(models(&out, 2), models(&reference_out, 2));
+    assert_same_weights_as_an_uninterrupted_run(&cluster, &out, 2);
     assert_every_checkpoint_was_taken(&cluster, &from);
 }
