@@ -185,19 +185,7 @@ impl Conn {
         stale: bool,
         timeout: Duration,
     ) -> Result<serde_json::Value, CallError> {
-        let request = ReadRequest {
-            query: query.to_string(),
-            job_id: 0,
-            stale,
-        };
-        let reply = self
-            .call(timeout, |mut client| {
-                let request = request.clone();
-                async move { client.read(request).await }
-            })
-            .await?;
-        serde_json::from_str(&reply.json)
-            .map_err(|e| CallError::Definite(format!("decoding the {query} read: {e}")))
+        self.read(query, 0, stale, timeout).await
     }
 
     /// `Control.AddLearner` on the leader: replica `node_id` at `addr` receives the log.
@@ -269,16 +257,27 @@ impl Conn {
         Ok(reply.into_inner())
     }
 
+    /// A linearizable read of `query` (for job `job_id` where it names one), decoded as JSON.
     async fn read_json(
         &mut self,
         query: &str,
         job_id: u64,
         timeout: Duration,
     ) -> Result<serde_json::Value, CallError> {
+        self.read(query, job_id, false, timeout).await
+    }
+
+    async fn read(
+        &mut self,
+        query: &str,
+        job_id: u64,
+        stale: bool,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, CallError> {
         let request = ReadRequest {
             query: query.to_string(),
             job_id,
-            stale: false,
+            stale,
         };
         let reply = self
             .call(timeout, |mut client| {
@@ -287,7 +286,7 @@ impl Conn {
             })
             .await?;
         serde_json::from_str(&reply.json)
-            .map_err(|e| CallError::Definite(format!("decoding the read: {e}")))
+            .map_err(|e| CallError::Definite(format!("decoding the {query} read: {e}")))
     }
 
     /// A linearizable read of job `job_id`'s register.
