@@ -13,9 +13,7 @@ use singularity_scheduler::command::Command;
 use singularity_scheduler::names::NodeName;
 use singularity_scheduler::node::{DeviceHealth, NodeStatus};
 use singularity_scheduler::outcome::{Effect, Outcome};
-use singularity_scheduler::planner::{
-    Evaluation, PolicyConfig, SingularityPolicy, TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS,
-};
+use singularity_scheduler::planner::{Evaluation, PolicyConfig, SingularityPolicy};
 use singularity_scheduler::testkit::{job_spec, Fleet, H100_MEMORY_BYTES};
 use singularity_scheduler::Tier;
 use std::collections::BTreeSet;
@@ -210,10 +208,11 @@ proptest! {
         las_queues in any::<bool>(),
         events in prop::collection::vec(event(), 1..40),
     ) {
-        // The default policy, or with least-attained-service queues within basic.
+        // The default policy (least-attained-service queues within basic), or with those
+        // queues turned off.
         let mut config = PolicyConfig::default();
-        if las_queues {
-            config.basic_queue_thresholds_device_ms = TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS.to_vec();
+        if !las_queues {
+            config.basic_queue_thresholds_device_ms = Vec::new();
         }
         let policy = SingularityPolicy::with_config(config);
         let mut fleet = Fleet::new();

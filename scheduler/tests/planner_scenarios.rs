@@ -578,18 +578,32 @@ fn a_premium_gang_spreads_at_once_rather_than_wait_for_a_node() {
 fn with_las_queues_a_basic_job_with_much_service_yields_to_a_new_basic_job() {
     let (mut fleet, nodes) = fleet(1);
     let old = running(&mut fleet, "old", Tier::Basic, 8, nodes[0], 0);
-    // Two hours on 8 devices: 16 device-hours, above the 10 device-hour queue threshold.
+    // Two hours on 8 devices: 16 device-hours, above the default 5 device-hour threshold
+    // (and above Tiresias's 10).
     fleet.clock_ms += 2 * 3_600_000;
     fleet.apply(Command::Tick);
     let new = fleet.submit(job_spec("new", Tier::Basic, 8, "h100"));
-    // Off by default: basic jobs take only idle devices.
-    assert!(plan_now(&fleet, Evaluation::JobSubmitted(new))
+    // With the queues turned off, basic jobs take only idle devices.
+    let off = SingularityPolicy::with_config(PolicyConfig {
+        basic_queue_thresholds_device_ms: Vec::new(),
+        ..PolicyConfig::default()
+    });
+    assert!(off
+        .compute(&fleet.state, &Evaluation::JobSubmitted(new), fleet.applied)
         .actions
         .is_empty());
-    let las = SingularityPolicy::with_config(PolicyConfig {
+    // The default policy and Tiresias's thresholds both make the old job yield.
+    let tiresias = SingularityPolicy::with_config(PolicyConfig {
         basic_queue_thresholds_device_ms: TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS.to_vec(),
         ..PolicyConfig::default()
     });
+    assert_eq!(
+        tiresias
+            .compute(&fleet.state, &Evaluation::Tick, fleet.applied)
+            .actions,
+        plan_now(&fleet, Evaluation::Tick).actions
+    );
+    let las = SingularityPolicy::new();
     let plan_las = |fleet: &Fleet| las.compute(&fleet.state, &Evaluation::Tick, fleet.applied);
     let plan = plan_las(&fleet);
     let actions = expect_and_commit(

@@ -16,10 +16,16 @@ pub const DEFAULT_MAX_GROWTHS_PER_PLAN: usize = 64;
 pub const DEFAULT_MAX_DEFRAG_MIGRATIONS_PER_PLAN: usize = 8;
 /// Blocked premium or standard jobs that may make room (or hold devices) in one plan.
 pub const DEFAULT_MAX_ROOM_ATTEMPTS_PER_PLAN: usize = 8;
-/// Suggested queue thresholds of attained service for basic jobs, in device-milliseconds:
-/// below 1 device-hour, below 10 device-hours, above (as the Tiresias baseline). Not on by
-/// default: on the ITP traces it helped some clusters and hurt others (see the report).
+/// Queue thresholds of attained service for basic jobs as the Tiresias baseline uses them, in
+/// device-milliseconds: below 1 device-hour, below 10 device-hours, above.
 pub const TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS: [u64; 2] = [3_600_000, 36_000_000];
+/// The default queue thresholds of attained service within basic, in device-milliseconds:
+/// below 5 device-hours, below 50 device-hours, above. A basic job in a lower queue may shrink
+/// or preempt basic jobs in a higher one, so large or long basic gangs yield to fresh basic
+/// jobs (2D least attained service, as Tiresias). Chosen on the ten ITP clusters
+/// (docs/SIMULATION.md): Tiresias's 1 and 10 device-hours churned more (more basic jobs in
+/// flight when a short premium job arrives) and cost premium attainment.
+pub const DEFAULT_BASIC_QUEUE_THRESHOLDS_DEVICE_MS: [u64; 2] = [18_000_000, 180_000_000];
 /// Victim candidates one pending job may examine when it needs room.
 pub const DEFAULT_MAX_VICTIMS_CONSIDERED: usize = 4_096;
 
@@ -42,8 +48,8 @@ pub struct PolicyConfig {
     pub max_victims_considered: usize,
     /// Least-attained-service queues within the basic tier (Tiresias-style): a basic job whose
     /// delivered device-time is below a threshold may shrink or preempt basic jobs above it.
-    /// Ascending device-millisecond thresholds, e.g. `TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS`.
-    /// Default empty (off): basic jobs only take idle devices.
+    /// Ascending device-millisecond thresholds; default `DEFAULT_BASIC_QUEUE_THRESHOLDS_DEVICE_MS`
+    /// (5 and 50 device-hours). Empty turns it off: basic jobs then only take idle devices.
     pub basic_queue_thresholds_device_ms: Vec<u64>,
     /// Let basic and standard jobs start on fewer devices than their world size (down to the
     /// tier floor, by splicing) when the whole gang does not fit (default true).
@@ -61,7 +67,7 @@ impl Default for PolicyConfig {
             max_defrag_migrations_per_plan: DEFAULT_MAX_DEFRAG_MIGRATIONS_PER_PLAN,
             max_room_attempts_per_plan: DEFAULT_MAX_ROOM_ATTEMPTS_PER_PLAN,
             max_victims_considered: DEFAULT_MAX_VICTIMS_CONSIDERED,
-            basic_queue_thresholds_device_ms: Vec::new(),
+            basic_queue_thresholds_device_ms: DEFAULT_BASIC_QUEUE_THRESHOLDS_DEVICE_MS.to_vec(),
             start_shrunk: true,
             grow_shrunk: true,
         }
