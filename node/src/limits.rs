@@ -40,9 +40,10 @@ pub const MAX_CHECKPOINT_FILE_BYTES: u64 = 64 << 30;
 /// Largest manifest file, in bytes.
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Unit of checkpoint I/O: buffers are written, read and checksummed in segments of this many
-/// bytes, several at once. A power of two of at least `blake3::CHUNK_LEN` (1 KiB), so that each
-/// segment is a whole BLAKE3 subtree and the segments' checksums combine into the buffer's.
+/// bytes, several at once; the segments' CRC32Cs combine into the buffer's.
 pub const CHECKPOINT_SEGMENT_BYTES: usize = 8 << 20;
-/// Most threads that write or read (and checksum) one rank's checkpoint segments at once; the
-/// proxy uses one per core, at least 2 (so the disk and a core stay busy together).
+/// Most threads that write one rank's checkpoint segments at once; the proxy uses one per
+/// core, at least 2.
 pub const MAX_CHECKPOINT_IO_THREADS: usize = 4;
+/// Segments done with their I/O that may wait for the checkpoint's checksum thread.
+pub const CHECKPOINT_CHECKSUM_QUEUE_SEGMENTS: usize = 8;

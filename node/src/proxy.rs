@@ -53,8 +53,8 @@ const NONE: ([u64; 4], usize) = ([0; 4], 0);
 #[derive(Clone)]
 struct Stored {
     data: Arc<Vec<f32>>,
-    /// BLAKE3 of `data` when known (restored from a checkpoint, or copied from a device buffer
-    /// whose checksum was known); a swap never hashes just to fill it in.
+    /// BLAKE3 of `data` when known (copied from a device buffer whose checksum was known); a
+    /// swap never hashes just to fill it in.
     digest: Option<Digest>,
 }
 
@@ -307,13 +307,13 @@ impl Proxy {
         };
         let (step, host_state) = match image {
             Some(img) => {
-                for (h, data, digest) in img.buffers {
+                for (h, data) in img.buffers {
                     slot.footprint_bytes += data.len() as u64 * 4;
                     slot.stored.insert(
                         h,
                         Stored {
                             data: Arc::new(data),
-                            digest: Some(digest),
+                            digest: None,
                         },
                     );
                 }
@@ -690,10 +690,7 @@ impl Proxy {
             let mut d = self.acquire(conn.id)?;
             let d = &mut *d;
             let next_handle = d.ranks.get(&conn.id).map_or(1, |s| s.next_handle);
-            let mut it = d.bufs.buffers.iter_mut().map(|(h, b)| {
-                let known = b.digest;
-                (*h, b.data.as_slice(), known)
-            });
+            let mut it = d.bufs.buffers.iter().map(|(h, b)| (*h, b.data.as_slice()));
             checkpoint::write_rank(
                 &dir,
                 &conn.job,
