@@ -8,6 +8,9 @@
 pub const CHANNEL_DATA_BYTES: usize = 4 << 20;
 /// Bytes of the channel's header page (sequence words, request and response slots).
 pub const CHANNEL_HEADER_BYTES: usize = 4096;
+/// Kernel launches a worker batches into one request (they need no answer: the batch goes with
+/// the next call that does, or when it is this long). 64 bytes each in the data area.
+pub const MAX_KERNELS_PER_BATCH: usize = 256;
 /// Buffers one rank may hold at once.
 pub const MAX_BUFFERS_PER_RANK: usize = 4096;
 /// Largest single buffer, in bytes.

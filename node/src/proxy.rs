@@ -11,7 +11,9 @@
 //! It must not run a training loop or decide policy: the agent says when to checkpoint, the
 //! worker says where steps end. A misbehaving worker gets an error reply, never a panic.
 
-use crate::channel::{decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA};
+use crate::channel::{
+    decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA, KERNEL_WORDS_BYTES,
+};
 use crate::checkpoint;
 use crate::collective::{check_name, Collective};
 use crate::control::{self, Attachment, ControlReply, ControlRequest, ProxyStats};
@@ -19,7 +21,7 @@ use crate::device::{BufferSet, DevBuf, Digest, Handle};
 use crate::error::{NodeError, Result};
 use crate::limits::{
     CHANNEL_DATA_BYTES, COLLECTIVE_TIMEOUT_MS, DEVICE_WAIT_TIMEOUT_MS, MAX_BUFFERS_PER_RANK,
-    MAX_BUFFER_BYTES, MAX_RANKS_PER_PROXY,
+    MAX_BUFFER_BYTES, MAX_KERNELS_PER_BATCH, MAX_RANKS_PER_PROXY,
 };
 use crate::shm::{f32s_as_bytes, unlink, ShmRegion, SHM_DIR};
 use std::collections::{BTreeMap, BTreeSet};
@@ -569,6 +571,39 @@ impl Proxy {
                 let k = decode_kernel(&a)?;
                 let mut d = self.acquire(id)?;
                 let v = d.bufs.run(k)?;
+                Ok(([v.to_bits() as u64, 0, 0, 0], 0))
+            }
+            op::KERNELS => {
+                let count = a[0] as usize;
+                if count == 0
+                    || count > MAX_KERNELS_PER_BATCH
+                    || req.data_len != count * KERNEL_WORDS_BYTES
+                {
+                    return Err(NodeError::BadRequest(format!(
+                        "a kernel batch of {count} kernels in {} bytes (1 to {MAX_KERNELS_PER_BATCH} kernels of {KERNEL_WORDS_BYTES} bytes each)",
+                        req.data_len
+                    )));
+                }
+                let mut kernels = Vec::with_capacity(count);
+                for i in 0..count {
+                    let mut words = [0u64; 8];
+                    for (j, w) in words.iter_mut().enumerate() {
+                        *w = ch.region.read_u64(DATA + i * KERNEL_WORDS_BYTES + 8 * j)?;
+                    }
+                    kernels.push(words);
+                }
+                let mut d = self.acquire(id)?;
+                let mut v = 0.0f32;
+                for (i, words) in kernels.iter().enumerate() {
+                    v = decode_kernel(words)
+                        .and_then(|k| d.bufs.run(k))
+                        .map_err(|e| {
+                            NodeError::BadRequest(format!(
+                                "kernel {} of the {count} launched since the last call that waited (the later ones did not run): {e}",
+                                i + 1
+                            ))
+                        })?;
+                }
                 Ok(([v.to_bits() as u64, 0, 0, 0], 0))
             }
             op::BARRIER => {
