@@ -5,8 +5,11 @@
 //! measured in the same run; splicing at factors 2 and 4 against the ideal 1/factor.
 //!
 //! Run: `cargo bench -p singularity-node --bench proxy` (set `BENCH_ONLY=rtt,step,ckpt,splice`
-//! to pick sections, `BENCH_ROUNDS` to change the rounds of the splice section). It must not
-//! assert on times; it prints them.
+//! to pick sections, `BENCH_ROUNDS` to change the rounds of the splice section, `BENCH_PROXY`
+//! to run another proxy binary, e.g. an older build, under the same harness). Step and splice
+//! keep their runtimes attached and alternate short chunks (A/B/A/B), so load that changes over
+//! seconds moves both sides of a comparison alike; each section prints the load average after
+//! it. It must not assert on times; it prints them.
 
 use singularity_node::example::{train, TrainConfig, TrainState};
 use singularity_node::launcher::{checkpoint_job, stats, ProxyProcess};
@@ -15,6 +18,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The proxy binary of this build; `BENCH_PROXY` names another one (an older build, for an
+/// A/B of the proxy side with the same harness).
 const PROXY: &str = env!("CARGO_BIN_EXE_singularity-device-proxy");
 const ROUNDS: usize = 5;
 
@@ -78,56 +83,64 @@ fn step_config(steps: u64) -> TrainConfig {
 
 /// Warm-up steps before a steady-state measurement, and steps measured.
 const WARM_STEPS: u64 = 5;
-const MEASURED_STEPS: u64 = 300;
 
-/// Seconds per step in steady state: a job trains `WARM_STEPS`, then the same runtime trains
-/// on to step `WARM_STEPS + MEASURED_STEPS` (the step counter continues), and only those steps
-/// are timed.
-fn steady_per_step(rt: &mut Runtime<TrainState>) -> (f64, Vec<f32>) {
-    train(rt, &step_config(WARM_STEPS)).unwrap();
-    let t = Instant::now();
-    let w = train(rt, &step_config(WARM_STEPS + MEASURED_STEPS)).unwrap();
-    (t.elapsed().as_secs_f64() / MEASURED_STEPS as f64, w)
+/// Chunks of the step section and steps per chunk: both runtimes stay attached, and chunks of
+/// in-process and proxied steps alternate (A/B, B/A, ...), so a load that changes over seconds
+/// moves both sides of each pair alike.
+const STEP_CHUNKS: usize = 60;
+const CHUNK_STEPS: u64 = 50;
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 fn step(socket: &Path) {
-    const STEP_ROUNDS: usize = 10;
-    let mut ratios = Vec::new();
-    let (mut mins_in, mut mins_px) = (f64::MAX, f64::MAX);
-    for round in 0..STEP_ROUNDS {
-        let in_process = || steady_per_step(&mut Runtime::in_process(|r, _| TrainState::new(3, r)));
-        let proxied = || {
-            let a = attachment(socket, "bench-step", &format!("s{round}"), 0, 1);
-            let mut rt = Runtime::attach(&a, |r, _| TrainState::new(3, r)).unwrap();
-            let out = steady_per_step(&mut rt);
-            rt.finish().unwrap();
-            out
-        };
-        // Alternate which goes first, so neither always runs on a warmer or quieter machine.
-        let ((t_in, w_in), (t_px, w_px)) = if round % 2 == 0 {
-            let i = in_process();
-            (i, proxied())
+    let mut rt_in = Runtime::in_process(|r, _| TrainState::new(3, r));
+    let a = attachment(socket, "bench-step", "s", 0, 1);
+    let mut rt_px = Runtime::attach(&a, |r, _| TrainState::new(3, r)).unwrap();
+    train(&mut rt_in, &step_config(WARM_STEPS)).unwrap();
+    train(&mut rt_px, &step_config(WARM_STEPS)).unwrap();
+    let run = |rt: &mut Runtime<TrainState>, to: u64| {
+        let t = Instant::now();
+        let w = train(rt, &step_config(to)).unwrap();
+        (t.elapsed().as_secs_f64() / CHUNK_STEPS as f64, w)
+    };
+    let (mut ratios, mut sum_in, mut sum_px) = (Vec::new(), 0.0, 0.0);
+    let (mut best_in, mut best_px) = (f64::MAX, f64::MAX);
+    let mut to = WARM_STEPS;
+    for chunk in 0..STEP_CHUNKS {
+        to += CHUNK_STEPS;
+        let ((t_in, w_in), (t_px, w_px)) = if chunk % 2 == 0 {
+            let i = run(&mut rt_in, to);
+            (i, run(&mut rt_px, to))
         } else {
-            let p = proxied();
-            (in_process(), p)
+            let p = run(&mut rt_px, to);
+            (run(&mut rt_in, to), p)
         };
         assert_eq!(w_in, w_px, "proxy and in-process results are bit-identical");
-        println!(
-            "step round {round}: in-process {:.3} ms, proxy {:.3} ms, ratio {:.4}",
-            t_in * 1e3,
-            t_px * 1e3,
-            t_px / t_in
-        );
         ratios.push(t_px / t_in);
-        mins_in = mins_in.min(t_in);
-        mins_px = mins_px.min(t_px);
+        (sum_in, sum_px) = (sum_in + t_in, sum_px + t_px);
+        (best_in, best_px) = (best_in.min(t_in), best_px.min(t_px));
     }
+    rt_px.finish().unwrap();
     println!(
-        "step: median ratio proxy/in-process {:.4}; best-of-rounds {:.3} ms vs {:.3} ms = {:.4} (target <= 1.03)",
-        median(ratios),
-        mins_px * 1e3,
-        mins_in * 1e3,
-        mins_px / mins_in
+        "step: {STEP_CHUNKS} alternating pairs of {CHUNK_STEPS}-step chunks: in-process {:.3} ms/step, proxy {:.3} ms/step (means); ratio of totals {:.4}",
+        sum_in / STEP_CHUNKS as f64 * 1e3,
+        sum_px / STEP_CHUNKS as f64 * 1e3,
+        sum_px / sum_in
+    );
+    println!(
+        "step: pair ratios proxy/in-process: median {:.4}, quartiles {:.4} .. {:.4}, range {:.4} .. {:.4}; best chunk {:.3} vs {:.3} ms = {:.4} (target <= 1.03)",
+        quantile(&ratios, 0.5),
+        quantile(&ratios, 0.25),
+        quantile(&ratios, 0.75),
+        quantile(&ratios, 0.0),
+        quantile(&ratios, 1.0),
+        best_px * 1e3,
+        best_in * 1e3,
+        best_px / best_in
     );
 }
 
@@ -293,119 +306,153 @@ fn ckpt(socket: &Path, scratch: &Path) {
         "ckpt: BLAKE3 on one core: {:.2} GB/s",
         bytes as f64 / t.elapsed().as_secs_f64() / 1e9
     );
+    let t = Instant::now();
+    for f in &fresh {
+        std::hint::black_box(crc32c::crc32c(singularity_node::shm::f32s_as_bytes(f)));
+    }
+    println!(
+        "ckpt: CRC32C (the checkpoint's data checksum) on one core: {:.2} GB/s",
+        bytes as f64 / t.elapsed().as_secs_f64() / 1e9
+    );
     drop(fresh);
 }
 
-/// Seconds per step in steady state of a job of `world` ranks (threads of this process) on the
-/// one proxy: every rank trains `WARM_STEPS`, then all start together and the wall time of the
-/// next `MEASURED_STEPS` is taken.
-fn spliced_per_step(socket: &Path, world: u32, incarnation: &str) -> f64 {
-    let start = std::sync::Arc::new(std::sync::Barrier::new(world as usize + 1));
-    let threads: Vec<_> = (0..world)
-        .map(|rank| {
-            let a = attachment(socket, "bench-splice", incarnation, rank, world);
-            let start = std::sync::Arc::clone(&start);
-            std::thread::spawn(move || {
-                let mut rt = Runtime::attach(&a, |r, _| TrainState::new(3, r)).unwrap();
-                train(&mut rt, &step_config(WARM_STEPS)).unwrap();
-                // The job's barrier lets go of the device, which the last copy-out took.
-                rt.barrier().unwrap();
-                start.wait();
-                train(&mut rt, &step_config(WARM_STEPS + MEASURED_STEPS)).unwrap();
-                rt.finish().unwrap();
-            })
-        })
-        .collect();
-    start.wait();
-    let t = Instant::now();
-    for th in threads {
-        th.join().unwrap();
-    }
-    t.elapsed().as_secs_f64() / MEASURED_STEPS as f64
+/// A job of `world` ranks (threads of this process) attached to the one proxy for the whole
+/// splice section; `run_to(step)` makes every rank train on to `step` and returns the wall time.
+struct SplicedJob {
+    go: Vec<std::sync::mpsc::Sender<u64>>,
+    done: std::sync::mpsc::Receiver<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    step: u64,
 }
+
+impl SplicedJob {
+    fn start(socket: &Path, world: u32) -> Self {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut go = Vec::new();
+        let threads = (0..world)
+            .map(|rank| {
+                let a = attachment(socket, &format!("bench-splice{world}"), "x", rank, world);
+                let (tx, rx) = std::sync::mpsc::channel::<u64>();
+                go.push(tx);
+                let done = done_tx.clone();
+                std::thread::spawn(move || {
+                    let mut rt = Runtime::attach(&a, |r, _| TrainState::new(3, r)).unwrap();
+                    for to in rx {
+                        train(&mut rt, &step_config(to)).unwrap();
+                        // The job's barrier lets go of the device (the last copy-out took it),
+                        // so the next job to run does not wait for this one.
+                        rt.barrier().unwrap();
+                        done.send(()).unwrap();
+                    }
+                    rt.finish().unwrap();
+                })
+            })
+            .collect();
+        let mut job = SplicedJob {
+            go,
+            done,
+            threads,
+            step: 0,
+        };
+        job.run_to(WARM_STEPS);
+        job
+    }
+
+    fn run_to(&mut self, step: u64) -> f64 {
+        let t = Instant::now();
+        for g in &self.go {
+            g.send(step).unwrap();
+        }
+        for _ in &self.go {
+            self.done.recv().unwrap();
+        }
+        self.step = step;
+        t.elapsed().as_secs_f64()
+    }
+
+    fn finish(self) {
+        drop(self.go);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Steps per timed chunk of the splice section.
+const SPLICE_CHUNK_STEPS: u64 = 50;
 
 fn splice(socket: &Path) {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(ROUNDS);
-    let mut n = 0;
-    let mut per_step = |world: u32| {
-        n += 1;
+        .unwrap_or(12);
+    type Stats = singularity_node::control::ProxyStats;
+    // Jobs of world size 1, 2 and 4 stay attached; chunks of their steps alternate.
+    let mut jobs = [1u32, 2, 4].map(|w| SplicedJob::start(socket, w));
+    let mut totals: [Stats; 3] = Default::default();
+    let mut chunk = |j: usize, totals: &mut [Stats; 3]| {
         let before = stats(socket).unwrap();
-        let t = spliced_per_step(socket, world, &format!("x{n}"));
-        (t, before, stats(socket).unwrap())
+        let to = jobs[j].step + SPLICE_CHUNK_STEPS;
+        let t = jobs[j].run_to(to) / SPLICE_CHUNK_STEPS as f64;
+        let after = stats(socket).unwrap();
+        let d = &mut totals[j];
+        d.swaps += after.swaps - before.swaps;
+        d.swap_bytes += after.swap_bytes - before.swap_bytes;
+        d.naive_swap_bytes += after.naive_swap_bytes - before.naive_swap_bytes;
+        d.swap_ns += after.swap_ns - before.swap_ns;
+        d.device_wait_ns += after.device_wait_ns - before.device_wait_ns;
+        t
     };
-    let mut ratios = [Vec::new(), Vec::new()];
-    let mut best = [f64::MAX; 3];
+    let (mut r2, mut r4) = (Vec::new(), Vec::new());
+    let mut sums = [0f64; 3];
     for round in 0..rounds {
         // Factors in the order 1, 2, 4, 4, 2, 1: each factor's mean has the same centre in time,
         // so a machine that gets busier or quieter during the round biases none of them.
-        let (a1, _, _) = per_step(1);
-        let (a2, s2a, e2a) = per_step(2);
-        let (a4, s4a, e4a) = per_step(4);
-        let (b4, s4b, e4b) = per_step(4);
-        let (b2, s2b, e2b) = per_step(2);
-        let (b1, _, _) = per_step(1);
-        let (t1, t2, t4) = ((a1 + b1) / 2.0, (a2 + b2) / 2.0, (a4 + b4) / 2.0);
-        type Stats = singularity_node::control::ProxyStats;
-        let delta = |pairs: [(&Stats, &Stats); 2]| {
-            let mut d = Stats::default();
-            for (a, b) in pairs {
-                d.swaps += b.swaps - a.swaps;
-                d.swap_bytes += b.swap_bytes - a.swap_bytes;
-                d.naive_swap_bytes += b.naive_swap_bytes - a.naive_swap_bytes;
-                d.swap_ns += b.swap_ns - a.swap_ns;
-                d.device_wait_ns += b.device_wait_ns - a.device_wait_ns;
-            }
-            d
-        };
-        let d2 = delta([(&s2a, &e2a), (&s2b, &e2b)]);
-        let d4 = delta([(&s4a, &e4a), (&s4b, &e4b)]);
-        // Counters cover warm-up and attach too: per step means per step of the whole runs.
-        let steps = 2.0 * (WARM_STEPS + MEASURED_STEPS) as f64;
-        let timing = |d: &Stats| {
-            format!(
-                "{:.2} swaps/step, swapping {:.3} ms/step, ranks waiting for the device {:.3} ms/step",
-                d.swaps as f64 / steps,
-                d.swap_ns as f64 / steps / 1e6,
-                d.device_wait_ns as f64 / steps / 1e6
-            )
-        };
-        println!(
-            "splice round {round} proxy time: factor 2 {}; factor 4 {}",
-            timing(&d2),
-            timing(&d4)
-        );
-        let mib = |b: u64| b as f64 / 1048576.0;
-        println!(
-            "splice round {round}: factor 1 {:.3} ms/step; factor 2 {:.3} ms/step = {:.4} x ideal (swapped {:.1} MiB of naive {:.1} MiB); factor 4 {:.3} ms/step = {:.4} x ideal (swapped {:.1} MiB of naive {:.1} MiB)",
-            t1 * 1e3,
-            t2 * 1e3,
-            t2 / (2.0 * t1),
-            mib(d2.swap_bytes),
-            mib(d2.naive_swap_bytes),
-            t4 * 1e3,
-            t4 / (4.0 * t1),
-            mib(d4.swap_bytes),
-            mib(d4.naive_swap_bytes)
-        );
-        for (b, t) in best.iter_mut().zip([t1, t2, t4]) {
-            *b = b.min(t);
+        let mut t = [0f64; 3];
+        for j in [0, 1, 2, 2, 1, 0] {
+            t[j] += chunk(j, &mut totals) / 2.0;
         }
-        ratios[0].push(t2 / (2.0 * t1));
-        ratios[1].push(t4 / (4.0 * t1));
+        r2.push(t[1] / (2.0 * t[0]));
+        r4.push(t[2] / (4.0 * t[0]));
+        for (s, v) in sums.iter_mut().zip(t) {
+            *s += v;
+        }
+        println!(
+            "splice round {round}: factor 1 {:.3} ms/step; factor 2 {:.3} ms/step = {:.4} x ideal; factor 4 {:.3} ms/step = {:.4} x ideal",
+            t[0] * 1e3,
+            t[1] * 1e3,
+            r2[round],
+            t[2] * 1e3,
+            r4[round]
+        );
     }
-    let [r2, r4] = ratios;
+    for job in jobs {
+        job.finish();
+    }
+    let steps = 2.0 * rounds as f64 * SPLICE_CHUNK_STEPS as f64;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    for (f, d) in [(2, &totals[1]), (4, &totals[2])] {
+        println!(
+            "splice factor {f}: {:.2} swaps/step, swapping {:.3} ms/step, ranks waiting for the device {:.3} ms/step; swapped {:.1} MiB of naive {:.1} MiB ({:.2})",
+            d.swaps as f64 / steps,
+            d.swap_ns as f64 / steps / 1e6,
+            d.device_wait_ns as f64 / steps / 1e6,
+            mib(d.swap_bytes),
+            mib(d.naive_swap_bytes),
+            d.swap_bytes as f64 / d.naive_swap_bytes.max(1) as f64
+        );
+    }
     println!(
-        "splice: median x ideal: factor 2 {:.4}, factor 4 {:.4}; best-of-rounds {:.3} / {:.3} / {:.3} ms/step: factor 2 {:.4}, factor 4 {:.4} x ideal (target <= 1.03)",
-        median(r2),
-        median(r4),
-        best[0] * 1e3,
-        best[1] * 1e3,
-        best[2] * 1e3,
-        best[1] / (2.0 * best[0]),
-        best[2] / (4.0 * best[0])
+        "splice: {rounds} rounds of {SPLICE_CHUNK_STEPS}-step chunks (1,2,4,4,2,1); x ideal: factor 2 median {:.4} (quartiles {:.4} .. {:.4}), factor 4 median {:.4} (quartiles {:.4} .. {:.4}); ratio of totals factor 2 {:.4}, factor 4 {:.4} (target <= 1.03)",
+        quantile(&r2, 0.5),
+        quantile(&r2, 0.25),
+        quantile(&r2, 0.75),
+        quantile(&r4, 0.5),
+        quantile(&r4, 0.25),
+        quantile(&r4, 0.75),
+        sums[1] / (2.0 * sums[0]),
+        sums[2] / (4.0 * sums[0])
     );
 }
 
@@ -413,9 +460,11 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "rtt,step,ckpt,splice".into());
     let scratch = tempfile::tempdir_in("/var/tmp").unwrap();
     let socket: PathBuf = scratch.path().join("proxy.sock");
-    let proxy = ProxyProcess::spawn(Path::new(PROXY), &[], &socket, 0, 4 << 30).unwrap();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average at start: {}", load.trim());
+    let proxy_bin = std::env::var("BENCH_PROXY").unwrap_or_else(|_| PROXY.to_string());
+    let proxy = ProxyProcess::spawn(Path::new(&proxy_bin), &[], &socket, 0, 4 << 30).unwrap();
+    println!("proxy binary: {proxy_bin}");
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load().trim());
     for section in only.split(',') {
         match section {
             "rtt" => rtt(&socket),
@@ -424,6 +473,7 @@ fn main() {
             "splice" => splice(&socket),
             other => println!("unknown section {other}"),
         }
+        println!("load average after {section}: {}", load().trim());
     }
     drop(proxy);
 }

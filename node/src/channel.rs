@@ -45,7 +45,13 @@ pub mod op {
     pub const CHECKPOINT: u32 = 10;
     pub const DETACH: u32 = 11;
     pub const NOOP: u32 = 12;
+    /// `args[0]` kernels, each as 8 words of `encode_kernel` in the data area, run in order;
+    /// the reply carries the last one's value. The first failure stops the batch.
+    pub const KERNELS: u32 = 13;
 }
+
+/// Bytes of one encoded kernel in a `KERNELS` batch.
+pub const KERNEL_WORDS_BYTES: usize = 64;
 
 const STATUS_OK: u32 = 0;
 const STATUS_ERR: u32 = 1;

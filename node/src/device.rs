@@ -14,7 +14,8 @@ pub type Handle = u64;
 /// BLAKE3 digest of a buffer's bytes.
 pub type Digest = [u8; 32];
 
-/// The checksum used for buffers and checkpoint files.
+/// The content checksum of device buffers (splicing compares by it) and of checkpoint
+/// manifests and host state; checkpoint buffer data carries a CRC32C instead.
 pub fn digest(bytes: &[u8]) -> Digest {
     *blake3::hash(bytes).as_bytes()
 }

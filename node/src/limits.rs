@@ -8,6 +8,9 @@
 pub const CHANNEL_DATA_BYTES: usize = 4 << 20;
 /// Bytes of the channel's header page (sequence words, request and response slots).
 pub const CHANNEL_HEADER_BYTES: usize = 4096;
+/// Kernel launches a worker batches into one request (they need no answer: the batch goes with
+/// the next call that does, or when it is this long). 64 bytes each in the data area.
+pub const MAX_KERNELS_PER_BATCH: usize = 256;
 /// Buffers one rank may hold at once.
 pub const MAX_BUFFERS_PER_RANK: usize = 4096;
 /// Largest single buffer, in bytes.
@@ -40,9 +43,10 @@ pub const MAX_CHECKPOINT_FILE_BYTES: u64 = 64 << 30;
 /// Largest manifest file, in bytes.
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Unit of checkpoint I/O: buffers are written, read and checksummed in segments of this many
-/// bytes, several at once. A power of two of at least `blake3::CHUNK_LEN` (1 KiB), so that each
-/// segment is a whole BLAKE3 subtree and the segments' checksums combine into the buffer's.
+/// bytes, several at once; the segments' CRC32Cs combine into the buffer's.
 pub const CHECKPOINT_SEGMENT_BYTES: usize = 8 << 20;
-/// Most threads that write or read (and checksum) one rank's checkpoint segments at once; the
-/// proxy uses one per core, at least 2 (so the disk and a core stay busy together).
+/// Most threads that write one rank's checkpoint segments at once; the proxy uses one per
+/// core, at least 2.
 pub const MAX_CHECKPOINT_IO_THREADS: usize = 4;
+/// Segments done with their I/O that may wait for the checkpoint's checksum thread.
+pub const CHECKPOINT_CHECKSUM_QUEUE_SEGMENTS: usize = 8;

@@ -11,7 +11,9 @@
 //! It must not run a training loop or decide policy: the agent says when to checkpoint, the
 //! worker says where steps end. A misbehaving worker gets an error reply, never a panic.
 
-use crate::channel::{decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA};
+use crate::channel::{
+    decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA, KERNEL_WORDS_BYTES,
+};
 use crate::checkpoint;
 use crate::collective::{check_name, Collective};
 use crate::control::{self, Attachment, ControlReply, ControlRequest, ProxyStats};
@@ -19,7 +21,7 @@ use crate::device::{BufferSet, DevBuf, Digest, Handle};
 use crate::error::{NodeError, Result};
 use crate::limits::{
     CHANNEL_DATA_BYTES, COLLECTIVE_TIMEOUT_MS, DEVICE_WAIT_TIMEOUT_MS, MAX_BUFFERS_PER_RANK,
-    MAX_BUFFER_BYTES, MAX_RANKS_PER_PROXY,
+    MAX_BUFFER_BYTES, MAX_KERNELS_PER_BATCH, MAX_RANKS_PER_PROXY,
 };
 use crate::shm::{f32s_as_bytes, unlink, ShmRegion, SHM_DIR};
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,8 +55,8 @@ const NONE: ([u64; 4], usize) = ([0; 4], 0);
 #[derive(Clone)]
 struct Stored {
     data: Arc<Vec<f32>>,
-    /// BLAKE3 of `data` when known (restored from a checkpoint, or copied from a device buffer
-    /// whose checksum was known); a swap never hashes just to fill it in.
+    /// BLAKE3 of `data` when known (copied from a device buffer whose checksum was known); a
+    /// swap never hashes just to fill it in.
     digest: Option<Digest>,
 }
 
@@ -307,13 +309,13 @@ impl Proxy {
         };
         let (step, host_state) = match image {
             Some(img) => {
-                for (h, data, digest) in img.buffers {
+                for (h, data) in img.buffers {
                     slot.footprint_bytes += data.len() as u64 * 4;
                     slot.stored.insert(
                         h,
                         Stored {
                             data: Arc::new(data),
-                            digest: Some(digest),
+                            digest: None,
                         },
                     );
                 }
@@ -571,6 +573,39 @@ impl Proxy {
                 let v = d.bufs.run(k)?;
                 Ok(([v.to_bits() as u64, 0, 0, 0], 0))
             }
+            op::KERNELS => {
+                let count = a[0] as usize;
+                if count == 0
+                    || count > MAX_KERNELS_PER_BATCH
+                    || req.data_len != count * KERNEL_WORDS_BYTES
+                {
+                    return Err(NodeError::BadRequest(format!(
+                        "a kernel batch of {count} kernels in {} bytes (1 to {MAX_KERNELS_PER_BATCH} kernels of {KERNEL_WORDS_BYTES} bytes each)",
+                        req.data_len
+                    )));
+                }
+                let mut kernels = Vec::with_capacity(count);
+                for i in 0..count {
+                    let mut words = [0u64; 8];
+                    for (j, w) in words.iter_mut().enumerate() {
+                        *w = ch.region.read_u64(DATA + i * KERNEL_WORDS_BYTES + 8 * j)?;
+                    }
+                    kernels.push(words);
+                }
+                let mut d = self.acquire(id)?;
+                let mut v = 0.0f32;
+                for (i, words) in kernels.iter().enumerate() {
+                    v = decode_kernel(words)
+                        .and_then(|k| d.bufs.run(k))
+                        .map_err(|e| {
+                            NodeError::BadRequest(format!(
+                                "kernel {} of the {count} launched since the last call that waited (the later ones did not run): {e}",
+                                i + 1
+                            ))
+                        })?;
+                }
+                Ok(([v.to_bits() as u64, 0, 0, 0], 0))
+            }
             op::BARRIER => {
                 self.release(id);
                 let closed = Arc::clone(&conn.closed);
@@ -690,10 +725,7 @@ impl Proxy {
             let mut d = self.acquire(conn.id)?;
             let d = &mut *d;
             let next_handle = d.ranks.get(&conn.id).map_or(1, |s| s.next_handle);
-            let mut it = d.bufs.buffers.iter_mut().map(|(h, b)| {
-                let known = b.digest;
-                (*h, b.data.as_slice(), known)
-            });
+            let mut it = d.bufs.buffers.iter().map(|(h, b)| (*h, b.data.as_slice()));
             checkpoint::write_rank(
                 &dir,
                 &conn.job,

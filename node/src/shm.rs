@@ -1,4 +1,4 @@
-//! Shared-memory segments, futex wake-ups, simulated device memory and the two file-I/O hints
+//! Shared-memory segments, futex wake-ups, simulated device memory and the file-I/O hints
 //! checkpoints use (`sync_file_range`, `posix_fadvise`): the only place in the crate with
 //! `unsafe`.
 //!
@@ -309,6 +309,37 @@ pub fn device_vec(len: usize) -> Vec<f32> {
         }
     }
     v
+}
+
+/// Where a byte slice lives: its address and length, for `populate_write` from another thread
+/// while the slice itself stays borrowed where it is used.
+pub fn memory_range(bytes: &[u8]) -> (usize, usize) {
+    (bytes.as_ptr() as usize, bytes.len())
+}
+
+/// Makes the pages of the `len_bytes` at address `addr` (a `memory_range` of this process)
+/// present and writable now (`MADV_POPULATE_WRITE`), as a first write to each would, without
+/// reading or writing the memory: contents never change (fresh pages are zero either way).
+/// Run on a second thread ahead of a writer that fills fresh device memory, it takes the page
+/// faults (and the zeroing of new pages) off the writer's path. Only a hint for speed: a kernel
+/// without it, or a range it refuses, changes nothing.
+pub fn populate_write(addr: usize, len_bytes: usize) {
+    const PAGE: usize = 4096;
+    let start = addr / PAGE * PAGE;
+    let end = addr.saturating_add(len_bytes).div_ceil(PAGE) * PAGE;
+    if end <= start {
+        return;
+    }
+    // SAFETY: madvise only changes page-table state; MADV_POPULATE_WRITE faults pages in as a
+    // write would but does not access them, so no memory is read or written through this call
+    // and no Rust reference is created; an unmapped range only makes it fail.
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
 }
 
 /// Asks the kernel to start writing back `len_bytes` of `file` at `offset` now, without waiting

@@ -325,22 +325,36 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         .buffer("huge", (MEMORY_BYTES / 4) as usize, Vec::new)
         .unwrap_err();
     assert!(err.to_string().contains("out of memory"), "{err}");
-    let err = rt
-        .kernel(Kernel::Matmul {
-            a: x,
-            b: x,
-            c: x,
-            m: 3,
-            k: 3,
-            n: 3,
-            trans_a: false,
-            trans_b: false,
-        })
-        .unwrap_err();
-    assert!(err.to_string().contains("matmul"), "{err}");
-    let err = rt.kernel(Kernel::Scale { a: 2.0, x: 999 }).unwrap_err();
+    // Kernel launches are asynchronous: a bad one is reported by the next call that waits for
+    // the proxy, and the kernels queued after it do not run.
+    rt.kernel(Kernel::Matmul {
+        a: x,
+        b: x,
+        c: x,
+        m: 3,
+        k: 3,
+        n: 3,
+        trans_a: false,
+        trans_b: false,
+    })
+    .unwrap();
+    rt.kernel(Kernel::Scale { a: 2.0, x }).unwrap();
+    let err = rt.sync().unwrap_err();
+    assert!(
+        err.to_string().contains("matmul") && err.to_string().contains("kernel 1 of the 2"),
+        "{err}"
+    );
+    rt.kernel(Kernel::Scale { a: 2.0, x: 999 }).unwrap();
+    let err = rt.kernel(Kernel::Dot { x, y: x }).unwrap_err();
     assert!(err.to_string().contains("999"), "{err}");
-    // The rank still works, and its buffer is untouched.
+    // The rank still works, and its buffer is untouched (the scale after the bad matmul and
+    // the dot after the bad scale did not run).
     assert_eq!(rt.kernel(Kernel::Dot { x, y: x }).unwrap(), 4.0);
+    // A batch of more kernels than one request holds runs them all, in order.
+    for _ in 0..3 * singularity_node::limits::MAX_KERNELS_PER_BATCH {
+        rt.kernel(Kernel::Scale { a: 1.0, x }).unwrap();
+    }
+    rt.kernel(Kernel::Scale { a: 0.5, x }).unwrap();
+    assert_eq!(rt.kernel(Kernel::Dot { x, y: x }).unwrap(), 1.0);
     rt.finish().unwrap();
 }
