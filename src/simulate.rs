@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use singularity_scheduler::sim::metrics::{JobStats, Report};
 use singularity_scheduler::sim::{
-    parse_trace, policy_by_name, SimConfig, Simulator, Stopwatch, TierMix,
+    parse_trace, policy_by_name, PremiumBound, SimConfig, Simulator, Stopwatch, TierMix,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -103,6 +103,12 @@ pub struct SimulateArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Do not replay: print only the premium bound, the fewest premium jobs that miss their SLA
+    /// target under any policy on this fleet (from the trace, --devices, --tier-mix, --seed;
+    /// also part of every report). Takes seconds where a replay takes minutes.
+    #[arg(long)]
+    pub premium_bound: bool,
 }
 
 /// The real clock, for planner latency.
@@ -147,6 +153,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     config.tier_mix = args.tier_mix;
     config.seed = args.seed;
     config.tick_ms = args.tick_s.saturating_mul(1000);
+    if args.premium_bound {
+        config.validate()?;
+        let bound = PremiumBound::of(&trace, &config);
+        match args.output {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&bound)?),
+            OutputFormat::Table => print!("{}", bound_text(&bound)),
+        }
+        return Ok(());
+    }
     let jobs = trace.len() as u64;
     let mut sim = Simulator::new(
         config,
@@ -200,6 +215,31 @@ fn stats_row(name: &str, stats: &JobStats, sla: &str) -> String {
     )
 }
 
+/// The premium bound in words, one line (two when the search stopped early).
+fn bound_text(bound: &PremiumBound) -> String {
+    let mut out = format!(
+        "premium SLA under any policy: at most {:.2}% ({} of {} premium jobs must miss the {:.0}% target on {} devices",
+        bound.best_sla_attainment * 100.0,
+        bound.must_miss,
+        bound.premium_jobs,
+        bound.sla_target * 100.0,
+        bound.devices
+    );
+    if let Some(w) = &bound.worst_window {
+        out.push_str(&format!(
+            "; {} in the worst window, seconds {:.0} to {:.0}",
+            w.must_miss, w.start_s, w.end_s
+        ));
+    }
+    out.push_str(")\n");
+    if !bound.complete {
+        out.push_str(
+            "  (the window search stopped at its work limit: the true bound may be higher)\n",
+        );
+    }
+    out
+}
+
 fn table(report: &Report) -> String {
     let mut out = format!(
         "policy {} on {} devices ({} per node), {} jobs, tiers {}\n\
@@ -241,6 +281,7 @@ fn table(report: &Report) -> String {
         "planner: {} evaluations, {:.0} decisions/s, latency p50 {:.1} us, p99 {:.1} us\n",
         c.evaluations, p.decisions_per_s, p.latency_p50_us, p.latency_p99_us
     ));
+    out.push_str(&bound_text(&report.premium_bound));
     for rejection in &report.first_rejections {
         out.push_str(&format!("rejected: {rejection}\n"));
     }

@@ -69,6 +69,46 @@ fn prints_a_table_by_default() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("utilization"), "{text}");
     assert!(text.contains("premium"), "{text}");
+    assert!(
+        text.contains("premium SLA under any policy: at most"),
+        "{text}"
+    );
+}
+
+/// Two 8-GPU premium jobs due at once on 8 devices, then one that fits later.
+fn contended_trace() -> String {
+    "job_id,submission_time,duration,num_gpu\na,0,1000,8\nb,0,1000,8\nc,5000,1000,8\n".to_string()
+}
+
+#[test]
+fn premium_bound_alone_prints_the_bound_without_a_replay() {
+    let trace = write_trace("contended.csv", &contended_trace());
+    let path = trace.to_str().expect("utf-8 path");
+    let common = ["--trace", path, "--devices", "8", "--tier-mix", "premium=1"];
+    let out = simulate(&[&common[..], &["--premium-bound"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("premium SLA under any policy: at most 66.67% (1 of 3 premium jobs"),
+        "{text}"
+    );
+    assert!(!text.contains("utilization"), "no replay: {text}");
+
+    let out = simulate(&[&common[..], &["--premium-bound", "--output", "json"]].concat());
+    assert!(out.status.success());
+    let bound: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(bound["premium_jobs"], 3);
+    assert_eq!(bound["must_miss"], 1);
+    assert_eq!(bound["devices"], 8);
+    assert_eq!(bound["complete"], true);
+    assert_eq!(bound["worst_window"]["must_miss"], 1);
+
+    // The same bound is part of a full report.
+    let out = simulate(&[&common[..], &["--policy", "fifo", "--output", "json"]].concat());
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["premium_bound"], bound);
 }
 
 #[test]
@@ -114,6 +154,7 @@ fn every_flag_has_help() {
         "--limit-jobs",
         "--seed",
         "--tick-s",
+        "--premium-bound",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

@@ -4,6 +4,7 @@
 //! Plain data and arithmetic over per-job records the engine collected; no I/O, no clock.
 //! Percentiles use the nearest-rank method on the sorted values.
 
+use super::premium_bound::PremiumBound;
 use crate::tier::Tier;
 use serde::Serialize;
 
@@ -215,6 +216,9 @@ pub struct Report {
     pub first_rejections: Vec<String>,
     /// Digest of the final replicated state (equal runs, equal digests).
     pub final_state_digest: String,
+    /// How many premium jobs miss their target under any policy, at least (from the trace
+    /// and the fleet alone; see `premium_bound`).
+    pub premium_bound: PremiumBound,
 }
 
 impl Report {

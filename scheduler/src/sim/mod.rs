@@ -12,6 +12,7 @@
 //! - `config`: fleet shape, limits and errors;
 //! - `engine`, `work`, `report`: the discrete-event loop, per-job work, the report;
 //! - `metrics`, `stopwatch`: what a run reports and how latency is measured;
+//! - `premium_bound`: how many premium jobs must miss their target under any policy;
 //! - `baselines`: fifo, EASY backfill and Tiresias as `Policy` implementations.
 
 pub mod baselines;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod cost;
 pub mod engine;
 pub mod metrics;
+pub mod premium_bound;
 mod report;
 pub mod stopwatch;
 pub mod tiers;
@@ -29,6 +31,7 @@ pub use config::{SimConfig, SimError, MAX_EVENTS_PER_RUN};
 pub use cost::CostModel;
 pub use engine::{SimProgress, Simulator, StepStatus};
 pub use metrics::Report;
+pub use premium_bound::PremiumBound;
 pub use stopwatch::{FakeStopwatch, Stopwatch};
 pub use tiers::TierMix;
 pub use trace::{parse_trace, TraceError, TraceJob};

@@ -1,10 +1,11 @@
 //! Turns a finished (or stopped) simulation into its `Report`: the per-job records and the
-//! engine's integrals become the statistics of `metrics`.
+//! engine's integrals become the statistics of `metrics`, with the trace's premium bound.
 //!
 //! Read-only over the simulator; no I/O, no clock.
 
 use super::engine::Simulator;
 use super::metrics::{Counts, DeviceTime, JobStats, PlannerSpeed, Report, TierReport};
+use super::premium_bound::PremiumBound;
 use crate::tier::Tier;
 
 impl Simulator {
@@ -66,6 +67,7 @@ impl Simulator {
             events: self.events,
             first_rejections: self.rejections.clone(),
             final_state_digest: self.state.digest().to_string(),
+            premium_bound: PremiumBound::of(&self.trace, &self.config),
         }
     }
 }
