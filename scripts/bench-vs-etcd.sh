@@ -7,12 +7,13 @@
 # under load and take the time from the kill until the next write commits (and, for
 # comparison, the longest gap between two commits of the run).
 #
-# Env: CLIENTS ("1 16 256"), DURATION_S (10), PAYLOAD_BYTES (256), FAILOVER_TRIALS (20),
-#      DATA_ROOT (/var/tmp); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
+# Env: CLIENTS ("1 16 256"; empty: failover only), DURATION_S (10), PAYLOAD_BYTES (256),
+#      FAILOVER_TRIALS (20), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
+#      replicas' logs, and print where); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
 #      server's defaults, which are what this measures).
 set -euo pipefail
 
-CLIENTS=${CLIENTS:-"1 16 256"}
+CLIENTS=${CLIENTS-"1 16 256"}
 DURATION_S=${DURATION_S:-10}
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-256}
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
@@ -28,7 +29,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$DATA"
+  if [ "${KEEP_DATA:-0}" = 1 ]; then echo "data and logs kept in $DATA" >&2; else rm -rf "$DATA"; fi
 }
 trap cleanup EXIT
 
@@ -144,7 +145,7 @@ PY
   gap=$(field "$(cat "$out")" max_commit_gap_ms)
   RECOVERY+=("$recovery")
   GAPS+=("$gap")
-  echo "failover trial $t: killed leader $leader; writes resumed ${recovery} ms after the kill (longest gap ${gap} ms)"
+  echo "failover trial $t: killed leader $leader at $killed_at; writes resumed ${recovery} ms after the kill (longest gap ${gap} ms)"
   start_replica "$leader"
   sleep 2
 done

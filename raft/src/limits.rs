@@ -8,23 +8,32 @@ pub const SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
 pub const MAX_CLIENT_ENTRY_BYTES: usize = singularity_scheduler::limits::MAX_ENTRY_BYTES;
 /// Entries returned by one `operator log` page.
 pub const MAX_LOG_ENTRIES_PER_READ: u64 = 1_000;
-/// Entries openraft sends in one append-entries request.
-pub const MAX_ENTRIES_PER_APPEND: u64 = 1_000;
+/// Entries openraft sends in one append-entries request, at most. A new leader does not know
+/// how far each follower's log matches its own, and openraft 0.9 probes for it with full
+/// requests starting at the oldest entry kept: at 1,000 entries (batches of client writes,
+/// megabytes) those probes delayed the first commit after a failover by 30-90 ms. Steady
+/// replication sends one or two entries at a time, and each entry can hold a batch of 1,024
+/// writes, so catching a follower up stays fast.
+pub const MAX_ENTRIES_PER_APPEND: u64 = 64;
 /// Encoded bytes of one append-entries request with more than one entry, at most. openraft
 /// 0.9 gives each request one heartbeat interval; this keeps a request that catches a follower
 /// up well within it (a single larger entry is still sent alone).
 pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
 /// Default election timeout range, in milliseconds. With openraft 0.9 a follower that loses
-/// its leader waits out the leader's lease (the max) plus its random timeout in this range
-/// (plus up to one tick, 1.5 heartbeats) before it campaigns, so a crashed leader is replaced
-/// after about 240 to 360 ms. A follower whose earlier candidacy met a longer log waits twice
-/// the max more, and two candidates of one term cost one more timeout: about 900 ms at worst.
-/// A leader has to be silent for 240 ms before anyone campaigns (loopback and LAN; raise these
-/// across slower links).
-pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 80;
-pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 160;
-/// Default heartbeat interval, in milliseconds (below a third of the shortest election
-/// timeout; openraft checks election timeouts every 1.5 heartbeats).
+/// its leader waits out the leader's lease (the max) plus its own random timeout in this range
+/// (drawn once when the process starts), checked every 1.5 heartbeats, so a crashed leader is
+/// replaced after about 200 to 280 ms. A follower whose earlier candidacy met a longer log
+/// waits twice the max more (openraft keeps that flag until the node campaigns again), and two
+/// candidates of one term cost one more timeout each: about 700 ms at worst. A leader has to be
+/// silent for 195 ms before anyone campaigns. Loopback and LAN values: raise them across slower
+/// links. (raft/BENCHMARKS.md has the measurements.)
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 75;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 120;
+/// Default heartbeat interval, in milliseconds (at most a third of the shortest election
+/// timeout; openraft checks election timeouts every 1.5 heartbeats). openraft 0.9 also gives
+/// every append-entries request this long before it gives up and sends it again, so it must
+/// cover a follower's synced append on a busy disk: at 20 ms, a follower's slow fsyncs stalled
+/// commits for half a second after a failover (one follower left); 25 ms is kept.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 25;
 /// Applied entries after which a snapshot is taken.
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
