@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo bench -p singularity-node --bench proxy` (set `BENCH_ONLY=rtt,step,ckpt,splice`
 //! to pick sections, `BENCH_ROUNDS` to change the rounds of the splice section, `BENCH_PROXY`
-//! to run another proxy binary, e.g. an older build, under the same harness). Step and splice
+//! to run another proxy binary, e.g. an older build, under the same harness, `BENCH_HINTS=0` to
+//! run the example without its liveness hints, `BENCH_PIN_CPU=n` to pin the bench, its ranks
+//! and the proxy to core `n` alone, so that no work overlaps another's). Step and splice
 //! keep their runtimes attached and alternate short chunks (A/B/A/B), so load that changes over
 //! seconds moves both sides of a comparison alike; each section prints the load average after
 //! it. It must not assert on times; it prints them.
@@ -78,6 +80,8 @@ fn step_config(steps: u64) -> TrainConfig {
         outputs: 64,
         batch: 128,
         learning_rate: 0.001,
+        // `BENCH_HINTS=0`: the example declares no buffer dead (the baseline of the hints).
+        no_liveness_hints: std::env::var("BENCH_HINTS").is_ok_and(|v| v == "0"),
     }
 }
 
@@ -456,7 +460,29 @@ fn splice(socket: &Path) {
     );
 }
 
+/// Pins this process (its threads made later, and the proxy it spawns, inherit it) to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read it.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(
+        ok,
+        "pinning to core {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+    println!("pinned to core {cpu}: bench, ranks and proxy share it");
+}
+
 fn main() {
+    if let Some(cpu) = std::env::var("BENCH_PIN_CPU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        pin_to(cpu);
+    }
     let only = std::env::var("BENCH_ONLY").unwrap_or_else(|_| "rtt,step,ckpt,splice".into());
     let scratch = tempfile::tempdir_in("/var/tmp").unwrap();
     let socket: PathBuf = scratch.path().join("proxy.sock");

@@ -53,6 +53,28 @@ pub mod op {
 /// Bytes of one encoded kernel in a `KERNELS` batch.
 pub const KERNEL_WORDS_BYTES: usize = 64;
 
+/// Argument word that, in a request whose op `carries_kernels`, counts the kernels queued ahead
+/// of it and sent in its data area (same layout as `KERNELS`): the proxy runs them first, and
+/// a failed one fails the request, which then does not run. Saves the batch its own round trip.
+pub const PREFIX_KERNELS_ARG: usize = 7;
+
+/// Whether requests of `op` leave the data area and `PREFIX_KERNELS_ARG` free for queued
+/// kernels (no request payload, at most 7 argument words).
+pub fn carries_kernels(op: u32) -> bool {
+    matches!(
+        op,
+        op::ALLOC
+            | op::FREE
+            | op::COPY_OUT
+            | op::SYNC
+            | op::BARRIER
+            | op::ALLREDUCE
+            | op::STEP_BOUNDARY
+            | op::DETACH
+            | op::NOOP
+    )
+}
+
 const STATUS_OK: u32 = 0;
 const STATUS_ERR: u32 = 1;
 
@@ -286,6 +308,7 @@ pub fn encode_kernel(k: &crate::device::Kernel) -> [u64; 8] {
         ],
         Add { x, y, out } => [5, x, y, out, 0, 0, 0, 0],
         Mul { x, y, out } => [6, x, y, out, 0, 0, 0, 0],
+        Discard { x } => [7, x, 0, 0, 0, 0, 0, 0],
     }
 }
 
@@ -328,6 +351,7 @@ pub fn decode_kernel(a: &[u64; 8]) -> Result<crate::device::Kernel> {
             y: a[2],
             out: a[3],
         },
+        7 => Discard { x: a[1] },
         other => return Err(NodeError::BadRequest(format!("unknown kernel {other}"))),
     })
 }

@@ -22,13 +22,17 @@
 //! straight into device memory in file order on one thread, a second checksumming the
 //! segments already read and a third faulting in fresh device memory ahead of the reads.
 //! The data file is fsynced before its manifest is written, and the job manifest last.
+//!
+//! Discarded buffers (the rank declared their contents dead, `Kernel::Discard`): the manifest
+//! records their handle and size and the file holds no bytes of them; restore recreates them
+//! under the same handle, zeroed.
 
 use crate::device::{digest, hex, Handle};
 use crate::error::{NodeError, Result};
 use crate::limits::{
     CHECKPOINT_CHECKSUM_QUEUE_SEGMENTS, CHECKPOINT_SEGMENT_BYTES, MAX_BUFFERS_PER_RANK,
-    MAX_CHECKPOINT_FILE_BYTES, MAX_CHECKPOINT_IO_THREADS, MAX_HOST_STATE_BYTES, MAX_MANIFEST_BYTES,
-    MAX_WORLD_SIZE,
+    MAX_BUFFER_BYTES, MAX_CHECKPOINT_FILE_BYTES, MAX_CHECKPOINT_IO_THREADS, MAX_HOST_STATE_BYTES,
+    MAX_MANIFEST_BYTES, MAX_WORLD_SIZE,
 };
 use crate::shm::{
     advise_sequential, device_vec, f32s_as_bytes, f32s_as_bytes_mut, memory_range, populate_write,
@@ -42,8 +46,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Version of the on-disk format (2: buffer data checksummed with CRC32C instead of BLAKE3).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the on-disk format (2: buffer data checksummed with CRC32C instead of BLAKE3;
+/// 3: discarded buffers recorded without data).
+pub const FORMAT_VERSION: u32 = 3;
 /// Name of the job manifest.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -53,8 +58,19 @@ pub struct BufferEntry {
     pub handle: Handle,
     pub len_elems: u64,
     pub offset_bytes: u64,
-    /// CRC32C of the buffer's bytes, 8 hex digits.
+    /// CRC32C of the buffer's bytes, 8 hex digits; empty for a discarded buffer.
     pub crc32c: String,
+    /// Discarded: its contents were dead at the cut, the file holds none of its bytes (it
+    /// takes no room: the next buffer starts at the same offset).
+    #[serde(default)]
+    pub discarded: bool,
+}
+
+/// A buffer handed to `write_rank`: its bytes, or only its size when discarded.
+#[derive(Debug, Clone, Copy)]
+pub enum Contents<'a> {
+    Live(&'a [f32]),
+    Discarded { len_elems: u64 },
 }
 
 /// A rank's manifest.
@@ -97,6 +113,9 @@ pub struct RankImage {
     pub step: u64,
     pub next_handle: Handle,
     pub buffers: Vec<(Handle, Vec<f32>)>,
+    /// Discarded buffers as (handle, length in elements): recreate them with any contents
+    /// (the proxy zeroes them).
+    pub discarded: Vec<(Handle, u64)>,
     pub host_state: Vec<u8>,
 }
 
@@ -141,15 +160,16 @@ fn crc_hex(crc: u32) -> String {
     format!("{crc:08x}")
 }
 
-/// Writes one rank's buffers (as `(handle, data)`) and host state, fsyncs them, and returns
-/// the checksum of the rank manifest for the job manifest.
-pub fn write_rank(
+/// Writes one rank's buffers (as `(handle, contents)`; of a discarded one only its handle and
+/// size) and host state, fsyncs them, and returns the checksum of the rank manifest for the
+/// job manifest.
+pub fn write_rank<'a>(
     dir: &Path,
     job: &str,
     rank: u32,
     step: u64,
     next_handle: Handle,
-    buffers: &mut dyn Iterator<Item = (Handle, &[f32])>,
+    buffers: &mut dyn Iterator<Item = (Handle, Contents<'a>)>,
     host_state: &[u8],
 ) -> Result<String> {
     NodeError::check_limit(
@@ -163,18 +183,35 @@ pub fn write_rank(
     let mut entries = Vec::new();
     let mut segments = Vec::new();
     let mut offset = 0u64;
-    for (handle, data) in buffers {
+    // Index in `entries` of each live buffer, in order (segments number the live ones).
+    let mut live = Vec::new();
+    for (handle, contents) in buffers {
+        let data = match contents {
+            Contents::Live(data) => data,
+            Contents::Discarded { len_elems } => {
+                entries.push(BufferEntry {
+                    handle,
+                    len_elems,
+                    offset_bytes: offset,
+                    crc32c: String::new(),
+                    discarded: true,
+                });
+                continue;
+            }
+        };
         let bytes = f32s_as_bytes(data);
-        let buffer = entries.len();
+        let buffer = live.len();
         segments.extend(segments_of(buffer, offset, bytes.len()).map(|seg| {
             let range = seg.range();
             (seg, &bytes[range])
         }));
+        live.push(entries.len());
         entries.push(BufferEntry {
             handle,
             len_elems: data.len() as u64,
             offset_bytes: offset,
             crc32c: String::new(),
+            discarded: false,
         });
         offset += bytes.len() as u64;
     }
@@ -194,9 +231,9 @@ pub fn write_rank(
     })?;
     file.write_all_at(host_state, offset)
         .map_err(io("writing", &data_path))?;
-    let computed = combine(entries.len(), sums)?;
-    for (entry, sum) in entries.iter_mut().zip(computed) {
-        entry.crc32c = crc_hex(sum);
+    let computed = combine(live.len(), sums)?;
+    for (i, sum) in live.into_iter().zip(computed) {
+        entries[i].crc32c = crc_hex(sum);
     }
     file.sync_all().map_err(io("syncing", &data_path))?;
     let manifest = RankManifest {
@@ -365,20 +402,30 @@ pub fn load_rank_into(
     }
     let mut offset = 0u64;
     for b in &m.buffers {
-        let end = b
-            .len_elems
-            .checked_mul(4)
-            .and_then(|n| n.checked_add(offset));
+        let size = if b.discarded {
+            Some(0)
+        } else {
+            b.len_elems.checked_mul(4)
+        };
+        let end = size.and_then(|n| n.checked_add(offset));
         if b.offset_bytes != offset || end.map_or(true, |e| e > m.host_state_offset_bytes) {
             return Err(bad(
                 &manifest_path,
                 format!("buffer {} is not laid out back to back", b.handle),
             ));
         }
-        offset += b.len_elems * 4;
+        if b.discarded {
+            NodeError::check_limit(
+                "discarded buffer bytes",
+                b.len_elems.saturating_mul(4),
+                MAX_BUFFER_BYTES,
+            )?;
+        }
+        offset = end.unwrap_or(offset);
     }
-    let mut datas: Vec<Vec<f32>> = m
-        .buffers
+    let (dead, live): (Vec<&BufferEntry>, Vec<&BufferEntry>) =
+        m.buffers.iter().partition(|b| b.discarded);
+    let mut datas: Vec<Vec<f32>> = live
         .iter()
         .map(|b| {
             let v = alloc(b.len_elems as usize);
@@ -394,7 +441,7 @@ pub fn load_rank_into(
     // Each segment, in file order: read it straight into its device buffer; a second thread
     // checksums the segments already read.
     let mut segments = Vec::new();
-    for ((i, b), data) in m.buffers.iter().enumerate().zip(datas.iter_mut()) {
+    for ((i, b), data) in live.iter().enumerate().zip(datas.iter_mut()) {
         let mut rest = f32s_as_bytes_mut(data);
         for seg in segments_of(i, b.offset_bytes, rest.len()) {
             let (head, tail) = rest.split_at_mut(seg.len_bytes);
@@ -423,9 +470,9 @@ pub fn load_rank_into(
         reading.store(false, Ordering::Relaxed);
         sums
     })?;
-    let computed = combine(m.buffers.len(), sums)?;
-    let mut buffers = Vec::with_capacity(m.buffers.len());
-    for ((b, data), crc) in m.buffers.iter().zip(datas).zip(computed) {
+    let computed = combine(live.len(), sums)?;
+    let mut buffers = Vec::with_capacity(live.len());
+    for ((b, data), crc) in live.iter().zip(datas).zip(computed) {
         let actual = crc_hex(crc);
         if actual != b.crc32c {
             return Err(NodeError::ChecksumMismatch {
@@ -446,10 +493,11 @@ pub fn load_rank_into(
     file.read_exact_at(&mut host_state, m.host_state_offset_bytes)
         .map_err(io("reading", &data_path))?;
     check_sum(&data_path, "host state", &m.host_state_blake3, &host_state)?;
+    let discarded: Vec<(Handle, u64)> = dead.iter().map(|b| (b.handle, b.len_elems)).collect();
     let mut seen = std::collections::BTreeSet::new();
-    if buffers
+    if m.buffers
         .iter()
-        .any(|(h, _)| !seen.insert(*h) || *h >= m.next_handle)
+        .any(|b| !seen.insert(b.handle) || b.handle >= m.next_handle)
     {
         return Err(bad(
             &manifest_path,
@@ -460,6 +508,7 @@ pub fn load_rank_into(
         step: m.step,
         next_handle: m.next_handle,
         buffers,
+        discarded,
         host_state,
     })
 }
@@ -637,7 +686,11 @@ mod tests {
         for rank in 0..2u32 {
             let a = vec![rank as f32; 5];
             let b = vec![1.5f32; 3];
-            let mut it = [(1u64, a.as_slice()), (2u64, b.as_slice())].into_iter();
+            let mut it = [
+                (1u64, Contents::Live(a.as_slice())),
+                (2u64, Contents::Live(b.as_slice())),
+            ]
+            .into_iter();
             write_rank(dir, "j", rank, 7, 3, &mut it, b"state").unwrap();
         }
         write_job_manifest(dir, "j", 2, 7).unwrap();
@@ -717,9 +770,10 @@ mod tests {
         let empty: Vec<f32> = Vec::new();
         begin(dir.path()).unwrap();
         let mut it = [
-            (4u64, small.as_slice()),
-            (5u64, big.as_slice()),
-            (6u64, empty.as_slice()),
+            (3u64, Contents::Discarded { len_elems: 1 << 20 }),
+            (4u64, Contents::Live(small.as_slice())),
+            (5u64, Contents::Live(big.as_slice())),
+            (6u64, Contents::Live(empty.as_slice())),
         ]
         .into_iter();
         write_rank(dir.path(), "j", 0, 3, 7, &mut it, b"host").unwrap();
@@ -729,6 +783,7 @@ mod tests {
         assert_eq!(img.buffers[0].1, small);
         assert_eq!(img.buffers[1].1, big);
         assert!(img.buffers[2].1.is_empty());
+        assert_eq!(img.discarded, vec![(3, 1 << 20)]);
         assert_eq!(img.host_state, b"host");
         // Damage one byte in the big buffer's second segment: refused.
         let path = dir.path().join("rank-00000.bin");
@@ -743,6 +798,44 @@ mod tests {
         f.write_all_at(&[b[0] ^ 1], at).unwrap();
         let err = load_rank(dir.path(), "j", 0, 1).unwrap_err();
         assert!(matches!(err, NodeError::ChecksumMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn discarded_buffers_are_recorded_without_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = vec![3.25f32; 100];
+        begin(dir.path()).unwrap();
+        let mut it = [
+            (1u64, Contents::Discarded { len_elems: 4096 }),
+            (2u64, Contents::Live(live.as_slice())),
+            (3u64, Contents::Discarded { len_elems: 8 }),
+        ]
+        .into_iter();
+        write_rank(dir.path(), "j", 0, 5, 4, &mut it, b"hs").unwrap();
+        write_job_manifest(dir.path(), "j", 1, 5).unwrap();
+        let file_len = std::fs::metadata(dir.path().join("rank-00000.bin"))
+            .unwrap()
+            .len();
+        assert_eq!(
+            file_len,
+            100 * 4 + 2,
+            "only the live buffer and the host state"
+        );
+        let img = load_rank(dir.path(), "j", 0, 1).unwrap();
+        assert_eq!(img.buffers, vec![(2, live.clone())]);
+        assert_eq!(img.discarded, vec![(1, 4096), (3, 8)]);
+        assert_eq!(img.next_handle, 4);
+        // A discarded entry that claims room in the file is refused.
+        let mpath = dir.path().join("rank-00000.json");
+        let mut m: RankManifest = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+        m.buffers[1].offset_bytes = 4;
+        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+        write_job_manifest(dir.path(), "j", 1, 5).unwrap();
+        let err = load_rank(dir.path(), "j", 0, 1).unwrap_err();
+        assert!(
+            matches!(&err, NodeError::BadCheckpoint { detail, .. } if detail.contains("back to back")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -209,6 +209,34 @@ mod tests {
     }
 
     #[test]
+    fn back_to_back_allreduces_never_mix_rounds() {
+        let job = format!("rounds-{}", std::process::id());
+        let world = 4u32;
+        let c = std::sync::Arc::new(Collective::attach(&job, "a", world, 4096).unwrap());
+        for _ in 1..world {
+            c.count_rank().unwrap();
+        }
+        let handles: Vec<_> = (0..world)
+            .map(|r| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || {
+                    for round in 0..200u32 {
+                        // Rank r contributes round * 10 + r: a slot read a round late or early
+                        // changes the sum.
+                        let mut v = vec![(round * 10 + r) as f32; 300];
+                        c.allreduce_sum(r, &mut v, 0, || true).unwrap();
+                        let want = (round * 10 * world + world * (world - 1) / 2) as f32;
+                        assert!(v.iter().all(|x| *x == want), "round {round}: {}", v[0]);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
     fn bad_names_are_refused() {
         assert!(check_name("job", "../x").is_err());
         assert!(check_name("job", "").is_err());

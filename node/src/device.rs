@@ -49,6 +49,13 @@ pub enum Kernel {
     Add { x: Handle, y: Handle, out: Handle },
     /// `out = x * y`
     Mul { x: Handle, y: Handle, out: Handle },
+    /// A liveness hint, not a computation: the contents of `x` are dead until the rank next
+    /// writes it. The buffer keeps its handle and size, but its contents become unspecified:
+    /// a splicing swap or a checkpoint does not save them, and after one of those the rank
+    /// finds zeros, its own stale data, or the data of another rank of the same job there
+    /// (never another job's). A program declares it only for a buffer it rewrites entirely
+    /// before reading it again (per-step inputs, gradients).
+    Discard { x: Handle },
 }
 
 /// One buffer on the device, with its checksum when known (None after a write).
@@ -56,6 +63,11 @@ pub enum Kernel {
 pub struct DevBuf {
     pub data: Vec<f32>,
     pub digest: Option<Digest>,
+    /// Discarded (`Kernel::Discard`) and not written since: the contents mean nothing.
+    pub dead: bool,
+    /// Not written since the proxy made it identical to its rank's host copy (a splicing
+    /// swap sets it; any write clears it), so that copy need not be compared again.
+    pub clean: bool,
 }
 
 impl DevBuf {
@@ -101,6 +113,8 @@ impl BufferSet {
             .get_mut(&h)
             .ok_or_else(|| NodeError::BadRequest(format!("unknown buffer handle {h}")))?;
         b.digest = None;
+        b.dead = false;
+        b.clean = false;
         Ok(&mut b.data)
     }
 
@@ -146,6 +160,15 @@ impl BufferSet {
                 let (xs, ys) = (self.get(x)?, self.get(y)?);
                 same_len("dot", xs.len(), ys.len())?;
                 Ok(xs.iter().zip(ys).fold(0.0f32, |acc, (a, b)| acc + a * b))
+            }
+            Kernel::Discard { x } => {
+                let b = self
+                    .buffers
+                    .get_mut(&x)
+                    .ok_or_else(|| NodeError::BadRequest(format!("unknown buffer handle {x}")))?;
+                b.dead = true;
+                b.clean = false;
+                Ok(0.0)
             }
             Kernel::Add { x, y, out } => self.elementwise("add", x, y, out, |a, b| a + b),
             Kernel::Mul { x, y, out } => self.elementwise("mul", x, y, out, |a, b| a * b),
@@ -255,7 +278,7 @@ mod tests {
                 *h,
                 DevBuf {
                     data: d.clone(),
-                    digest: None,
+                    ..Default::default()
                 },
             );
         }
@@ -274,6 +297,18 @@ mod tests {
         assert_eq!(s.get(1).unwrap(), &[1.0, 4.0]);
         s.run(Kernel::Scale { a: 0.5, x: 1 }).unwrap();
         assert_eq!(s.get(1).unwrap(), &[0.5, 2.0]);
+    }
+
+    #[test]
+    fn discard_marks_a_buffer_dead_until_its_next_write() {
+        let mut s = set(&[(1, vec![1.0, 2.0]), (2, vec![3.0, 4.0])]);
+        s.buffers.get_mut(&1).unwrap().clean = true;
+        s.run(Kernel::Discard { x: 1 }).unwrap();
+        assert!(s.buffers[&1].dead && !s.buffers[&1].clean);
+        assert_eq!(s.get(1).unwrap(), &[1.0, 2.0], "the hint moves no data");
+        s.run(Kernel::Axpy { a: 1.0, x: 2, y: 1 }).unwrap();
+        assert!(!s.buffers[&1].dead, "a write makes it live again");
+        assert!(s.run(Kernel::Discard { x: 9 }).is_err());
     }
 
     #[test]

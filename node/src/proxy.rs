@@ -3,8 +3,13 @@
 //! shared-memory channel. Several ranks on one proxy are time-sliced (replica splicing): one is
 //! resident on the device at a time, and the others' buffers wait in host memory; a swap copies
 //! only buffers whose contents differ from what is already on the device or in host memory
-//! (compared by checksum when both are known, by bytes otherwise). A rank lets go of the device
-//! in collectives and, when others wait, at its step boundaries.
+//! (compared by checksum when both are known, by bytes otherwise, not at all when the proxy
+//! knows they are one copy), and no buffer whose contents are dead: discarded by its rank
+//! (`Kernel::Discard`, a liveness hint) or being summed in an allreduce (the proxy rewrites
+//! all of it afterwards). A discarded buffer comes back under the same handle with
+//! unspecified contents: zeros, stale data of its own, or the data of another rank of the same
+//! job, never another job's. A rank lets go of the device in collectives and, when others
+//! wait, at its step boundaries.
 //! At a checkpoint cut (agreed through a flag carried by every allreduce) each rank's buffers
 //! and host state are written to the checkpoint directory.
 //!
@@ -12,7 +17,8 @@
 //! worker says where steps end. A misbehaving worker gets an error reply, never a panic.
 
 use crate::channel::{
-    decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA, KERNEL_WORDS_BYTES,
+    carries_kernels, decode_kernel, op, Channel, Request, CHANNEL_BYTES, DATA, KERNEL_WORDS_BYTES,
+    PREFIX_KERNELS_ARG,
 };
 use crate::checkpoint;
 use crate::collective::{check_name, Collective};
@@ -54,18 +60,48 @@ const NONE: ([u64; 4], usize) = ([0; 4], 0);
 /// allocation.
 #[derive(Clone)]
 struct Stored {
+    /// The contents; for a dead buffer, stale bytes or nothing (only `len` counts).
     data: Arc<Vec<f32>>,
+    /// Length in elements.
+    len: usize,
     /// BLAKE3 of `data` when known (copied from a device buffer whose checksum was known); a
     /// swap never hashes just to fill it in.
     digest: Option<Digest>,
+    /// The contents are dead (discarded by the rank): none of them were saved.
+    dead: bool,
+}
+
+impl Stored {
+    fn live(data: Arc<Vec<f32>>, digest: Option<Digest>) -> Self {
+        Stored {
+            len: data.len(),
+            data,
+            digest,
+            dead: false,
+        }
+    }
+
+    /// A dead buffer of `len` elements, keeping `old`'s allocation when it has that length.
+    fn dead(len: usize, old: Option<Stored>) -> Self {
+        let data = old
+            .map(|s| s.data)
+            .filter(|d| d.len() == len)
+            .unwrap_or_default();
+        Stored {
+            data,
+            len,
+            digest: None,
+            dead: true,
+        }
+    }
 }
 
 /// Whether a device buffer holds exactly the bytes of a stored one: by checksum when both are
 /// known, otherwise by comparing the bytes, which is exact and cheaper than hashing (a buffer
 /// that differs usually does so in its first bytes). Bytes, not floats: `-0.0 == 0.0` and NaN
-/// would fool a float comparison.
+/// would fool a float comparison. Dead buffers hold nothing to compare.
 fn same_contents(dev: &DevBuf, stored: &Stored) -> bool {
-    if dev.data.len() != stored.data.len() {
+    if dev.dead || stored.dead || dev.data.len() != stored.data.len() {
         return false;
     }
     match (dev.digest, stored.digest) {
@@ -311,13 +347,12 @@ impl Proxy {
             Some(img) => {
                 for (h, data) in img.buffers {
                     slot.footprint_bytes += data.len() as u64 * 4;
-                    slot.stored.insert(
-                        h,
-                        Stored {
-                            data: Arc::new(data),
-                            digest: None,
-                        },
-                    );
+                    slot.stored.insert(h, Stored::live(Arc::new(data), None));
+                }
+                // Discarded at the cut: recreated (zeroed when first made resident).
+                for (h, len) in img.discarded {
+                    slot.footprint_bytes += len * 4;
+                    slot.stored.insert(h, Stored::dead(len as usize, None));
                 }
                 slot.next_handle = img.next_handle;
                 lock(&self.stats).restores += 1;
@@ -376,7 +411,9 @@ impl Proxy {
         if let Some(slot) = d.ranks.remove(&id) {
             for (_, s) in slot.stored {
                 if let Ok(v) = Arc::try_unwrap(s.data) {
-                    d.pool.give(v);
+                    if !v.is_empty() {
+                        d.pool.give(v);
+                    }
                 }
             }
             if d.resident == Some(id) {
@@ -498,6 +535,9 @@ impl Proxy {
             rank: conn.rank,
             handle: h,
         };
+        if carries_kernels(req.op) && a[PREFIX_KERNELS_ARG] != 0 {
+            self.run_kernels(ch, id, a[PREFIX_KERNELS_ARG] as usize, req.data_len)?;
+        }
         match req.op {
             op::NOOP | op::SYNC => Ok(NONE),
             op::ALLOC => {
@@ -524,7 +564,7 @@ impl Proxy {
                     h,
                     DevBuf {
                         data: d.pool.take_zeroed(a[0] as usize),
-                        digest: None,
+                        ..Default::default()
                     },
                 );
                 Ok(([h, 0, 0, 0], 0))
@@ -574,36 +614,7 @@ impl Proxy {
                 Ok(([v.to_bits() as u64, 0, 0, 0], 0))
             }
             op::KERNELS => {
-                let count = a[0] as usize;
-                if count == 0
-                    || count > MAX_KERNELS_PER_BATCH
-                    || req.data_len != count * KERNEL_WORDS_BYTES
-                {
-                    return Err(NodeError::BadRequest(format!(
-                        "a kernel batch of {count} kernels in {} bytes (1 to {MAX_KERNELS_PER_BATCH} kernels of {KERNEL_WORDS_BYTES} bytes each)",
-                        req.data_len
-                    )));
-                }
-                let mut kernels = Vec::with_capacity(count);
-                for i in 0..count {
-                    let mut words = [0u64; 8];
-                    for (j, w) in words.iter_mut().enumerate() {
-                        *w = ch.region.read_u64(DATA + i * KERNEL_WORDS_BYTES + 8 * j)?;
-                    }
-                    kernels.push(words);
-                }
-                let mut d = self.acquire(id)?;
-                let mut v = 0.0f32;
-                for (i, words) in kernels.iter().enumerate() {
-                    v = decode_kernel(words)
-                        .and_then(|k| d.bufs.run(k))
-                        .map_err(|e| {
-                            NodeError::BadRequest(format!(
-                                "kernel {} of the {count} launched since the last call that waited (the later ones did not run): {e}",
-                                i + 1
-                            ))
-                        })?;
-                }
+                let v = self.run_kernels(ch, id, a[0] as usize, req.data_len)?;
                 Ok(([v.to_bits() as u64, 0, 0, 0], 0))
             }
             op::BARRIER => {
@@ -624,13 +635,13 @@ impl Proxy {
             op::ALLREDUCE => {
                 let h = a[0];
                 let mut data = {
-                    let d = self.acquire(id)?;
-                    d.bufs
-                        .buffers
-                        .get(&h)
-                        .ok_or_else(|| unknown(h))?
-                        .data
-                        .clone()
+                    let mut d = self.acquire(id)?;
+                    let buf = d.bufs.buffers.get_mut(&h).ok_or_else(|| unknown(h))?;
+                    // The sum replaces all of it below: until then its contents are dead, and
+                    // a rank spliced in meanwhile need not swap them out.
+                    buf.dead = true;
+                    buf.clean = false;
+                    buf.data.clone()
                 };
                 let flag_in = lock(&self.pending).contains_key(&conn.job) as u32;
                 self.release(id);
@@ -679,6 +690,37 @@ impl Proxy {
         }
     }
 
+    /// Runs the `count` kernels encoded in the data area (`data_len` bytes) in order; returns
+    /// the last one's value. The first failure stops the batch.
+    fn run_kernels(&self, ch: &Channel, id: ConnId, count: usize, data_len: usize) -> Result<f32> {
+        if count == 0 || count > MAX_KERNELS_PER_BATCH || data_len != count * KERNEL_WORDS_BYTES {
+            return Err(NodeError::BadRequest(format!(
+                "a kernel batch of {count} kernels in {data_len} bytes (1 to {MAX_KERNELS_PER_BATCH} kernels of {KERNEL_WORDS_BYTES} bytes each)"
+            )));
+        }
+        let mut kernels = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut words = [0u64; 8];
+            for (j, w) in words.iter_mut().enumerate() {
+                *w = ch.region.read_u64(DATA + i * KERNEL_WORDS_BYTES + 8 * j)?;
+            }
+            kernels.push(words);
+        }
+        let mut d = self.acquire(id)?;
+        let mut v = 0.0f32;
+        for (i, words) in kernels.iter().enumerate() {
+            v = decode_kernel(words)
+                .and_then(|k| d.bufs.run(k))
+                .map_err(|e| {
+                    NodeError::BadRequest(format!(
+                        "kernel {} of the {count} launched since the last call that waited (the later ones did not run): {e}",
+                        i + 1
+                    ))
+                })?;
+        }
+        Ok(v)
+    }
+
     /// Another proxy saw the agent's request first; this one's copy is on its way.
     fn wait_for_request(&self, conn: &Conn) -> Result<()> {
         let deadline = Instant::now() + Duration::from_millis(COLLECTIVE_TIMEOUT_MS);
@@ -725,7 +767,16 @@ impl Proxy {
             let mut d = self.acquire(conn.id)?;
             let d = &mut *d;
             let next_handle = d.ranks.get(&conn.id).map_or(1, |s| s.next_handle);
-            let mut it = d.bufs.buffers.iter().map(|(h, b)| (*h, b.data.as_slice()));
+            let mut it = d.bufs.buffers.iter().map(|(h, b)| {
+                let contents = if b.dead {
+                    checkpoint::Contents::Discarded {
+                        len_elems: b.data.len() as u64,
+                    }
+                } else {
+                    checkpoint::Contents::Live(b.data.as_slice())
+                };
+                (*h, contents)
+            });
             checkpoint::write_rank(
                 &dir,
                 &conn.job,
@@ -766,13 +817,20 @@ impl Proxy {
 /// Makes `incoming` the resident rank: the outgoing rank's buffers go to host memory unless an
 /// identical copy is already there (its own from the last swap, or the incoming rank's: the
 /// parameters after an allreduce), and the incoming rank's buffers are copied to the device
-/// unless the device already holds identical contents. Host copies are rewritten in place when
-/// no one shares them, so a steady swap allocates nothing. Returns (bytes copied, bytes a naive
-/// swap would copy).
+/// unless the device already holds identical contents. Dead buffers move no bytes either way:
+/// an incoming dead buffer takes the device memory at its handle as it is when the outgoing
+/// rank is of the same job, zeroed otherwise. Host copies are rewritten in place when no one
+/// shares them, so a steady swap allocates nothing. Returns (bytes copied, bytes a naive swap
+/// would copy).
 fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
     let mut copied = 0u64;
     let mut naive = 0u64;
     let mut device = std::mem::take(&mut d.bufs.buffers);
+    // Host copies that the device buffer at the same handle is known to equal (it was just
+    // saved to, or found identical to, that copy): the incoming rank compares by pointer.
+    let mut on_device: BTreeMap<Handle, Arc<Vec<f32>>> = BTreeMap::new();
+    let incoming_job = d.ranks.get(&incoming).map(|s| s.job.clone());
+    let mut same_job = false;
     if let Some(out) = d.resident.take() {
         let incoming_stored = d
             .ranks
@@ -780,18 +838,24 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
             .map(|s| s.stored.clone())
             .unwrap_or_default();
         if let Some(slot) = d.ranks.get_mut(&out) {
+            same_job = incoming_job.as_deref() == Some(slot.job.as_str());
             let mut old = std::mem::take(&mut slot.stored);
             for (h, b) in device.iter() {
                 naive += b.len_bytes();
-                let same = old
+                if b.dead {
+                    slot.stored
+                        .insert(*h, Stored::dead(b.data.len(), old.remove(h)));
+                    continue;
+                }
+                // Unwritten since it was made identical to its own host copy: still is.
+                let own_clean = old
                     .get(h)
-                    .filter(|s| same_contents(b, s))
+                    .filter(|s| b.clean && !s.dead && s.len == b.data.len());
+                let same = own_clean
+                    .or_else(|| old.get(h).filter(|s| same_contents(b, s)))
                     .or_else(|| incoming_stored.get(h).filter(|s| same_contents(b, s)));
                 let entry = match same {
-                    Some(s) => Stored {
-                        data: Arc::clone(&s.data),
-                        digest: s.digest.or(b.digest),
-                    },
+                    Some(s) => Stored::live(Arc::clone(&s.data), s.digest.or(b.digest)),
                     None => {
                         copied += b.len_bytes();
                         let reused = old.remove(h).and_then(|mut s| {
@@ -799,12 +863,10 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
                             (dst.len() == b.data.len()).then(|| dst.copy_from_slice(&b.data))?;
                             Some(s.data)
                         });
-                        Stored {
-                            data: reused.unwrap_or_else(|| Arc::new(b.data.clone())),
-                            digest: b.digest,
-                        }
+                        Stored::live(reused.unwrap_or_else(|| Arc::new(b.data.clone())), b.digest)
                     }
                 };
+                on_device.insert(*h, Arc::clone(&entry.data));
                 slot.stored.insert(*h, entry);
             }
         }
@@ -812,10 +874,16 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
     let mut resident = BTreeMap::new();
     if let Some(slot) = d.ranks.get(&incoming) {
         for (h, s) in &slot.stored {
-            naive += s.data.len() as u64 * 4;
-            let buf = match device.remove(h) {
-                Some(mut b) if b.data.len() == s.data.len() => {
-                    if same_contents(&b, s) {
+            naive += s.len as u64 * 4;
+            let mut buf = match device.remove(h) {
+                Some(mut b) if b.data.len() == s.len => {
+                    if s.dead {
+                        if !same_job {
+                            b.data.fill(0.0);
+                        }
+                    } else if on_device.get(h).is_some_and(|a| Arc::ptr_eq(a, &s.data))
+                        || same_contents(&b, s)
+                    {
                         b.digest = b.digest.or(s.digest);
                     } else {
                         b.data.copy_from_slice(&s.data);
@@ -824,16 +892,30 @@ fn swap(d: &mut DeviceState, incoming: ConnId) -> (u64, u64) {
                     }
                     b
                 }
-                _ => {
-                    copied += s.data.len() as u64 * 4;
-                    let mut data = d.pool.take(s.data.len());
-                    data.copy_from_slice(&s.data);
+                other => {
+                    if let Some(b) = other {
+                        d.pool.give(b.data);
+                    }
+                    let data = if s.dead {
+                        d.pool.take_zeroed(s.len)
+                    } else {
+                        copied += s.len as u64 * 4;
+                        let mut data = d.pool.take(s.len);
+                        data.copy_from_slice(&s.data);
+                        data
+                    };
                     DevBuf {
                         data,
-                        digest: s.digest,
+                        digest: if s.dead { None } else { s.digest },
+                        ..Default::default()
                     }
                 }
             };
+            buf.dead = s.dead;
+            buf.clean = !s.dead;
+            if s.dead {
+                buf.digest = None;
+            }
             resident.insert(*h, buf);
         }
     }
@@ -865,6 +947,63 @@ pub fn is_listening(socket: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::Kernel;
+
+    fn slot(job: &str, bufs: &[(Handle, Stored)]) -> RankSlot {
+        RankSlot {
+            job: job.into(),
+            stored: bufs.iter().cloned().collect(),
+            next_handle: 3,
+            footprint_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn dead_buffers_move_no_bytes_and_never_reach_another_job() {
+        const N: usize = 16;
+        let bytes = N as u64 * 4;
+        let live = |v: f32| Stored::live(Arc::new(vec![v; N]), None);
+        let mut d = DeviceState {
+            holder: None,
+            resident: None,
+            bufs: BufferSet::default(),
+            ranks: BTreeMap::new(),
+            waiters: 0,
+            pool: DevicePool {
+                free: BTreeMap::new(),
+                bytes: 0,
+                limit_bytes: 0,
+            },
+        };
+        d.ranks
+            .insert(1, slot("a", &[(1, live(1.0)), (2, Stored::dead(N, None))]));
+        d.ranks
+            .insert(2, slot("b", &[(1, live(5.0)), (2, Stored::dead(N, None))]));
+        d.ranks
+            .insert(3, slot("a", &[(1, live(1.0)), (2, Stored::dead(N, None))]));
+        // Nothing resident: the live buffer is copied in, the dead one created zeroed.
+        assert_eq!(swap(&mut d, 1), (bytes, 2 * bytes));
+        assert!(d.bufs.buffers[&2].dead && d.bufs.buffers[&2].data == vec![0.0; N]);
+        // Rank 1 writes a secret into buffer 2, then declares it dead.
+        d.bufs.get_mut(2).unwrap().fill(9.0);
+        d.bufs.run(Kernel::Discard { x: 2 }).unwrap();
+        // To a rank of the same job: buffer 1 is identical (one copy, no bytes compared),
+        // buffer 2 is dead both ways: nothing moves, and the memory is handed over as it is.
+        assert_eq!(swap(&mut d, 3), (0, 4 * bytes));
+        assert!(d.bufs.buffers[&1].clean && d.bufs.buffers[&2].dead);
+        // To another job: only its live buffer 1 is copied, and its dead buffer 2 is zeroed,
+        // not rank 1's secret.
+        assert_eq!(swap(&mut d, 2), (bytes, 4 * bytes));
+        assert_eq!(d.bufs.buffers[&1].data, vec![5.0; N]);
+        assert_eq!(d.bufs.buffers[&2].data, vec![0.0; N]);
+        // Rank 2 writes buffer 2: it is live again and swapped out with its bytes.
+        d.bufs.get_mut(2).unwrap().fill(7.0);
+        assert_eq!(swap(&mut d, 1), (2 * bytes, 4 * bytes));
+        let back = &d.ranks[&2].stored[&2];
+        assert!(!back.dead && *back.data == vec![7.0; N]);
+        assert_eq!(d.bufs.buffers[&1].data, vec![1.0; N]);
+        assert_eq!(d.bufs.buffers[&2].data, vec![0.0; N]);
+    }
 
     #[test]
     fn pooled_memory_is_reused_zeroed_and_bounded() {

@@ -8,7 +8,10 @@
 //! on `next_step`. The runtime must not decide when to checkpoint (the agent does, through the
 //! proxies) and must not touch device memory except through its backend.
 
-use crate::channel::{encode_kernel, op, Channel, CHANNEL_BYTES, DATA, KERNEL_WORDS_BYTES};
+use crate::channel::{
+    carries_kernels, encode_kernel, op, Channel, CHANNEL_BYTES, DATA, KERNEL_WORDS_BYTES,
+    PREFIX_KERNELS_ARG,
+};
 pub use crate::control::Attachment;
 use crate::control::{self, ControlReply, ControlRequest};
 use crate::device::{BufferSet, DevBuf, Handle, Kernel};
@@ -82,7 +85,7 @@ impl Backend for InProcess {
             self.next_handle,
             DevBuf {
                 data: vec![0.0; len],
-                digest: None,
+                ..Default::default()
             },
         );
         Ok(self.next_handle)
@@ -168,8 +171,9 @@ impl Attachment {
 /// program reads (all but `Dot`) is queued and sent, with the others queued since, in one
 /// request ahead of the next call that waits for the proxy (any other call, or a `Dot`, whose
 /// value is the batch's answer). A failed kernel is reported by that call, and the kernels
-/// queued after it do not run. Fewer round trips per step is most of the proxy's overhead
-/// saved: each costs two wake-ups when the worker and the proxy share a core.
+/// queued after it do not run. A call without a payload carries the batch in its own request
+/// (`carries_kernels`); the others send it first. Fewer round trips per step is most of the
+/// proxy's overhead saved: each costs two wake-ups when the worker and the proxy share a core.
 pub struct ProxyClient {
     stream: UnixStream,
     channel: Channel,
@@ -225,15 +229,35 @@ impl ProxyClient {
         self.call(op::NOOP, [0; 8], |_| Ok(0)).map(|_| ())
     }
 
-    /// Sends the queued kernels, then the request, and waits for its reply.
+    /// Sends the queued kernels (in the request itself when `op` can carry them, otherwise
+    /// first, as a batch), then the request, and waits for its reply.
     fn call(
         &mut self,
         op: u32,
-        args: [u64; 8],
+        mut args: [u64; 8],
         fill: impl FnOnce(&ShmRegion) -> Result<usize>,
     ) -> Result<crate::channel::Reply> {
-        self.flush_kernels()?;
-        self.send(op, args, fill)
+        if self.queued.is_empty() {
+            return self.send(op, args, fill);
+        }
+        if !carries_kernels(op) {
+            self.flush_kernels()?;
+            return self.send(op, args, fill);
+        }
+        assert_eq!(
+            args[PREFIX_KERNELS_ARG], 0,
+            "the kernel count's word is free"
+        );
+        let batch = std::mem::take(&mut self.queued);
+        args[PREFIX_KERNELS_ARG] = batch.len() as u64;
+        self.send(op, args, |r| {
+            let own = fill(r)?;
+            assert_eq!(
+                own, 0,
+                "ops that carry kernels have no payload of their own"
+            );
+            write_kernels(r, &batch)
+        })
     }
 
     /// Sends the queued kernels as one batch, if any; returns the last one's value.
@@ -249,14 +273,7 @@ impl ProxyClient {
         let reply = self.send(
             op::KERNELS,
             [batch.len() as u64, 0, 0, 0, 0, 0, 0, 0],
-            |r| {
-                for (i, words) in batch.iter().enumerate() {
-                    for (j, w) in words.iter().enumerate() {
-                        r.write_u64(DATA + i * KERNEL_WORDS_BYTES + 8 * j, *w)?;
-                    }
-                }
-                Ok(batch.len() * KERNEL_WORDS_BYTES)
-            },
+            |r| write_kernels(r, &batch),
         )?;
         Ok(f32::from_bits(reply.vals[0] as u32))
     }
@@ -286,6 +303,16 @@ impl ProxyClient {
             alive,
         )
     }
+}
+
+/// Writes encoded kernels into the data area; returns their bytes.
+fn write_kernels(r: &ShmRegion, batch: &[[u64; 8]]) -> Result<usize> {
+    for (i, words) in batch.iter().enumerate() {
+        for (j, w) in words.iter().enumerate() {
+            r.write_u64(DATA + i * KERNEL_WORDS_BYTES + 8 * j, *w)?;
+        }
+    }
+    Ok(batch.len() * KERNEL_WORDS_BYTES)
 }
 
 const CHUNK_ELEMS: usize = CHANNEL_DATA_BYTES / 4;
@@ -499,6 +526,15 @@ impl<S: Serialize + DeserializeOwned> Runtime<S> {
     }
     pub fn kernel(&mut self, k: Kernel) -> Result<f32> {
         self.backend.kernel(k)
+    }
+    /// Liveness hint: the contents of `h` are dead until this rank next writes it (see
+    /// `Kernel::Discard` for the contract). Queued with the kernels, in order, at no round
+    /// trip of its own. A splicing swap then moves none of its bytes, and a checkpoint records
+    /// its handle and size but writes no data; a restored discarded buffer holds zeros.
+    /// Only for a buffer the program rewrites entirely before reading it again: reading it
+    /// first gives unspecified values.
+    pub fn discard(&mut self, h: Handle) -> Result<()> {
+        self.backend.kernel(Kernel::Discard { x: h }).map(|_| ())
     }
     /// Sums `h` over the job's ranks in rank order; every rank gets the same bits.
     pub fn allreduce_sum(&mut self, h: Handle) -> Result<()> {
