@@ -11,61 +11,60 @@
 use crate::ids::{JobId, NodeId};
 use crate::job::Job;
 use crate::state::ClusterState;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-/// Node to jobs, and job to nodes (the reverse, so a job's entries can be replaced without a
-/// scan). A job or node with nothing indexed is absent from both maps.
+/// (node, job) pairs, and the same pairs as (job, node) so a job's entries can be replaced
+/// without a scan. Flat ordered sets rather than maps of sets: an update allocates no per-node
+/// or per-job collection, and a node's jobs are one range, in job order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct NodeIndex {
-    by_node: BTreeMap<NodeId, BTreeSet<JobId>>,
-    by_job: BTreeMap<JobId, BTreeSet<NodeId>>,
+    by_node: BTreeSet<(NodeId, JobId)>,
+    by_job: BTreeSet<(JobId, NodeId)>,
 }
 
 impl NodeIndex {
     /// Records that `job` matters to exactly `nodes` (none: it is forgotten). Costs
     /// O((old + new nodes of the job) x log n).
     pub(crate) fn set_job(&mut self, job: JobId, nodes: BTreeSet<NodeId>) {
-        let old = if nodes.is_empty() {
-            self.by_job.remove(&job).unwrap_or_default()
-        } else {
-            match self.by_job.get(&job) {
-                Some(old) if *old == nodes => return,
-                _ => self.by_job.insert(job, nodes.clone()).unwrap_or_default(),
-            }
-        };
-        for node in old.difference(&nodes) {
-            if let Some(jobs) = self.by_node.get_mut(node) {
-                jobs.remove(&job);
-                if jobs.is_empty() {
-                    self.by_node.remove(node);
-                }
-            }
+        let old: Vec<NodeId> = self.nodes_of(job).collect();
+        if old.iter().eq(nodes.iter()) {
+            return;
         }
-        for &node in nodes.difference(&old) {
-            self.by_node.entry(node).or_default().insert(job);
+        for &node in old.iter().filter(|n| !nodes.contains(n)) {
+            self.by_job.remove(&(job, node));
+            self.by_node.remove(&(node, job));
+        }
+        for &node in nodes.iter().filter(|n| old.binary_search(n).is_err()) {
+            self.by_job.insert((job, node));
+            self.by_node.insert((node, job));
         }
     }
 
     /// The jobs that matter to `node`, in job order.
     pub(crate) fn jobs_on(&self, node: NodeId) -> impl Iterator<Item = JobId> + '_ {
-        self.by_node.get(&node).into_iter().flatten().copied()
+        self.by_node
+            .range((node, JobId(u64::MIN))..=(node, JobId(u64::MAX)))
+            .map(|&(_, job)| job)
+    }
+
+    /// The nodes `job` matters to, in node order.
+    fn nodes_of(&self, job: JobId) -> impl Iterator<Item = NodeId> + '_ {
+        self.by_job
+            .range((job, NodeId(u32::MIN))..=(job, NodeId(u32::MAX)))
+            .map(|&(_, node)| node)
     }
 
     /// The first difference from `expected`, described for a human (for invariant reports).
     pub(crate) fn difference_from(&self, expected: &NodeIndex) -> String {
-        let jobs: BTreeSet<&JobId> = self.by_job.keys().chain(expected.by_job.keys()).collect();
-        for job in jobs {
-            let (have, want) = (self.by_job.get(job), expected.by_job.get(job));
-            if have != want {
-                return format!("{job} is indexed on nodes {have:?}, but matters to {want:?}");
-            }
+        if let Some((job, node)) = self.by_job.symmetric_difference(&expected.by_job).next() {
+            let have: Vec<NodeId> = self.nodes_of(*job).collect();
+            let want: Vec<NodeId> = expected.nodes_of(*job).collect();
+            return format!(
+                "{job} is indexed on nodes {have:?}, but matters to {want:?} (first at {node})"
+            );
         }
-        let nodes: BTreeSet<&NodeId> = self.by_node.keys().chain(expected.by_node.keys()).collect();
-        for node in nodes {
-            let (have, want) = (self.by_node.get(node), expected.by_node.get(node));
-            if have != want {
-                return format!("{node} is indexed with jobs {have:?}, but {want:?} matter to it");
-            }
+        if let Some((node, job)) = self.by_node.symmetric_difference(&expected.by_node).next() {
+            return format!("{node} and {job} are paired in one direction of the index only");
         }
         "none".to_string()
     }
