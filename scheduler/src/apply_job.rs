@@ -232,6 +232,7 @@ impl ClusterState {
                 }
             }
         }
+        self.reindex_job(id);
     }
 
     /// Drops the job's in-flight action, if any.
@@ -240,6 +241,7 @@ impl ClusterState {
         if let Some(action) = job.action.take() {
             self.actions.remove(&action);
         }
+        self.reindex_job(id);
     }
 
     /// The job's ranks are gone (node down, device unhealthy) through no fault of its own:
@@ -321,6 +323,7 @@ impl ClusterState {
             if let Some(job) = self.jobs.remove(&oldest) {
                 self.sla.retire(&job);
             }
+            self.reindex_job(oldest);
         }
     }
 }

@@ -364,6 +364,7 @@ impl ClusterState {
             },
         );
         self.counters.actions_committed += 1;
+        self.reindex_job(job_id);
         id
     }
 }

@@ -176,5 +176,6 @@ impl ClusterState {
                 self.finish_job(job_id, JobPhase::Cancelled, "cancelled by a client", now_ms);
             }
         }
+        self.reindex_job(job_id);
     }
 }

@@ -7,7 +7,8 @@
 //! - phases, in-flight actions and held devices agree;
 //! - ledgers add up: delivered never exceeds requested, and per-tier totals equal the sum over
 //!   jobs plus what was retired;
-//! - counters of active jobs and tenants match the jobs.
+//! - counters of active jobs and tenants match the jobs;
+//! - the derived node index (node to the jobs that matter to it) equals a full scan.
 //!
 //! It only reads the state. It is O(devices + jobs + actions): run after every apply in tests
 //! and debug builds, and after decoding a snapshot.
@@ -41,6 +42,17 @@ impl ClusterState {
         self.check_actions()?;
         self.check_ledgers()?;
         self.check_counters()?;
+        self.check_node_index()?;
+        Ok(())
+    }
+
+    fn check_node_index(&self) -> Result<(), InvariantViolation> {
+        let scanned = self.scanned_node_index();
+        ensure!(
+            self.node_index == scanned,
+            "the node index differs from a scan of the jobs: {}",
+            self.node_index.difference_from(&scanned)
+        );
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod limits;
 pub mod names;
 pub mod node;
+mod node_index;
 pub mod node_view;
 pub mod outcome;
 pub mod planner;

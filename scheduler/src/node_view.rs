@@ -5,7 +5,9 @@
 //!
 //! Agents are level-triggered on this view (DESIGN.md rule 7): they compare it with what runs
 //! locally and with what they have already done, so seeing it twice, late or after a restart
-//! changes nothing. It is a pure function of the state: no clock, no I/O, no hash order.
+//! changes nothing. It is a pure function of the state: no clock, no I/O, no hash order. It
+//! reads only the jobs the node index lists for the node (`node_index.rs`), never every job;
+//! the full scan is kept as the test oracle and benchmark baseline only.
 
 use crate::action::{ActionKind, ActionOp, Stage};
 use crate::ids::{ActionId, DeviceRef, JobId, NodeId};
@@ -176,38 +178,66 @@ impl ClusterState {
         })
     }
 
-    /// The view of node `name`, or `None` if no such node is registered.
+    /// What `job` means to node `id`, or `None` if it has no ranks there and no action that
+    /// involves it.
+    fn node_job(&self, job: &Job, id: NodeId) -> Option<NodeJob> {
+        let holds_here = job.assignment.iter().any(|d| d.node == id);
+        let action = self.node_action(job, id);
+        if !holds_here && action.is_none() {
+            return None;
+        }
+        // Ranks of a place/resume run only once the action completes; until then they are
+        // the action's to start.
+        let ranks_here = match job.phase {
+            JobPhase::Starting => Vec::new(),
+            _ => ranks_on(id, &job.assignment, job.spec.world_size),
+        };
+        Some(NodeJob {
+            id: job.id,
+            name: job.spec.name.clone(),
+            tier: job.spec.tier,
+            phase: job.phase,
+            run: job.spec.run.clone(),
+            world_size: job.spec.world_size,
+            restarts: job.restarts,
+            max_restarts: job.spec.max_restarts,
+            ranks_here,
+            master_node: self.node_name_of(&job.assignment),
+            checkpoint: job.checkpoint.clone(),
+            action,
+        })
+    }
+
+    /// The view of node `name`, or `None` if no such node is registered. Costs O(jobs that
+    /// matter to the node), through the node index: no scan of every job.
     pub fn node_view(&self, name: &NodeName) -> Option<NodeView> {
         let node = self.node_by_name(name)?;
         let id = node.id;
-        let mut jobs = Vec::new();
-        for job in self.jobs() {
-            let holds_here = job.assignment.iter().any(|d| d.node == id);
-            let action = self.node_action(job, id);
-            if !holds_here && action.is_none() {
-                continue;
-            }
-            // Ranks of a place/resume run only once the action completes; until then they are
-            // the action's to start.
-            let ranks_here = match job.phase {
-                JobPhase::Starting => Vec::new(),
-                _ => ranks_on(id, &job.assignment, job.spec.world_size),
-            };
-            jobs.push(NodeJob {
-                id: job.id,
-                name: job.spec.name.clone(),
-                tier: job.spec.tier,
-                phase: job.phase,
-                run: job.spec.run.clone(),
-                world_size: job.spec.world_size,
-                restarts: job.restarts,
-                max_restarts: job.spec.max_restarts,
-                ranks_here,
-                master_node: self.node_name_of(&job.assignment),
-                checkpoint: job.checkpoint.clone(),
-                action,
-            });
-        }
+        let jobs = self
+            .node_index
+            .jobs_on(id)
+            .filter_map(|job| self.jobs.get(&job))
+            .filter_map(|job| self.node_job(job, id))
+            .collect();
+        Some(NodeView {
+            node: id,
+            name: node.name.clone(),
+            status: node.status,
+            jobs,
+        })
+    }
+
+    /// The same view computed by scanning every job: O(all jobs). It is the oracle the tests
+    /// compare `node_view` with and the baseline of `benches/node_view.rs`; never call it on a
+    /// production path.
+    #[doc(hidden)]
+    pub fn node_view_by_full_scan(&self, name: &NodeName) -> Option<NodeView> {
+        let node = self.node_by_name(name)?;
+        let id = node.id;
+        let jobs = self
+            .jobs()
+            .filter_map(|job| self.node_job(job, id))
+            .collect();
         Some(NodeView {
             node: id,
             name: node.name.clone(),

@@ -16,6 +16,7 @@ use crate::ledger::SlaTotals;
 use crate::limits::{MAX_CLIENT_SESSIONS, MAX_SNAPSHOT_BYTES};
 use crate::names::{NodeName, TenantName};
 use crate::node::{Device, Node};
+use crate::node_index::NodeIndex;
 use crate::outcome::{Effect, Outcome, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -86,6 +87,10 @@ pub struct ClusterState {
     pub(crate) session_clock: u64,
     pub(crate) sla: SlaTotals,
     pub(crate) counters: Counters,
+    /// Node to the jobs that matter to it: derived from `jobs` and `actions`, kept current by
+    /// `reindex_job`, rebuilt on snapshot decode. Not replicated, encoded or digested.
+    #[serde(skip)]
+    pub(crate) node_index: NodeIndex,
     /// Check every invariant after every accepted entry (debug builds and tests). Not replicated.
     #[serde(skip, default = "default_verify")]
     pub(crate) verify_invariants: bool,
@@ -121,6 +126,7 @@ impl ClusterState {
             session_clock: 0,
             sla: SlaTotals::default(),
             counters: Counters::default(),
+            node_index: NodeIndex::default(),
             verify_invariants: default_verify(),
         }
     }
@@ -239,14 +245,16 @@ impl ClusterState {
         encode_versioned("snapshot", SNAPSHOT_FORMAT_VERSION, self)
     }
 
-    /// Reads a snapshot and checks every invariant before handing the state out.
+    /// Reads a snapshot, rebuilds the derived node index and checks every invariant before
+    /// handing the state out.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<ClusterState, SchedulerError> {
-        let state: ClusterState = decode_versioned(
+        let mut state: ClusterState = decode_versioned(
             "snapshot",
             SNAPSHOT_FORMAT_VERSION,
             MAX_SNAPSHOT_BYTES,
             bytes,
         )?;
+        state.node_index = state.scanned_node_index();
         state.check_invariants()?;
         Ok(state)
     }

@@ -2,7 +2,9 @@
 //! - invariants hold after every accepted entry (the state checks itself after each apply);
 //! - a rejected entry leaves the digest unchanged;
 //! - two states fed the same entries have equal digests at every step;
-//! - every entry round-trips through its byte encoding, and snapshots round-trip.
+//! - every entry round-trips through its byte encoding, and snapshots round-trip;
+//! - after every entry, every node's view (read through the node index) equals the view a scan
+//!   of every job gives, and a decoded snapshot gives the same views.
 //!
 //! Commands are generated from abstract operations interpreted against the current state, so
 //! that most are plausible (placing pending jobs on real devices, advancing actions in flight)
@@ -452,6 +454,16 @@ fn setup() -> Vec<Op> {
         .collect()
 }
 
+/// Every node's view, read through the node index, equals the view a scan of every job gives.
+fn assert_views_match_full_scan(state: &ClusterState) -> Result<(), TestCaseError> {
+    for node in state.nodes() {
+        let indexed = state.node_view(&node.name);
+        prop_assert!(indexed.is_some(), "{} has no view", node.name);
+        prop_assert_eq!(indexed, state.node_view_by_full_scan(&node.name));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
 
@@ -485,10 +497,15 @@ proptest! {
             }
             prop_assert_eq!(state.digest(), twin.digest());
             state.check_invariants().map_err(|v| TestCaseError::fail(v.to_string()))?;
+            assert_views_match_full_scan(&state)?;
         }
         let snapshot = state.encode_snapshot().unwrap();
         let restored = ClusterState::decode_snapshot(&snapshot).unwrap();
         prop_assert_eq!(restored.digest(), state.digest());
+        assert_views_match_full_scan(&restored)?;
+        for node in state.nodes() {
+            prop_assert_eq!(restored.node_view(&node.name), state.node_view(&node.name));
+        }
     }
 }
 
