@@ -61,18 +61,7 @@ fn big_fleet() -> Fleet {
         H100_MEMORY_BYTES,
         8,
     );
-    for j in 0..RUNNING_JOBS {
-        let node = nodes[j / 2];
-        let first = (j % 2) as u16 * JOB_RANKS;
-        let mut spec = job_spec(
-            &format!("job-{j}"),
-            [Tier::Premium, Tier::Standard, Tier::Basic][j % 3],
-            JOB_RANKS.into(),
-            "h100",
-        );
-        spec.tenant = TenantName::new(format!("tenant-{}", j % 50)).unwrap();
-        fleet.run_job(spec, devices_of(node, first, JOB_RANKS));
-    }
+    fleet.run_two_jobs_per_node(&nodes, RUNNING_JOBS, JOB_RANKS);
     fleet
 }
 

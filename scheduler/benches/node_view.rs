@@ -13,7 +13,7 @@
 //! views for every node) and the ratio.
 
 use criterion::{criterion_group, Criterion};
-use singularity_scheduler::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
+use singularity_scheduler::testkit::{devices_of, Fleet, H100_MEMORY_BYTES};
 use singularity_scheduler::*;
 use std::hint::black_box;
 use std::time::Instant;
@@ -38,19 +38,7 @@ fn big_fleet() -> (Fleet, Vec<NodeName>) {
         H100_MEMORY_BYTES,
         8,
     );
-    let mut jobs = Vec::with_capacity(RUNNING_JOBS);
-    for j in 0..RUNNING_JOBS {
-        let node = nodes[j / 2];
-        let first = (j % 2) as u16 * JOB_RANKS;
-        let mut spec = job_spec(
-            &format!("job-{j}"),
-            [Tier::Premium, Tier::Standard, Tier::Basic][j % 3],
-            JOB_RANKS.into(),
-            "h100",
-        );
-        spec.tenant = TenantName::new(format!("tenant-{}", j % 50)).unwrap();
-        jobs.push(fleet.run_job(spec, devices_of(node, first, JOB_RANKS)));
-    }
+    let jobs = fleet.run_two_jobs_per_node(&nodes, RUNNING_JOBS, JOB_RANKS);
     for (j, &job) in jobs.iter().take(MIGRATING).enumerate() {
         let to = devices_of(
             nodes[FREE_NODES_FROM + j / 2],
