@@ -126,6 +126,24 @@ struct DeviceState {
     pool: DevicePool,
 }
 
+impl DeviceState {
+    /// An idle device with no ranks, no buffers and an empty pool of at most `limit_bytes`.
+    fn new(limit_bytes: u64) -> DeviceState {
+        DeviceState {
+            holder: None,
+            resident: None,
+            bufs: BufferSet::default(),
+            ranks: BTreeMap::new(),
+            waiters: 0,
+            pool: DevicePool {
+                free: BTreeMap::new(),
+                bytes: 0,
+                limit_bytes,
+            },
+        }
+    }
+}
+
 /// Device memory that ranks gave back (freed buffers, detached ranks), kept for reuse like a
 /// real device's memory pool: creating a buffer from it costs no page faults. Reused memory
 /// still holds its last owner's bytes, so every taker overwrites it entirely (`take`) or gets
@@ -199,18 +217,7 @@ pub fn serve(args: ProxyArgs) -> Result<()> {
     let listener = UnixListener::bind(&args.socket)
         .map_err(|e| NodeError::io(format!("binding {}", args.socket.display()), e))?;
     let proxy = Arc::new(Proxy {
-        dev: Mutex::new(DeviceState {
-            holder: None,
-            resident: None,
-            bufs: BufferSet::default(),
-            ranks: BTreeMap::new(),
-            waiters: 0,
-            pool: DevicePool {
-                free: BTreeMap::new(),
-                bytes: 0,
-                limit_bytes: args.memory_bytes,
-            },
-        }),
+        dev: Mutex::new(DeviceState::new(args.memory_bytes)),
         dev_cv: Condvar::new(),
         jobs: Mutex::new(BTreeMap::new()),
         pending: Mutex::new(BTreeMap::new()),
@@ -963,18 +970,7 @@ mod tests {
         const N: usize = 16;
         let bytes = N as u64 * 4;
         let live = |v: f32| Stored::live(Arc::new(vec![v; N]), None);
-        let mut d = DeviceState {
-            holder: None,
-            resident: None,
-            bufs: BufferSet::default(),
-            ranks: BTreeMap::new(),
-            waiters: 0,
-            pool: DevicePool {
-                free: BTreeMap::new(),
-                bytes: 0,
-                limit_bytes: 0,
-            },
-        };
+        let mut d = DeviceState::new(0);
         d.ranks
             .insert(1, slot("a", &[(1, live(1.0)), (2, Stored::dead(N, None))]));
         d.ranks
