@@ -423,6 +423,23 @@ pub fn load_rank_into(
         }
         offset = end.unwrap_or(offset);
     }
+    // The whole layout is checked before any buffer is allocated or read.
+    if offset != m.host_state_offset_bytes || offset + m.host_state_len_bytes != m.data_bytes {
+        return Err(bad(
+            &manifest_path,
+            "host state is not where the manifest says",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if m.buffers
+        .iter()
+        .any(|b| !seen.insert(b.handle) || b.handle >= m.next_handle)
+    {
+        return Err(bad(
+            &manifest_path,
+            "duplicate handle or handle beyond next_handle",
+        ));
+    }
     let (dead, live): (Vec<&BufferEntry>, Vec<&BufferEntry>) =
         m.buffers.iter().partition(|b| b.discarded);
     let mut datas: Vec<Vec<f32>> = live
@@ -483,27 +500,11 @@ pub fn load_rank_into(
         }
         buffers.push((b.handle, data));
     }
-    if offset != m.host_state_offset_bytes || offset + m.host_state_len_bytes != m.data_bytes {
-        return Err(bad(
-            &manifest_path,
-            "host state is not where the manifest says",
-        ));
-    }
     let mut host_state = vec![0u8; m.host_state_len_bytes as usize];
     file.read_exact_at(&mut host_state, m.host_state_offset_bytes)
         .map_err(io("reading", &data_path))?;
     check_sum(&data_path, "host state", &m.host_state_blake3, &host_state)?;
     let discarded: Vec<(Handle, u64)> = dead.iter().map(|b| (b.handle, b.len_elems)).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    if m.buffers
-        .iter()
-        .any(|b| !seen.insert(b.handle) || b.handle >= m.next_handle)
-    {
-        return Err(bad(
-            &manifest_path,
-            "duplicate handle or handle beyond next_handle",
-        ));
-    }
     Ok(RankImage {
         step: m.step,
         next_handle: m.next_handle,
