@@ -37,7 +37,9 @@ pub mod op {
     pub const FREE: u32 = 2;
     pub const COPY_IN: u32 = 3;
     pub const COPY_OUT: u32 = 4;
-    pub const KERNEL: u32 = 5;
+    // 5 was a single kernel per request; kernels now always travel in batches (`KERNELS`, or
+    // ahead of a request that `carries_kernels`). An old worker's single kernel is refused as
+    // an unknown op.
     pub const SYNC: u32 = 6;
     pub const BARRIER: u32 = 7;
     pub const ALLREDUCE: u32 = 8;

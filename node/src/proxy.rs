@@ -614,12 +614,6 @@ impl Proxy {
                     Ok(([0; 4], bytes))
                 }
             }
-            op::KERNEL => {
-                let k = decode_kernel(&a)?;
-                let mut d = self.acquire(id)?;
-                let v = d.bufs.run(k)?;
-                Ok(([v.to_bits() as u64, 0, 0, 0], 0))
-            }
             op::KERNELS => {
                 let v = self.run_kernels(ch, id, a[0] as usize, req.data_len)?;
                 Ok(([v.to_bits() as u64, 0, 0, 0], 0))
