@@ -10,8 +10,11 @@
 //! prints a fixed-size summary (percentiles of single placements, memory, sizes) with the ratio
 //! of each measurement to its target.
 
+mod common;
+
+use common::{busy_fleet, DEVICES_PER_NODE, FREE_NODES_FROM, NODES, RUNNING_JOBS};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
-use singularity_scheduler::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
+use singularity_scheduler::testkit::{devices_of, job_spec, Fleet};
 use singularity_scheduler::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,28 +44,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-const NODES: usize = 12_500;
-const DEVICES_PER_NODE: u16 = 8;
-const RUNNING_JOBS: usize = 20_000;
-/// Running jobs are 4-rank jobs, two per node, on the first 10,000 nodes; the last 2,500 nodes
-/// stay free for placements.
-const JOB_RANKS: u16 = 4;
-const FREE_NODES_FROM: usize = RUNNING_JOBS / 2;
-
 /// The fleet of the issue: 100,000 devices and 20,000 running jobs, built through real entries.
 fn big_fleet() -> Fleet {
-    let mut fleet = Fleet::new();
-    fleet.state.set_verify_invariants(false);
-    let nodes = fleet.add_nodes(
-        "gpu",
-        NODES,
-        DEVICES_PER_NODE.into(),
-        "h100",
-        H100_MEMORY_BYTES,
-        8,
-    );
-    fleet.run_two_jobs_per_node(&nodes, RUNNING_JOBS, JOB_RANKS);
-    fleet
+    busy_fleet().0
 }
 
 fn submit_entry(i: u64, now_ms: u64) -> Entry {

@@ -13,32 +13,20 @@
 //! views for every node) and the ratio.
 
 use criterion::{criterion_group, Criterion};
-use singularity_scheduler::testkit::{devices_of, Fleet, H100_MEMORY_BYTES};
+mod common;
+
+use common::{busy_fleet, DEVICES_PER_NODE, FREE_NODES_FROM, JOB_RANKS, RUNNING_JOBS};
+use singularity_scheduler::testkit::{devices_of, Fleet};
 use singularity_scheduler::*;
 use std::hint::black_box;
 use std::time::Instant;
 
-const NODES: usize = 12_500;
-const DEVICES_PER_NODE: u16 = 8;
-const RUNNING_JOBS: usize = 20_000;
-const JOB_RANKS: u16 = 4;
 /// Jobs 0..MIGRATING move to the free nodes (two per node); their actions stay in flight.
 const MIGRATING: usize = 1_000;
-const FREE_NODES_FROM: usize = RUNNING_JOBS / 2;
 
-/// The fleet, built through real entries; returns it and every node's name.
+/// The busy fleet with migrations in flight; returns it and every node's name.
 fn big_fleet() -> (Fleet, Vec<NodeName>) {
-    let mut fleet = Fleet::new();
-    fleet.state.set_verify_invariants(false);
-    let nodes = fleet.add_nodes(
-        "gpu",
-        NODES,
-        DEVICES_PER_NODE.into(),
-        "h100",
-        H100_MEMORY_BYTES,
-        8,
-    );
-    let jobs = fleet.run_two_jobs_per_node(&nodes, RUNNING_JOBS, JOB_RANKS);
+    let (mut fleet, nodes, jobs) = busy_fleet();
     for (j, &job) in jobs.iter().take(MIGRATING).enumerate() {
         let to = devices_of(
             nodes[FREE_NODES_FROM + j / 2],

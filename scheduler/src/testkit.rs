@@ -201,35 +201,6 @@ impl Fleet {
         job
     }
 
-    /// Runs `count` jobs of `ranks` ranks, two per node on `nodes` in order (the first on devices
-    /// `0..ranks`, the second on `ranks..2*ranks`), with tiers premium, standard, basic in turn
-    /// and 50 tenants: the busy fleet of the scheduler's fleet-scale benchmarks.
-    pub fn run_two_jobs_per_node(
-        &mut self,
-        nodes: &[NodeId],
-        count: usize,
-        ranks: u16,
-    ) -> Vec<JobId> {
-        assert!(
-            count <= 2 * nodes.len(),
-            "{count} jobs need {} nodes",
-            count.div_ceil(2)
-        );
-        (0..count)
-            .map(|j| {
-                let first = (j % 2) as u16 * ranks;
-                let mut spec = job_spec(
-                    &format!("job-{j}"),
-                    [Tier::Premium, Tier::Standard, Tier::Basic][j % 3],
-                    ranks.into(),
-                    "h100",
-                );
-                spec.tenant = TenantName::new(format!("tenant-{}", j % 50)).expect("valid name");
-                self.run_job(spec, devices_of(nodes[j / 2], first, ranks))
-            })
-            .collect()
-    }
-
     /// Reports that every node of a running job saw its ranks exit successfully.
     pub fn succeed(&mut self, job: JobId) {
         let nodes = self.state.job(job).expect("job exists").nodes();
