@@ -13,7 +13,7 @@ use crate::limits::{
 use crate::v1::control_client::ControlClient;
 use crate::v1::*;
 use crate::LEADER_HEADER;
-use singularity_scheduler::{ClientId, ClientRequest, Command, Entry, Outcome};
+use singularity_scheduler::{ClientId, Command, Entry, Outcome};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,14 +193,7 @@ impl Client {
     pub async fn write(&mut self, command: Command) -> Result<WriteResult, ClientError> {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        let entry = Entry::new(
-            Some(ClientRequest {
-                client_id: self.client_id,
-                sequence,
-            }),
-            0,
-            command,
-        );
+        let entry = Entry::from_client(self.client_id, sequence, command);
         self.write_entry(&entry).await
     }
 

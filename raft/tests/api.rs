@@ -10,7 +10,7 @@ use singularity_proto::v1::control_client::ControlClient;
 use singularity_proto::v1::WriteRequest;
 use singularity_proto::ClientError;
 use singularity_raft::client::Client;
-use singularity_scheduler::{ClientId, ClientRequest, Command, Effect, Entry, JobId, Outcome};
+use singularity_scheduler::{ClientId, Command, Effect, Entry, JobId, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_is_exactly_once_refuses_bad_input_and_follows_the_leader() {
@@ -26,14 +26,7 @@ async fn api_is_exactly_once_refuses_bad_input_and_follows_the_leader() {
     };
 
     // A retry with the same client id and sequence takes effect once.
-    let entry = Entry::new(
-        Some(ClientRequest {
-            client_id: client.client_id(),
-            sequence: 1,
-        }),
-        0,
-        submit("once"),
-    );
+    let entry = Entry::from_client(client.client_id(), 1, submit("once"));
     let retry = client.write_entry(&entry).await.expect("retry");
     assert_eq!(
         retry.outcome,

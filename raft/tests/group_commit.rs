@@ -7,7 +7,7 @@ mod common;
 use common::{submit, TestCluster};
 use singularity_raft::client::Client;
 use singularity_raft::oplog;
-use singularity_scheduler::{ClientRequest, Effect, Entry, Outcome};
+use singularity_scheduler::{Effect, Entry, Outcome};
 use std::collections::BTreeSet;
 
 /// Concurrent writers; far more than the batches allowed in flight, so most writes wait and
@@ -55,14 +55,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_outcome() {
     // A retry of an already applied write (same client and sequence) takes effect once, even
     // though it now travels alone or in another batch.
     let (client_id, job) = first.expect("a writer");
-    let retry = Entry::new(
-        Some(ClientRequest {
-            client_id,
-            sequence: 1,
-        }),
-        0,
-        submit("gc-retry"),
-    );
+    let retry = Entry::from_client(client_id, 1, submit("gc-retry"));
     let mut again = Client::new(vec![endpoint]).expect("client");
     let duplicate = again.write_entry(&retry).await.expect("retry");
     assert_eq!(

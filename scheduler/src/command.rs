@@ -229,4 +229,17 @@ impl Entry {
     pub fn system(leader_time_ms: u64, command: Command) -> Self {
         Entry::new(None, leader_time_ms, command)
     }
+
+    /// Write number `sequence` of client `client_id`, as the client proposes it (the leader
+    /// stamps its time on it later).
+    pub fn from_client(client_id: ClientId, sequence: u64, command: Command) -> Self {
+        Entry::new(
+            Some(ClientRequest {
+                client_id,
+                sequence,
+            }),
+            0,
+            command,
+        )
+    }
 }

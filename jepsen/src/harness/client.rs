@@ -10,7 +10,7 @@ use singularity_proto::v1::{
     WriteRequest,
 };
 use singularity_proto::{query, LEADER_HEADER};
-use singularity_scheduler::{ClientId, ClientRequest, Command, Entry, Outcome};
+use singularity_scheduler::{ClientId, Command, Entry, Outcome};
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -154,14 +154,7 @@ impl Conn {
     ) -> Result<Outcome, CallError> {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        let entry = Entry::new(
-            Some(ClientRequest {
-                client_id: self.client_id,
-                sequence,
-            }),
-            0,
-            command,
-        );
+        let entry = Entry::from_client(self.client_id, sequence, command);
         let bytes = entry
             .encode()
             .map_err(|e| CallError::Definite(format!("encoding the entry: {e}")))?;
