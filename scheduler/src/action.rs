@@ -66,6 +66,18 @@ pub enum ActionKind {
     Stop,
 }
 
+impl ActionKind {
+    /// Every kind, in declaration order (for parsers of the names `Display` prints).
+    pub const ALL: [ActionKind; 6] = [
+        ActionKind::Place,
+        ActionKind::Resume,
+        ActionKind::Preempt,
+        ActionKind::Migrate,
+        ActionKind::Resize,
+        ActionKind::Stop,
+    ];
+}
+
 impl fmt::Display for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

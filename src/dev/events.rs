@@ -11,6 +11,7 @@
 //! action that apply rejects (rare: the leader plans on its own applied state) would shift the
 //! numbering of later progress lines; the decisions themselves are always printed as committed.
 
+use singularity_scheduler::ActionKind;
 use std::collections::BTreeMap;
 
 /// What an event line is about (for its label and colour).
@@ -51,15 +52,18 @@ impl EventKind {
         }
     }
 
+    /// The kind of an action named as the log's summaries name it ("resize").
     fn of_action(word: &str) -> Option<EventKind> {
-        Some(match word {
-            "place" => EventKind::Place,
-            "resume" => EventKind::Resume,
-            "preempt" => EventKind::Preempt,
-            "migrate" => EventKind::Migrate,
-            "resize" => EventKind::Resize,
-            "stop" => EventKind::Stop,
-            _ => return None,
+        let kind = ActionKind::ALL
+            .into_iter()
+            .find(|k| k.to_string() == word)?;
+        Some(match kind {
+            ActionKind::Place => EventKind::Place,
+            ActionKind::Resume => EventKind::Resume,
+            ActionKind::Preempt => EventKind::Preempt,
+            ActionKind::Migrate => EventKind::Migrate,
+            ActionKind::Resize => EventKind::Resize,
+            ActionKind::Stop => EventKind::Stop,
         })
     }
 }
@@ -339,6 +343,15 @@ pub fn events(kind: &str, summary: &str, leader_time_ms: u64, labels: &mut Label
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_action_kind_is_recognised_by_its_logged_name_and_labelled_with_it() {
+        for kind in ActionKind::ALL {
+            let event = EventKind::of_action(&kind.to_string());
+            assert_eq!(event.map(EventKind::label), Some(kind.to_string().as_str()));
+        }
+        assert_eq!(EventKind::of_action("progress"), None);
+    }
 
     fn labels() -> Labels {
         let mut labels = Labels::new(4);
