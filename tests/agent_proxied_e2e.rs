@@ -7,7 +7,8 @@
 //!   checksums), it resumes from that checkpoint and completes with weights bit-identical to an
 //!   uninterrupted run of the same job;
 //! - a premium arrival shrinks a standard worker job to one device (a resize through the
-//!   proxies' checkpoint, 2 ranks spliced on 1 proxy); it completes with the same weights;
+//!   proxies' checkpoint, 2 ranks spliced on 1 proxy); the premium job takes the device given up
+//!   once its proxy holds no rank; the shrunk job completes with the same weights;
 //! - draining its node migrates a worker job to another node through the proxies' checkpoint
 //!   (in the shared checkpoint directory); it completes there with the same weights;
 //! - a worker job whose ranks would span nodes is refused with the reason;
@@ -341,7 +342,42 @@ fn a_premium_arrival_shrinks_a_worker_job_by_splicing_with_the_same_result() {
         phase != JobPhase::Running
     });
     assert_eq!(phases.last(), Some(&JobPhase::Resizing), "{phases:?}");
+    let before: Vec<u16> = cluster
+        .job(job)
+        .assignment
+        .iter()
+        .map(|d| d.index)
+        .collect();
     signal(&workers, "-CONT");
+    // The premium job gets the device the shrink gives up as soon as every node has
+    // checkpointed (before the restore completes); by then that device's proxy has dropped the
+    // worker rank that ran there, so the device is empty when the premium job lands on it.
+    let mut given_up = None;
+    wait_until(
+        "the premium job to take the device the shrink gave up",
+        || {
+            let now = cluster.job(premium);
+            if let Some(device) = now.assignment.first() {
+                given_up = Some(device.index);
+                let stats = singularity_node::launcher::stats(&proxy_socket(
+                    &cluster,
+                    "node-a",
+                    device.index,
+                ))
+                .expect("the proxy of the given-up device answers");
+                assert_eq!(
+                    stats.ranks_attached, 0,
+                    "a rank of {job} is still attached to the proxy of device {}",
+                    device.index
+                );
+                return true;
+            }
+            now.phase.is_terminal()
+        },
+    );
+    if let Some(device) = given_up {
+        assert!(before.contains(&device), "{before:?} {device}");
+    }
     wait_until("the job to run shrunk on one device", || {
         let now = cluster.job(job);
         now.phase == JobPhase::Running && now.assignment.len() == 1

@@ -2,6 +2,14 @@
 //! forward through `Stage`s; the action moves when all of its nodes have. A failure on any node
 //! ends the action at once and sends the job back to wait, within its restart policy.
 //!
+//! When a migrate or resize reaches `Checkpointed` on every node, the job's old ranks are
+//! stopped everywhere and its state is saved, so the devices it gives up (old devices not in
+//! the target) are released at once and the job's assignment becomes the target; only the
+//! target stays held until the restore completes, and the nodes left with none of the target
+//! have done their part and leave the action. A failure after that point releases the target
+//! and sends the job back to wait with the checkpoint just taken; the given-up devices were
+//! already free (and may hold another job by then).
+//!
 //! Reports that do not move anything forward (repeats after an agent restart, reports for a
 //! finished action) are rejected with a named reason and change nothing, so agents may retry.
 
@@ -100,6 +108,7 @@ impl ClusterState {
             return Err(out_of_order(format!("it is already {current}")));
         }
         let action = self.actions.get_mut(&id).expect("checked above");
+        let stage_before = action.stage();
         action.nodes.insert(node, next);
         if let Progress::Checkpointed { checkpoint } = progress {
             action.checkpoint.get_or_insert(checkpoint);
@@ -114,16 +123,82 @@ impl ClusterState {
                 .expect("in-flight action's job exists");
             job.checkpoint = cut;
         }
+        // Moves with a target release what they give up the moment every node has checkpointed
+        // (a node cannot complete before its own checkpoint, so the action's stage always
+        // passes through `Checkpointed` on its own report).
+        let released = if stage_before < Stage::Checkpointed && stage >= Stage::Checkpointed {
+            self.release_given_up(id)
+        } else {
+            None
+        };
         let finished = stage == Stage::Completed;
         if finished {
             self.complete_action(id, now_ms);
         }
-        Ok(Effect::ProgressRecorded {
-            action: id,
-            job: job_id,
-            finished,
-            job_phase: self.jobs[&job_id].phase,
+        let job_phase = self.jobs[&job_id].phase;
+        Ok(match released {
+            Some(released) if !finished => Effect::ActionCheckpointed {
+                action: id,
+                job: job_id,
+                released,
+                job_phase,
+            },
+            _ => Effect::ProgressRecorded {
+                action: id,
+                job: job_id,
+                finished,
+                job_phase,
+            },
         })
+    }
+
+    /// A migrate or resize reached `Checkpointed` on every node: its old ranks are stopped and
+    /// saved, so the job now holds only its target (`to`), the old devices not in it are freed,
+    /// and the nodes with none of the target leave the action (their part, stopping and saving
+    /// the old ranks, is done; only the target's nodes restore and report completion). Returns
+    /// the freed devices in the old rank order; `None` for actions without a target to move to
+    /// (preempt frees its devices only when it completes, as before).
+    fn release_given_up(&mut self, id: ActionId) -> Option<Vec<DeviceRef>> {
+        let action = self.actions.get(&id).expect("caller checked the action");
+        let (ActionOp::Migrate { to } | ActionOp::Resize { to, .. }) = &action.op else {
+            return None;
+        };
+        let to = to.clone();
+        let job_id = action.job;
+        let target_nodes: BTreeSet<NodeId> = to.iter().map(|d| d.node).collect();
+        self.actions
+            .get_mut(&id)
+            .expect("caller checked the action")
+            .nodes
+            .retain(|node, _| target_nodes.contains(node));
+        let job = self
+            .jobs
+            .get_mut(&job_id)
+            .expect("in-flight action's job exists");
+        // Not running, so its ledger accrues no delivered time on either assignment: no accrual
+        // is needed before the assignment changes.
+        debug_assert!(matches!(
+            job.phase,
+            JobPhase::Migrating | JobPhase::Resizing
+        ));
+        let keep: BTreeSet<DeviceRef> = to.iter().copied().collect();
+        let old = std::mem::replace(&mut job.assignment, to);
+        let released: Vec<DeviceRef> = old.into_iter().filter(|d| !keep.contains(d)).collect();
+        for device in &released {
+            let slot = &mut self
+                .nodes
+                .get_mut(&device.node)
+                .expect("held devices' nodes exist")
+                .devices[usize::from(device.index)];
+            assert_eq!(
+                slot.holder,
+                Some(job_id),
+                "released a device it did not hold"
+            );
+            slot.holder = None;
+        }
+        self.reindex_job(job_id);
+        Some(released)
     }
 
     /// Every node completed the action: the job takes its new shape.
@@ -154,23 +229,13 @@ impl ClusterState {
                 }
             }
             ActionOp::Migrate { to } | ActionOp::Resize { to, .. } => {
-                let keep: BTreeSet<DeviceRef> = to.iter().copied().collect();
-                let old = std::mem::replace(&mut job.assignment, to);
+                // The given-up devices were released at the checkpoint (`release_given_up`).
+                assert_eq!(
+                    job.assignment, to,
+                    "a move completes only after its checkpoint moved the job to its target"
+                );
                 job.phase = JobPhase::Running;
                 job.exited_nodes.clear();
-                for device in old.into_iter().filter(|d| !keep.contains(d)) {
-                    let slot = &mut self
-                        .nodes
-                        .get_mut(&device.node)
-                        .expect("held devices' nodes exist")
-                        .devices[usize::from(device.index)];
-                    assert_eq!(
-                        slot.holder,
-                        Some(job_id),
-                        "released a device it did not hold"
-                    );
-                    slot.holder = None;
-                }
             }
             ActionOp::Stop => {
                 self.finish_job(job_id, JobPhase::Cancelled, "cancelled by a client", now_ms);

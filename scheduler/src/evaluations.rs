@@ -1,7 +1,7 @@
 //! The leader's queue of evaluations: what to plan next. It is fed from applied entries (a
-//! job submitted, an action finished, a node down...), rebuilt from the replicated state when a
-//! replica becomes leader, and drained by the scheduling loop, which plans each evaluation and
-//! proposes the plan as one entry.
+//! job submitted, an action finished, a migrate or resize that freed devices at its checkpoint,
+//! a node down...), rebuilt from the replicated state when a replica becomes leader, and drained
+//! by the scheduling loop, which plans each evaluation and proposes the plan as one entry.
 //!
 //! Pure and deterministic like the rest of the crate: it holds no clock (callers pass leader
 //! time in) and never changes the state. It is bounded (`MAX_QUEUED_EVALUATIONS`): past the
@@ -49,6 +49,16 @@ pub fn evaluations_for(outcome: &Outcome) -> Vec<Evaluation> {
             finished: true,
             ..
         } => vec![Evaluation::ActionFinished {
+            action: *action,
+            job: *job,
+        }],
+        // A move past its checkpoint freed the devices it gives up, before it completes.
+        Effect::ActionCheckpointed {
+            action,
+            job,
+            released,
+            ..
+        } if !released.is_empty() => vec![Evaluation::ActionCheckpointed {
             action: *action,
             job: *job,
         }],
@@ -169,6 +179,27 @@ mod tests {
                 job: JobId(3)
             }]
         );
+        let released = Outcome::Accepted(Effect::ActionCheckpointed {
+            action: ActionId(9),
+            job: JobId(3),
+            released: vec![crate::DeviceRef::new(NodeId(1), 4)],
+            job_phase: JobPhase::Resizing,
+        });
+        assert_eq!(
+            evaluations_for(&released),
+            vec![Evaluation::ActionCheckpointed {
+                action: ActionId(9),
+                job: JobId(3)
+            }]
+        );
+        // A resize that grows gives nothing up at its checkpoint: nothing to look at.
+        let grown = Outcome::Accepted(Effect::ActionCheckpointed {
+            action: ActionId(9),
+            job: JobId(3),
+            released: Vec::new(),
+            job_phase: JobPhase::Resizing,
+        });
+        assert!(evaluations_for(&grown).is_empty());
         let rejected = Outcome::Rejected(crate::Rejection::UnknownJob { job: JobId(1) });
         assert!(evaluations_for(&rejected).is_empty());
     }

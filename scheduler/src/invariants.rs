@@ -4,7 +4,11 @@
 //!   every device a job holds points back at it;
 //! - every rank of a job holding devices is on a healthy device of the job's kind, with enough
 //!   memory for a rank, on a live node; the device count divides the world size;
-//! - phases, in-flight actions and held devices agree;
+//! - phases, in-flight actions and held devices agree; a migrate or resize holds its job's old
+//!   devices and its target until every node has checkpointed, and from then on only its target
+//!   (the job's assignment is the target exactly when the action is past its checkpoint); an
+//!   action involves only nodes where its job holds devices (so a node that goes down or is
+//!   deregistered never leaves an action waiting for it);
 //! - ledgers add up: delivered never exceeds requested, and per-tier totals equal the sum over
 //!   jobs plus what was retired;
 //! - counters of active jobs and tenants match the jobs;
@@ -13,7 +17,8 @@
 //! It only reads the state. It is O(devices + jobs + actions): run after every apply in tests
 //! and debug builds, and after decoding a snapshot.
 
-use crate::ids::{DeviceRef, JobId};
+use crate::action::{ActionOp, Stage};
+use crate::ids::{DeviceRef, JobId, NodeId};
 use crate::job::JobPhase;
 use crate::ledger::TierLedger;
 use crate::limits::MAX_FINISHED_JOBS_RETAINED;
@@ -215,6 +220,31 @@ impl ClusterState {
                     "{id} involves unknown {node}"
                 );
             }
+            let Some(job) = job else { continue };
+            let past_checkpoint = action.stage() >= Stage::Checkpointed;
+            if let ActionOp::Migrate { to } | ActionOp::Resize { to, .. } = &action.op {
+                ensure!(
+                    past_checkpoint == (&job.assignment == to),
+                    "{id} ({}) is {} but {} holds {} device(s) of its target of {}: the \
+                         devices given up are released exactly when every node has checkpointed",
+                    action.op.kind(),
+                    action.stage(),
+                    job.id,
+                    job.assignment.iter().filter(|d| to.contains(d)).count(),
+                    to.len()
+                );
+            }
+            let mut held_nodes: BTreeSet<NodeId> = job.assignment.iter().map(|d| d.node).collect();
+            if let Some(target) = action.op.target_devices() {
+                held_nodes.extend(target.iter().map(|d| d.node));
+            }
+            for node in action.nodes.keys() {
+                ensure!(
+                    held_nodes.contains(node),
+                    "{id} involves {node}, where {} holds no device",
+                    job.id
+                );
+            }
         }
         Ok(())
     }
@@ -296,5 +326,80 @@ impl ClusterState {
             self.session_lru.len()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::action::ActionOp;
+    use crate::ids::JobId;
+    use crate::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
+    use crate::tier::Tier;
+
+    /// A job on 8 devices of one node with a shrink to the first 4 in flight.
+    fn shrinking() -> (Fleet, JobId, crate::ids::ActionId) {
+        let mut fleet = Fleet::new();
+        fleet.state.set_verify_invariants(true);
+        let nodes = fleet.add_nodes("gpu", 1, 8, "h100", H100_MEMORY_BYTES, 1);
+        let job = fleet.run_job(
+            job_spec("b", Tier::Basic, 8, "h100"),
+            devices_of(nodes[0], 0, 8),
+        );
+        let shrink = fleet.commit(
+            job,
+            ActionOp::Resize {
+                to: devices_of(nodes[0], 0, 4),
+                for_job: None,
+            },
+            "shrink",
+        );
+        (fleet, job, shrink)
+    }
+
+    #[test]
+    fn a_move_must_release_what_it_gives_up_exactly_at_its_checkpoint() {
+        // Released before every node checkpointed: the old ranks may still be on them.
+        let (mut fleet, job, _) = shrinking();
+        let state = &mut fleet.state;
+        let kept = devices_of(crate::ids::NodeId(1), 0, 4);
+        for d in devices_of(crate::ids::NodeId(1), 4, 4) {
+            state.nodes.get_mut(&d.node).unwrap().devices[usize::from(d.index)].holder = None;
+        }
+        state.jobs.get_mut(&job).unwrap().assignment = kept;
+        state.reindex_job(job);
+        let early = state.check_invariants().unwrap_err().to_string();
+        assert!(early.contains("released exactly when"), "{early}");
+
+        // Still held after every node checkpointed: the devices would idle through the restore.
+        let (mut fleet, job, shrink) = shrinking();
+        fleet.checkpoint_action(shrink, 1);
+        fleet
+            .state
+            .check_invariants()
+            .expect("released at the checkpoint");
+        let state = &mut fleet.state;
+        for d in devices_of(crate::ids::NodeId(1), 4, 4) {
+            state.nodes.get_mut(&d.node).unwrap().devices[usize::from(d.index)].holder = Some(job);
+        }
+        state.jobs.get_mut(&job).unwrap().assignment = devices_of(crate::ids::NodeId(1), 0, 8);
+        state.reindex_job(job);
+        let late = state.check_invariants().unwrap_err().to_string();
+        assert!(late.contains("released exactly when"), "{late}");
+    }
+
+    #[test]
+    fn an_action_may_not_involve_a_node_where_its_job_holds_nothing_before_its_checkpoint() {
+        let (mut fleet, job, shrink) = shrinking();
+        let other = fleet.add_nodes("spare", 1, 8, "h100", H100_MEMORY_BYTES, 1)[0];
+        let state = &mut fleet.state;
+        state
+            .actions
+            .get_mut(&shrink)
+            .unwrap()
+            .nodes
+            .insert(other, crate::action::Stage::Committed);
+        state.reindex_job(job);
+        let text = state.check_invariants().unwrap_err().to_string();
+        assert!(text.contains("holds no device"), "{text}");
     }
 }

@@ -106,6 +106,17 @@ pub enum Effect {
     Ticked {
         now_ms: u64,
     },
+    /// A progress report moved a migrate or resize to `Checkpointed` on every node it
+    /// involves: the job's old ranks are stopped and its state saved, so the devices it gives
+    /// up (`released`: its old devices not in the target, in its old rank order) were freed at
+    /// once; the devices it keeps or moves to stay held until the restore completes. Appended
+    /// last so that the encodings of the variants above are unchanged.
+    ActionCheckpointed {
+        action: ActionId,
+        job: JobId,
+        released: Vec<DeviceRef>,
+        job_phase: JobPhase,
+    },
 }
 
 /// Why an entry, or one action of a plan, changed nothing. Each names what was wrong.

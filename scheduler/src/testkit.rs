@@ -155,24 +155,26 @@ impl Fleet {
         }
     }
 
-    /// Reports every remaining stage of an action on every node it involves, so it completes.
-    /// Checkpointing actions report a checkpoint at `step`.
-    pub fn finish_action(&mut self, action: ActionId, step: u64) {
+    /// Reports Started (where missing), then the checkpoint at `step`, on every node of a
+    /// checkpointing action, so that it is `Checkpointed` everywhere. Returns the effect of the
+    /// last report (for a migrate or resize, the one that released the devices it gives up).
+    pub fn checkpoint_action(&mut self, action: ActionId, step: u64) -> Option<Effect> {
         let record = self.state.action(action).expect("action in flight").clone();
         let checkpoints = matches!(
             record.op,
             ActionOp::Preempt { .. } | ActionOp::Migrate { .. } | ActionOp::Resize { .. }
         );
+        let mut last = None;
         for (&node, &stage) in &record.nodes {
             if stage < Stage::Started {
-                self.expect(Command::ReportActionProgress {
+                last = Some(self.expect(Command::ReportActionProgress {
                     action,
                     node,
                     progress: Progress::Started,
-                });
+                }));
             }
             if checkpoints && stage < Stage::Checkpointed {
-                self.expect(Command::ReportActionProgress {
+                last = Some(self.expect(Command::ReportActionProgress {
                     action,
                     node,
                     progress: Progress::Checkpointed {
@@ -181,10 +183,25 @@ impl Fleet {
                             step,
                         },
                     },
-                });
+                }));
             }
         }
-        for &node in record.nodes.keys() {
+        last
+    }
+
+    /// Reports every remaining stage of an action on every node it involves, so it completes.
+    /// Checkpointing actions report a checkpoint at `step`.
+    pub fn finish_action(&mut self, action: ActionId, step: u64) {
+        self.checkpoint_action(action, step);
+        let nodes: Vec<NodeId> = self
+            .state
+            .action(action)
+            .expect("action in flight")
+            .nodes
+            .keys()
+            .copied()
+            .collect();
+        for node in nodes {
             self.expect(Command::ReportActionProgress {
                 action,
                 node,

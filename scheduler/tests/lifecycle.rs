@@ -93,8 +93,33 @@ fn preempt_checkpoints_releases_and_resume_continues_from_the_checkpoint() {
     assert_eq!(running.rank_device(3), Some(DeviceRef::new(nodes[0], 5)));
 }
 
+/// Reports one stage of an action on one node; it must be accepted.
+fn report(fleet: &mut Fleet, action: ActionId, node: NodeId, progress: Progress) -> Effect {
+    match fleet.apply(Command::ReportActionProgress {
+        action,
+        node,
+        progress,
+    }) {
+        Outcome::Accepted(effect) => effect,
+        other => panic!("report refused: {other:?}"),
+    }
+}
+
+fn checkpointed(step: u64) -> Progress {
+    Progress::Checkpointed {
+        checkpoint: CheckpointRef {
+            location: "/checkpoints/cut".into(),
+            step,
+        },
+    }
+}
+
+fn free_on(fleet: &Fleet, node: NodeId) -> usize {
+    fleet.state.node(node).unwrap().free_device_count()
+}
+
 #[test]
-fn migrate_and_resize_hold_both_sets_until_done() {
+fn migrate_and_resize_hold_both_sets_until_every_node_has_checkpointed() {
     let (mut fleet, nodes) = fleet(2);
     let job = fleet.run_job(
         job_spec("std", Tier::Standard, 8, "h100"),
@@ -107,11 +132,60 @@ fn migrate_and_resize_hold_both_sets_until_done() {
         },
         "defragment",
     );
-    assert_eq!(fleet.state.node(nodes[1]).unwrap().free_device_count(), 0);
-    assert_eq!(fleet.state.node(nodes[0]).unwrap().free_device_count(), 0);
+    assert_eq!(free_on(&fleet, nodes[1]), 0);
+    assert_eq!(free_on(&fleet, nodes[0]), 0);
     assert_eq!(fleet.state.action(migrate).unwrap().nodes.len(), 2);
-    fleet.finish_action(migrate, 10);
-    assert_eq!(fleet.state.node(nodes[0]).unwrap().free_device_count(), 8);
+    // The old node has checkpointed, the new one not yet: both sets stay held.
+    report(&mut fleet, migrate, nodes[0], Progress::Started);
+    let first = report(&mut fleet, migrate, nodes[0], checkpointed(10));
+    assert!(matches!(
+        first,
+        Effect::ProgressRecorded {
+            finished: false,
+            ..
+        }
+    ));
+    assert_eq!(free_on(&fleet, nodes[0]), 0);
+    report(&mut fleet, migrate, nodes[1], Progress::Started);
+    // The last checkpoint report frees the old devices, before the restore completes.
+    let last = report(&mut fleet, migrate, nodes[1], checkpointed(10));
+    assert_eq!(
+        last,
+        Effect::ActionCheckpointed {
+            action: migrate,
+            job,
+            released: devices_of(nodes[0], 0, 8),
+            job_phase: JobPhase::Migrating,
+        }
+    );
+    assert_eq!(free_on(&fleet, nodes[0]), 8);
+    assert_eq!(free_on(&fleet, nodes[1]), 0);
+    let moving = fleet.state.job(job).unwrap();
+    assert_eq!(moving.phase, JobPhase::Migrating);
+    assert_eq!(moving.assignment, devices_of(nodes[1], 0, 8));
+    assert_eq!(moving.checkpoint.as_ref().unwrap().step, 10);
+    // The node it left has done its part and left the action; the new node restores.
+    assert_eq!(
+        fleet
+            .state
+            .action(migrate)
+            .unwrap()
+            .nodes
+            .keys()
+            .collect::<Vec<_>>(),
+        vec![&nodes[1]]
+    );
+    let gone = rejection(fleet.apply(Command::ReportActionProgress {
+        action: migrate,
+        node: nodes[0],
+        progress: Progress::Completed,
+    }));
+    assert_eq!(gone.code(), "node_not_involved");
+    assert_eq!(fleet.state.job(job).unwrap().phase, JobPhase::Migrating);
+    report(&mut fleet, migrate, nodes[1], Progress::Completed);
+    assert_eq!(fleet.state.job(job).unwrap().phase, JobPhase::Running);
+    assert!(fleet.state.action(migrate).is_none());
+
     let shrink = fleet.commit(
         job,
         ActionOp::Resize {
@@ -120,11 +194,43 @@ fn migrate_and_resize_hold_both_sets_until_done() {
         },
         "shrink",
     );
+    assert_eq!(free_on(&fleet, nodes[1]), 0);
+    let effect = fleet.checkpoint_action(shrink, 20);
+    assert_eq!(
+        effect,
+        Some(Effect::ActionCheckpointed {
+            action: shrink,
+            job,
+            released: devices_of(nodes[1], 4, 4),
+            job_phase: JobPhase::Resizing,
+        })
+    );
+    assert_eq!(free_on(&fleet, nodes[1]), 4);
     fleet.finish_action(shrink, 20);
     let job_now = fleet.state.job(job).unwrap();
     assert_eq!(job_now.assignment, devices_of(nodes[1], 0, 4));
     assert_eq!(job_now.phase, JobPhase::Running);
-    assert_eq!(fleet.state.node(nodes[1]).unwrap().free_device_count(), 4);
+    assert_eq!(free_on(&fleet, nodes[1]), 4);
+    // Growing gives nothing up: its checkpoint releases nothing.
+    let grow = fleet.commit(
+        job,
+        ActionOp::Resize {
+            to: devices_of(nodes[1], 0, 8),
+            for_job: None,
+        },
+        "grow",
+    );
+    assert_eq!(
+        fleet.checkpoint_action(grow, 30),
+        Some(Effect::ActionCheckpointed {
+            action: grow,
+            job,
+            released: Vec::new(),
+            job_phase: JobPhase::Resizing,
+        })
+    );
+    assert_eq!(free_on(&fleet, nodes[1]), 0);
+    fleet.finish_action(grow, 30);
     // The standard floor is half of 8: shrinking to 2 is refused at apply.
     let refused = rejection(fleet.apply(plan(
         job,
@@ -135,6 +241,208 @@ fn migrate_and_resize_hold_both_sets_until_done() {
     )));
     let text = refused.to_string();
     assert!(text.contains("at least 4"), "{text}");
+}
+
+#[test]
+fn devices_given_up_at_a_checkpoint_take_another_job_at_once() {
+    let (mut fleet, nodes) = fleet(1);
+    let basic = fleet.run_job(
+        job_spec("basic", Tier::Basic, 8, "h100"),
+        devices_of(nodes[0], 0, 8),
+    );
+    let premium = fleet.submit(job_spec("premium", Tier::Premium, 4, "h100"));
+    let shrink = fleet.commit(
+        basic,
+        ActionOp::Resize {
+            to: devices_of(nodes[0], 0, 4),
+            for_job: Some(premium),
+        },
+        "shrunk for the premium job",
+    );
+    // Before the checkpoint the given-up devices are still the basic job's.
+    let early = rejection(fleet.apply(plan(
+        premium,
+        ActionOp::Place {
+            devices: devices_of(nodes[0], 4, 4),
+        },
+    )));
+    assert!(early.to_string().contains("held by"), "{early}");
+    fleet.checkpoint_action(shrink, 5);
+    // The premium job starts on them while the shrink is still restoring; the kept devices
+    // are still the basic job's.
+    let place = fleet.commit(
+        premium,
+        ActionOp::Place {
+            devices: devices_of(nodes[0], 4, 4),
+        },
+        "placed on the devices the shrink gave up",
+    );
+    let refused = rejection(fleet.apply(plan(
+        premium,
+        ActionOp::Place {
+            devices: devices_of(nodes[0], 0, 1),
+        },
+    )));
+    assert_eq!(refused.code(), "plan_rejected");
+    let other = fleet.submit(job_spec("other", Tier::Basic, 1, "h100"));
+    let stolen = rejection(fleet.apply(plan(
+        other,
+        ActionOp::Place {
+            devices: devices_of(nodes[0], 0, 1),
+        },
+    )));
+    assert!(
+        stolen.to_string().contains(&format!("held by {basic}")),
+        "{stolen}"
+    );
+    fleet.finish_action(place, 0);
+    fleet.finish_action(shrink, 5);
+    assert_eq!(fleet.state.job(premium).unwrap().phase, JobPhase::Running);
+    let shrunk = fleet.state.job(basic).unwrap();
+    assert_eq!(shrunk.phase, JobPhase::Running);
+    assert_eq!(shrunk.assignment, devices_of(nodes[0], 0, 4));
+    assert_eq!(free_on(&fleet, nodes[0]), 0);
+}
+
+#[test]
+fn a_failure_after_the_checkpoint_releases_the_kept_devices_and_resumes_from_it() {
+    let (mut fleet, nodes) = fleet(2);
+    let job = fleet.run_job(
+        job_spec("basic", Tier::Basic, 8, "h100"),
+        [devices_of(nodes[0], 0, 4), devices_of(nodes[1], 0, 4)].concat(),
+    );
+    let shrink = fleet.commit(
+        job,
+        ActionOp::Resize {
+            to: devices_of(nodes[0], 0, 4),
+            for_job: None,
+        },
+        "shrink",
+    );
+    fleet.checkpoint_action(shrink, 77);
+    assert_eq!(free_on(&fleet, nodes[1]), 8);
+    // Another job takes a released device before the restore fails.
+    let other = fleet.submit(job_spec("other", Tier::Basic, 2, "h100"));
+    let place = fleet.commit(
+        other,
+        ActionOp::Place {
+            devices: devices_of(nodes[1], 0, 2),
+        },
+        "placed",
+    );
+    let effect = report(
+        &mut fleet,
+        shrink,
+        nodes[0],
+        Progress::Failed {
+            reason: "restore failed: checksum mismatch".into(),
+        },
+    );
+    assert!(matches!(
+        effect,
+        Effect::ProgressRecorded {
+            finished: true,
+            job_phase: JobPhase::Pending,
+            ..
+        }
+    ));
+    let failed = fleet.state.job(job).unwrap();
+    assert_eq!(failed.phase, JobPhase::Pending);
+    assert!(failed.assignment.is_empty());
+    assert!(failed.action.is_none());
+    assert_eq!(failed.checkpoint.as_ref().unwrap().step, 77);
+    assert_eq!(failed.restarts, 1);
+    assert!(fleet.state.action(shrink).is_none());
+    // The kept devices are free; the released one the other job took is still its own.
+    assert_eq!(free_on(&fleet, nodes[0]), 8);
+    assert_eq!(free_on(&fleet, nodes[1]), 6);
+    assert_eq!(
+        fleet
+            .state
+            .device(DeviceRef::new(nodes[1], 0))
+            .unwrap()
+            .holder,
+        Some(other)
+    );
+    // Reports about the failed action are refused; the job resumes from its checkpoint.
+    let late = rejection(fleet.apply(Command::ReportActionProgress {
+        action: shrink,
+        node: nodes[1],
+        progress: Progress::Completed,
+    }));
+    assert_eq!(late.code(), "unknown_action");
+    fleet.finish_action(place, 0);
+    let resume = fleet.commit(
+        job,
+        ActionOp::Resume {
+            devices: devices_of(nodes[0], 0, 8),
+        },
+        "resume",
+    );
+    fleet.finish_action(resume, 0);
+    assert_eq!(fleet.state.job(job).unwrap().phase, JobPhase::Running);
+}
+
+#[test]
+fn a_node_a_move_has_left_at_its_checkpoint_is_free_of_it() {
+    let (mut fleet, nodes) = fleet(2);
+    let job = fleet.run_job(
+        job_spec("std", Tier::Standard, 4, "h100"),
+        devices_of(nodes[0], 0, 4),
+    );
+    let migrate = fleet.commit(
+        job,
+        ActionOp::Migrate {
+            to: devices_of(nodes[1], 0, 4),
+        },
+        "move",
+    );
+    // Before the checkpoint the old node is busy with the move.
+    let busy = rejection(fleet.apply(Command::DeregisterNode {
+        name: NodeName::new("gpu-0").unwrap(),
+    }));
+    assert_eq!(
+        busy,
+        Rejection::NodeBusy {
+            node: "gpu-0".into(),
+            jobs: vec![job]
+        }
+    );
+    fleet.checkpoint_action(migrate, 3);
+    // Its view no longer lists the job: nothing runs there, nothing is left to do there.
+    let view = fleet
+        .state
+        .node_view(&NodeName::new("gpu-0").unwrap())
+        .unwrap();
+    assert!(view.jobs.is_empty(), "{view:?}");
+    // The new node's view: its ranks start now that every source has stopped.
+    let view = fleet
+        .state
+        .node_view(&NodeName::new("gpu-1").unwrap())
+        .unwrap();
+    let here = view.jobs[0].action.as_ref().unwrap();
+    assert_eq!(here.stage_here, Stage::Checkpointed);
+    assert!(here.sources_stopped());
+    assert_eq!(here.start_ranks.len(), 4);
+    // It going down now loses nothing: the job restores on the other node.
+    let outcome = fleet.apply(Command::NodeDown {
+        name: NodeName::new("gpu-0").unwrap(),
+        reason: "missed 5 heartbeats".into(),
+    });
+    match outcome {
+        Outcome::Accepted(Effect::NodeMarkedDown { jobs_lost, .. }) => {
+            assert!(jobs_lost.is_empty())
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    fleet.apply(Command::DeregisterNode {
+        name: NodeName::new("gpu-0").unwrap(),
+    });
+    assert!(fleet.state.node(nodes[0]).is_none());
+    fleet.finish_action(migrate, 3);
+    let moved = fleet.state.job(job).unwrap();
+    assert_eq!(moved.phase, JobPhase::Running);
+    assert_eq!(moved.assignment, devices_of(nodes[1], 0, 4));
 }
 
 #[test]

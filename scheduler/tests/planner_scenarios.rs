@@ -12,7 +12,7 @@ use singularity_scheduler::planner::{
     TIRESIAS_BASIC_QUEUE_THRESHOLDS_DEVICE_MS,
 };
 use singularity_scheduler::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
-use singularity_scheduler::{JobPhase, NodeStatus, Tier};
+use singularity_scheduler::{evaluations_for, JobPhase, NodeStatus, Tier};
 
 /// A fleet of `nodes` nodes of 8 h100 devices, 8 nodes to a domain (`n-d0`), invariants on.
 fn fleet(nodes: usize) -> (Fleet, Vec<NodeId>) {
@@ -733,4 +733,142 @@ fn jobs_no_node_can_hold_do_not_starve_the_jobs_behind_them() {
         runnable_job_is_placed_behind(DEFAULT_MAX_PENDING_CONSIDERED + 100),
         "a full window of unplaceable jobs kept the idle node from the runnable one"
     );
+}
+
+/// Checkpoints an action on every node and returns the evaluations the leader would queue for
+/// the last report (`evaluations_for`, as the live loop and the simulator do).
+fn checkpoint(fleet: &mut Fleet, action: ActionId, step: u64) -> Vec<Evaluation> {
+    let effect = fleet
+        .checkpoint_action(action, step)
+        .expect("the action checkpoints");
+    evaluations_for(&Outcome::Accepted(effect))
+}
+
+#[test]
+fn a_shrink_hands_its_given_up_devices_to_the_premium_job_at_its_checkpoint() {
+    let (mut fleet, nodes) = fleet(1);
+    let basic = running(&mut fleet, "b", Tier::Basic, 8, nodes[0], 0);
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 4, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            basic,
+            ActionOp::Resize {
+                to: devices_of(nodes[0], 0, 4),
+                for_job: Some(premium)
+            }
+        )]
+    );
+    let shrink = commit(&mut fleet, plan)[0];
+    // Before the checkpoint nothing is free: the premium job waits.
+    assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
+    // The checkpoint frees the four devices given up and calls for an evaluation at once.
+    let evaluations = checkpoint(&mut fleet, shrink, 12);
+    assert_eq!(
+        evaluations,
+        vec![Evaluation::ActionCheckpointed {
+            action: shrink,
+            job: basic
+        }]
+    );
+    let plan = plan_now(&fleet, evaluations[0].clone());
+    assert_eq!(
+        plan.trigger,
+        format!("{shrink} of {basic} checkpointed and released devices")
+    );
+    // The premium job starts on them while the shrunk job is still restoring on the others.
+    let place = expect_and_commit(
+        &mut fleet,
+        plan,
+        vec![action(
+            premium,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 4, 4),
+            },
+            "placed: 4 ranks on 1 node in domain n-d0",
+        )],
+    )[0];
+    assert_eq!(
+        fleet.state.job(basic).map(|j| j.phase),
+        Some(JobPhase::Resizing)
+    );
+    fleet.finish_action(place, 0);
+    fleet.finish_action(shrink, 12);
+    assert_eq!(
+        fleet.state.job(basic).map(|j| j.assignment.clone()),
+        Some(devices_of(nodes[0], 0, 4))
+    );
+    assert_eq!(
+        fleet.state.job(premium).map(|j| j.phase),
+        Some(JobPhase::Running)
+    );
+}
+
+#[test]
+fn a_migration_hands_the_node_it_clears_to_the_gang_at_its_checkpoint() {
+    let (mut fleet, nodes) = fleet(2);
+    let a = running(&mut fleet, "a", Tier::Basic, 4, nodes[0], 0);
+    running(&mut fleet, "b", Tier::Basic, 4, nodes[1], 0);
+    let standard = fleet.submit(job_spec("s", Tier::Standard, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(standard));
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            a,
+            ActionOp::Migrate {
+                to: devices_of(nodes[1], 4, 4)
+            }
+        )]
+    );
+    let migrate = commit(&mut fleet, plan)[0];
+    let evaluations = checkpoint(&mut fleet, migrate, 4);
+    assert_eq!(
+        evaluations,
+        vec![Evaluation::ActionCheckpointed {
+            action: migrate,
+            job: a
+        }]
+    );
+    // Node n-0 is clear once the old ranks are checkpointed: the gang starts there while the
+    // migrated job restores on n-1.
+    let plan = plan_now(&fleet, evaluations[0].clone());
+    let place = expect_and_commit(
+        &mut fleet,
+        plan,
+        vec![action(
+            standard,
+            ActionOp::Place {
+                devices: devices_of(nodes[0], 0, 8),
+            },
+            "placed: 8 ranks on 1 node in domain n-d0",
+        )],
+    )[0];
+    assert_eq!(
+        fleet.state.job(a).map(|j| j.phase),
+        Some(JobPhase::Migrating)
+    );
+    fleet.finish_action(migrate, 4);
+    fleet.finish_action(place, 0);
+    assert_eq!(
+        fleet.state.job(a).map(|j| (j.phase, j.assignment.clone())),
+        Some((JobPhase::Running, devices_of(nodes[1], 4, 4)))
+    );
+}
+
+#[test]
+fn a_preemption_still_frees_its_devices_when_it_completes() {
+    let (mut fleet, nodes) = fleet(1);
+    let basic = running(&mut fleet, "b", Tier::Basic, 8, nodes[0], 0);
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    let preempt = commit(&mut fleet, plan)[0];
+    // A preemption's checkpoint is reported, but its devices go with its completion, so the
+    // checkpoint calls for no evaluation and nothing starts yet.
+    assert!(checkpoint(&mut fleet, preempt, 3).is_empty());
+    assert_eq!(
+        fleet.state.job(basic).map(|j| j.phase),
+        Some(JobPhase::Preempting)
+    );
+    assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
 }

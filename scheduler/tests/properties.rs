@@ -80,6 +80,12 @@ enum Op {
         count: u8,
         for_job: Option<u8>,
     },
+    /// Reports a failure on one node of an in-flight action that is past its checkpoint (a
+    /// restore that failed after a move released what it gave up).
+    FailAfterCheckpoint {
+        action: u8,
+        node: u8,
+    },
     Exit {
         job: u8,
         node: u8,
@@ -111,6 +117,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (any::<u8>(), any::<u8>(), prop_oneof![3 => Just(true), 1 => Just(false)]).prop_map(|(job, node, ok)| Op::Exit { job, node, ok }),
         12 => (any::<u8>(), any::<u8>(), 0u8..4).prop_map(|(action, node, step)| Op::Advance { action, node, step }),
         4 => (any::<u8>(), 0u8..3, 1u8..9, proptest::option::of(any::<u8>())).prop_map(|(job, kind, count, for_job)| Op::Move { job, kind, count, for_job }),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(action, node)| Op::FailAfterCheckpoint { action, node }),
         2 => any::<u16>().prop_map(|advance_ms| Op::Tick { advance_ms }),
     ]
 }
@@ -415,6 +422,25 @@ fn interpret(state: &ClusterState, op: &Op, now_ms: u64) -> Entry {
                 progress,
             }
         }
+        Op::FailAfterCheckpoint { action, node } => {
+            let past: Vec<&Action> = state
+                .actions()
+                .filter(|a| a.stage() >= Stage::Checkpointed)
+                .collect();
+            match past.get(usize::from(action) % past.len().max(1)) {
+                Some(a) => {
+                    let nodes: Vec<NodeId> = a.nodes.keys().copied().collect();
+                    Command::ReportActionProgress {
+                        action: a.id,
+                        node: nodes[usize::from(node) % nodes.len()],
+                        progress: Progress::Failed {
+                            reason: "restore failed".into(),
+                        },
+                    }
+                }
+                None => Command::Tick,
+            }
+        }
         Op::Exit { job, node, ok } => {
             let running: Vec<JobId> = state
                 .jobs()
@@ -522,14 +548,57 @@ fn generated_sequences_reach_every_part_of_the_lifecycle() {
     let strategy = proptest::collection::vec(op_strategy(), 150..160);
     let mut totals = Counters::default();
     let mut succeeded = 0;
-    for _ in 0..60 {
+    // Moves that released devices at their checkpoint; of those, released devices another job
+    // took while the move was still in flight; and moves that failed after their checkpoint.
+    let (mut released_at_checkpoint, mut reused_in_flight, mut failed_after_checkpoint) = (0, 0, 0);
+    for _ in 0..120 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
         let mut state = ClusterState::new();
         let mut now_ms = 1_000;
+        // Released devices per move still in flight, and whether another job took one yet.
+        let mut released: BTreeMap<ActionId, (Vec<DeviceRef>, bool)> = BTreeMap::new();
         for op in setup().iter().chain(&ops) {
             now_ms += 11;
             let entry = interpret(&state, op, now_ms);
-            state.apply(entry);
+            let failing_after_checkpoint = match &entry.command {
+                Command::ReportActionProgress {
+                    action,
+                    progress: Progress::Failed { .. },
+                    ..
+                } => released.contains_key(action),
+                _ => false,
+            };
+            let outcome = state.apply(entry);
+            if let Outcome::Accepted(Effect::ActionCheckpointed {
+                action,
+                released: devices,
+                ..
+            }) = &outcome
+            {
+                if !devices.is_empty() {
+                    released_at_checkpoint += 1;
+                    released.insert(*action, (devices.clone(), false));
+                }
+            }
+            if failing_after_checkpoint && outcome.is_accepted() {
+                failed_after_checkpoint += 1;
+            }
+            released.retain(|action, (devices, counted)| {
+                let Some(in_flight) = state.action(*action) else {
+                    return false;
+                };
+                let taken = devices.iter().any(|d| {
+                    state
+                        .device(*d)
+                        .and_then(|d| d.holder)
+                        .is_some_and(|holder| holder != in_flight.job)
+                });
+                if taken && !*counted {
+                    reused_in_flight += 1;
+                    *counted = true;
+                }
+                true
+            });
         }
         let c = state.counters();
         totals.plans_committed += c.plans_committed;
@@ -550,4 +619,16 @@ fn generated_sequences_reach_every_part_of_the_lifecycle() {
     assert!(totals.migrations > 10, "{totals:?}");
     assert!(totals.resizes > 10, "{totals:?}");
     assert!(succeeded > 5, "only {succeeded} jobs succeeded");
+    assert!(
+        released_at_checkpoint > 10,
+        "{released_at_checkpoint} moves released devices at their checkpoint"
+    );
+    assert!(
+        reused_in_flight > 0,
+        "{reused_in_flight} released devices were taken while their move was in flight"
+    );
+    assert!(
+        failed_after_checkpoint > 1,
+        "{failed_after_checkpoint} moves failed after their checkpoint"
+    );
 }

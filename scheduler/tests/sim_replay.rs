@@ -7,6 +7,7 @@ use singularity_scheduler::sim::{
     parse_trace, policy_by_name, CostModel, FakeStopwatch, SimConfig, SimError, Simulator, TierMix,
     POLICY_NAMES,
 };
+use singularity_scheduler::Tier;
 
 const HEADER: &str = "job_id,submission_time,duration,num_gpu\n";
 
@@ -263,4 +264,48 @@ fn tiers_come_from_the_mix() {
         jobs(0),
         jobs(2)
     );
+}
+
+/// The first trace id `job-N` the default tier mix (seed 0) gives `tier`.
+fn id_of_tier(tier: Tier) -> String {
+    let mix = TierMix::default();
+    (0..1_000)
+        .map(|n| format!("job-{n}"))
+        .find(|id| mix.assign(0, id) == tier)
+        .expect("the default mix gives every tier")
+}
+
+#[test]
+fn a_premium_job_starts_when_the_shrink_for_it_has_checkpointed() {
+    let (basic, premium) = (id_of_tier(Tier::Basic), id_of_tier(Tier::Premium));
+    // A long basic gang fills the node; a short premium job arrives and the basic job shrinks
+    // to half for it.
+    let trace = format!("{HEADER}{basic},0,100000,8\n{premium},100,600,4\n");
+    let sim = run(&trace, 8, "singularity");
+    let record = |id: &str| {
+        let index = sim
+            .trace()
+            .iter()
+            .position(|j| j.id == id)
+            .expect("job in trace");
+        sim.records()
+            .iter()
+            .find(|r| r.trace_index == index)
+            .copied()
+            .expect("job finished")
+    };
+    let cost = CostModel::default();
+    // The shrink checkpoints 1 rank per device, then restores 2 per device on the kept half.
+    let checkpoint_ms = cost.transfer_ms(1);
+    assert_eq!(checkpoint_ms, 12_148);
+    assert!(cost.transfer_ms(2) > 0);
+    // The premium job is placed the moment the checkpoint frees the half given up (not at the
+    // next tick 20 s later, nor when the restore completes after another 14.3 s).
+    let p = record(&premium);
+    assert_eq!(p.queueing_ms, checkpoint_ms);
+    assert_eq!(p.completion_ms, checkpoint_ms + cost.start_ms + 600_000);
+    assert_eq!(p.preemptions, 0);
+    let report = sim.report();
+    assert_eq!(report.counts.resizes, 2, "one shrink, one growth back");
+    assert_eq!(report.counts.preemptions, 0);
 }

@@ -7,6 +7,11 @@
 //! Order across nodes comes from the view: a node that starts ranks waits until every node
 //! that stops ranks has checkpointed, and a node that does not hold rank 0 reports the
 //! checkpoint the first node agreed. It must not start or stop anything the view does not ask.
+//!
+//! A report that can free devices (the checkpoint: a migrate or resize releases the devices it
+//! gives up then; a stop's or preempt's completion) is sent only once this node's old ranks have
+//! exited and, for worker jobs, their device proxies have dropped them and their memory: a job
+//! placed on those devices right after the report finds them empty.
 
 use super::supervisor::Supervisor;
 use super::worker_run;
@@ -79,6 +84,13 @@ async fn report(supervisor: &Supervisor, action: ActionId, progress: Progress) -
     Err(last_error.expect("at least one attempt failed"))
 }
 
+/// Waits until the device proxies of the devices `job`'s ranks use here (before the action)
+/// hold none of them (`worker_run::wait_for_proxies_to_release`).
+async fn released_here(supervisor: &Supervisor, job: &NodeJob) -> Result<()> {
+    let devices = job.ranks_here.iter().map(|p| p.device_index).collect();
+    worker_run::wait_for_proxies_to_release(supervisor, job.id, &devices).await
+}
+
 /// Runs action `action` of job `job` on this node to its end here.
 pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) -> Result<()> {
     let mut record = supervisor.work.action(action, job)?;
@@ -134,8 +146,14 @@ pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) 
             }
         };
         if let Some(cut) = cut {
-            let stage_here = current(&supervisor, action, job).map(|(_, a)| a.stage_here);
-            if stage_here.is_some_and(|s| s < Stage::Checkpointed) {
+            let now = current(&supervisor, action, job);
+            if let Some((job_now, _)) = now
+                .as_ref()
+                .filter(|(_, a)| a.stage_here < Stage::Checkpointed)
+            {
+                if proxied && first.stops_here {
+                    released_here(&supervisor, job_now).await?;
+                }
                 let progress = Progress::Checkpointed {
                     checkpoint: cut.clone(),
                 };
@@ -184,9 +202,14 @@ pub async fn execute(supervisor: Arc<Supervisor>, action: ActionId, job: JobId) 
         supervisor.work.save_action(&record)?;
     }
 
-    // 4. Done here.
-    if current(&supervisor, action, job).is_some_and(|(_, a)| a.stage_here < Stage::Completed) {
-        report(&supervisor, action, Progress::Completed).await?;
+    // 4. Done here (a stop, which takes no checkpoint, frees the devices with this report).
+    if let Some((job_now, now)) = current(&supervisor, action, job) {
+        if now.stage_here < Stage::Completed {
+            if proxied && first.stops_here && !first.checkpoints {
+                released_here(&supervisor, &job_now).await?;
+            }
+            report(&supervisor, action, Progress::Completed).await?;
+        }
     }
     record.finished = true;
     supervisor.work.save_action(&record)?;

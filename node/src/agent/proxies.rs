@@ -197,6 +197,14 @@ impl ProxySet {
             .collect()
     }
 
+    /// The socket of device `index`'s proxy if one runs now; `None` when none does (a proxy
+    /// that never started or died holds no rank and no device memory).
+    pub fn live_socket(&self, index: u16) -> Option<PathBuf> {
+        let mut running = lock(&self.running);
+        let proxy = running.get_mut(&index)?;
+        matches!(proxy.child.try_wait(), Ok(None)).then(|| proxy.socket.clone())
+    }
+
     /// Kills every proxy (the agent is stopping).
     pub fn stop_all(&self) {
         let running = std::mem::take(&mut *lock(&self.running));

@@ -126,10 +126,30 @@ impl Supervisor {
             .remove(&job)
     }
 
-    /// Stops the ranks of `job` here, if any run, and records why.
+    /// Puts a run taken with `take_run` back (its ranks could not be stopped).
+    pub(super) fn put_back_run(&self, run: JobRun) {
+        let job = run.job;
+        let previous = self
+            .runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job, run);
+        assert!(previous.is_none(), "put back a run of {job} over another");
+    }
+
+    /// Stops the ranks of `job` here, if any run, and records why. An error when a rank is
+    /// still alive after SIGKILL and the reap timeout: the run is kept (so the next attempt
+    /// stops it again) and the caller must not report the ranks stopped.
     pub async fn stop_job(&self, job: JobId, why: String) -> Result<()> {
         if let Some(mut run) = self.take_run(job) {
             let in_grace = run.stop(self.config.grace_period_ms).await;
+            if !in_grace && !run.all_exited() {
+                let pids = run.pids();
+                self.put_back_run(run);
+                return Err(NodeError::Proxy(format!(
+                    "ranks of {job} (pids {pids:?}) did not exit after SIGKILL; not reporting the stop"
+                )));
+            }
             tracing::info!(
                 job = job.0,
                 in_grace,

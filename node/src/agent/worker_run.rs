@@ -35,6 +35,10 @@ pub const WORKER_COLLECTIVE_BYTES: u64 = 4 << 20;
 pub const WORKER_CHECKPOINT_TIMEOUT_MS: u64 = 120_000;
 /// Poll interval while waiting for workers to exit.
 const WORKER_EXIT_POLL_MS: u64 = 20;
+/// Longest wait, after a job's workers here exited, for their device proxies to drop the
+/// ranks (and free their device memory); the proxies notice a worker is gone when its socket
+/// closes. Past it the executor reports nothing and tries again on the next view.
+pub const PROXY_RELEASE_TIMEOUT_MS: u64 = 10_000;
 /// Hex digits of the work-directory token in incarnation names.
 const TOKEN_HEX_DIGITS: usize = 12;
 /// Prefix of collective segments in `SHM_DIR` (see `crate::collective::segment_path`).
@@ -274,8 +278,15 @@ pub(super) async fn checkpoint_and_stop(
             "the proxies did not take the checkpoint ({e}); stopping the workers"
         ),
     }
-    if !exited {
-        run.stop(supervisor.config.grace_period_ms).await;
+    if !exited && !run.stop(supervisor.config.grace_period_ms).await && !run.all_exited() {
+        // Still alive after SIGKILL and the reap timeout: keep the run, so that nothing is
+        // reported (the devices stay the job's) and the next attempt stops it again.
+        let pids = run.pids();
+        supervisor.put_back_run(run);
+        return Err(NodeError::Proxy(format!(
+            "workers of {} (pids {pids:?}) did not exit after SIGKILL; not reporting the stop",
+            job.id
+        )));
     }
     tracing::info!(
         job = job.id.0,
@@ -284,6 +295,63 @@ pub(super) async fn checkpoint_and_stop(
         "worker ranks stopped ({why})"
     );
     supervisor.record_stopped(&run, why)
+}
+
+/// Waits until the device proxies of `devices` (indices on this node) have no rank attached:
+/// the job's workers there exited and the proxies dropped their ranks and device memory, so a
+/// job placed on these devices next finds them empty. Bounded by `PROXY_RELEASE_TIMEOUT_MS`;
+/// an error means a proxy still holds a rank (or cannot be asked), and nothing may be reported.
+pub(super) async fn wait_for_proxies_to_release(
+    supervisor: &Supervisor,
+    job: JobId,
+    devices: &BTreeSet<u16>,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(PROXY_RELEASE_TIMEOUT_MS);
+    let mut waiting: Vec<u16> = devices.iter().copied().collect();
+    loop {
+        let sockets: Vec<(u16, PathBuf)> = waiting
+            .iter()
+            .filter_map(|&d| supervisor.proxies.live_socket(d).map(|s| (d, s)))
+            .collect();
+        // The proxies answer on their control sockets: blocking calls, off the async threads.
+        let answers = tokio::task::spawn_blocking(move || {
+            sockets
+                .into_iter()
+                .map(|(d, socket)| (d, crate::launcher::stats(&socket)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| NodeError::Proxy(format!("the proxy stats task failed: {e}")))?;
+        let mut still = Vec::new();
+        let mut last_error = None;
+        for (device, answer) in answers {
+            match answer {
+                Ok(stats) if stats.ranks_attached == 0 => {}
+                Ok(_) => still.push(device),
+                Err(e) => {
+                    still.push(device);
+                    last_error = Some(e);
+                }
+            }
+        }
+        if still.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why = last_error.map_or_else(
+                || "ranks are still attached".to_string(),
+                |e| format!("cannot ask them: {e}"),
+            );
+            return Err(NodeError::Timeout {
+                what: format!(
+                    "the device proxies of devices {still:?} to release the ranks of {job} ({why})"
+                ),
+                timeout_ms: PROXY_RELEASE_TIMEOUT_MS,
+            });
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(WORKER_EXIT_POLL_MS)).await;
+    }
 }
 
 /// The checkpoint this node reports for `action` of worker job `job`: the proxies' checkpoint

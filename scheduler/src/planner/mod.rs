@@ -49,6 +49,12 @@ pub enum Evaluation {
     },
     /// Periodic: grow shrunk jobs, rebalance, defragment.
     Tick,
+    /// A migrate or resize checkpointed on every node and released the devices it gives up
+    /// (before it completes): a job waiting for room may start on them now.
+    ActionCheckpointed {
+        action: ActionId,
+        job: JobId,
+    },
 }
 
 impl fmt::Display for Evaluation {
@@ -61,6 +67,9 @@ impl fmt::Display for Evaluation {
             Evaluation::NodeDraining(node) => write!(f, "{node} draining"),
             Evaluation::ActionFinished { action, job } => write!(f, "{action} of {job} finished"),
             Evaluation::Tick => f.write_str("tick"),
+            Evaluation::ActionCheckpointed { action, job } => {
+                write!(f, "{action} of {job} checkpointed and released devices")
+            }
         }
     }
 }

@@ -53,8 +53,10 @@ fn bounded(mut reason: String) -> String {
 }
 
 /// Devices that actions in flight (preempts and shrinks with `for_job`) will free for each
-/// pending beneficiary. Apply forgets the beneficiary once such an action completes, so the
-/// pending job holds the freed devices itself in later plans (`pending::wait_for_room`).
+/// pending beneficiary. A shrink past its checkpoint has already freed them (its assignment is
+/// its target, so it reserves nothing more) and a preemption frees them as it completes; from
+/// then on they are free in the view, and the pending job holds them itself
+/// (`pending::wait_for_room`).
 pub(crate) fn reservations(state: &ClusterState) -> BTreeMap<JobId, Vec<DeviceRef>> {
     let mut reserved_for: BTreeMap<JobId, Vec<DeviceRef>> = BTreeMap::new();
     for action in state.actions() {

@@ -6,9 +6,11 @@
 //! Premium is only preempted (never shrunk), and only for a smaller premium gang; standard is
 //! preempted only for premium.
 //!
-//! Nothing here frees a device at once: a shrink or preempt completes after its checkpoint,
-//! and the beneficiary is placed by a later evaluation. Actions carry `for_job` so that apply
-//! checks the tier rules, and so that later plans keep the freed devices for the beneficiary.
+//! Nothing here frees a device at once: a shrink frees the devices it gives up when every node
+//! has reported its checkpoint, a preemption when it completes (right after its checkpoint),
+//! and the beneficiary is placed by the evaluation that report triggers. Actions carry
+//! `for_job` so that apply checks the tier rules, and so that later plans keep the devices on
+//! their way for the beneficiary.
 //! It never shrinks a job below its tier floor and never touches a job with an action in flight.
 
 use super::config::PolicyConfig;

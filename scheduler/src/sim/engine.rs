@@ -3,7 +3,9 @@
 //! Completed after the cost model's delay; reports each job's exit when its work is done).
 //!
 //! Events, in time order (ties: agent events, then submissions, then the tick): a submission
-//! (evaluated as `JobSubmitted`), an action's checkpoint or completion (`ActionFinished`), a job's
+//! (evaluated as `JobSubmitted`), an action's checkpoint (evaluated as apply's effect asks,
+//! through `evaluations_for` as the leader does: `ActionCheckpointed` when a migrate or resize
+//! freed the devices it gives up) and its completion (`ActionFinished`), a job's
 //! exit (evaluated as `Tick`: the evaluation set has no exit event, and the exit frees devices),
 //! and a periodic `Tick` every `tick_ms` while jobs are active. Each evaluation's plan is applied
 //! as one entry. No policy logic lives here, and nothing here reads a clock (planner latency comes
@@ -16,6 +18,7 @@ use super::trace::TraceJob;
 use super::work::SimJob;
 use crate::action::{ActionOp, Progress, Stage};
 use crate::command::{Command, Entry, JobExit};
+use crate::evaluations::evaluations_for;
 use crate::ids::{ActionId, JobId};
 use crate::job::{CheckpointRef, JobPhase, JobSpec, RunSpec};
 use crate::limits::DEFAULT_MAX_RESTARTS;
@@ -414,7 +417,13 @@ impl Simulator {
         self.schedule(now + timing.complete_ms, Event::ActionDone(id));
     }
 
-    fn agent_report(&mut self, action: ActionId, node: crate::ids::NodeId, progress: Progress) {
+    /// Applies one agent report; returns the evaluations its outcome calls for.
+    fn agent_report(
+        &mut self,
+        action: ActionId,
+        node: crate::ids::NodeId,
+        progress: Progress,
+    ) -> Vec<Evaluation> {
         let outcome = self.apply(Command::ReportActionProgress {
             action,
             node,
@@ -427,9 +436,12 @@ impl Simulator {
                 self.keep_rejection(&reason);
             }
         }
+        evaluations_for(&outcome)
     }
 
-    /// Every node of a checkpointing action reports Started, then the agreed checkpoint.
+    /// Every node of a checkpointing action reports Started, then the agreed checkpoint. A
+    /// migrate or resize frees the devices it gives up with the last report; the evaluation
+    /// that calls for is planned at once, as the leader's loop would.
     fn agent_checkpointed(&mut self, id: ActionId) {
         let Some(action) = self.state.action(id) else {
             return;
@@ -443,19 +455,23 @@ impl Simulator {
             location: format!("sim://checkpoints/job-{}", job_id.0),
             step,
         };
+        let mut evaluations = Vec::new();
         for (node, stage) in nodes {
             if stage < Stage::Started {
                 self.agent_report(id, node, Progress::Started);
             }
             if stage < Stage::Checkpointed {
-                self.agent_report(
+                evaluations.extend(self.agent_report(
                     id,
                     node,
                     Progress::Checkpointed {
                         checkpoint: checkpoint.clone(),
                     },
-                );
+                ));
             }
+        }
+        for evaluation in evaluations {
+            self.evaluate(evaluation);
         }
     }
 
