@@ -8,7 +8,10 @@
 //! target stays held until the restore completes, and the nodes left with none of the target
 //! have done their part and leave the action. A failure after that point releases the target
 //! and sends the job back to wait with the checkpoint just taken; the given-up devices were
-//! already free (and may hold another job by then).
+//! already free (and may hold another job by then). The release before this rule freed them
+//! only at completion: a snapshot it wrote is brought up to this rule when loaded
+//! (`release_given_up_of_checkpointed_moves`), but replicas of the two releases would apply the
+//! same log differently, so every replica of a cluster must run the same release.
 //!
 //! Reports that do not move anything forward (repeats after an agent restart, reports for a
 //! finished action) are rejected with a named reason and change nothing, so agents may retry.
@@ -201,6 +204,32 @@ impl ClusterState {
         Some(released)
     }
 
+    /// Brings a state written by a release that freed a move's given-up devices only at its
+    /// completion up to today's rule: every migrate or resize already `Checkpointed` on all of
+    /// its nodes whose job still holds its old devices releases them now, exactly as
+    /// `report_progress` would have at its checkpoint. Used on decoding a snapshot (durability
+    /// comes from snapshots, so a replica restarted on a new binary loads one); a no-op for
+    /// states written by this release. In action-id order. Returns how many moves it upgraded.
+    pub(crate) fn release_given_up_of_checkpointed_moves(&mut self) -> usize {
+        let stale: Vec<ActionId> = self
+            .actions
+            .iter()
+            .filter(|(_, action)| action.stage() >= Stage::Checkpointed)
+            .filter(|(_, action)| match &action.op {
+                ActionOp::Migrate { to } | ActionOp::Resize { to, .. } => self
+                    .jobs
+                    .get(&action.job)
+                    .is_some_and(|job| &job.assignment != to),
+                _ => false,
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &stale {
+            self.release_given_up(id);
+        }
+        stale.len()
+    }
+
     /// Every node completed the action: the job takes its new shape.
     fn complete_action(&mut self, id: ActionId, now_ms: u64) {
         let action = self.actions.remove(&id).expect("caller checked the action");
@@ -242,5 +271,72 @@ impl ClusterState {
             }
         }
         self.reindex_job(job_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
+    use crate::tier::Tier;
+    use crate::CheckpointRef;
+
+    /// A snapshot of the previous release: a shrink checkpointed on its node while the job still
+    /// holds all eight devices (that release freed the upper half only at completion).
+    #[test]
+    fn a_snapshot_with_a_checkpointed_move_still_holding_its_old_devices_loads_upgraded() {
+        let mut fleet = Fleet::new();
+        let nodes = fleet.add_nodes("gpu", 1, 8, "h100", H100_MEMORY_BYTES, 1);
+        let job = fleet.run_job(
+            job_spec("train", Tier::Basic, 8, "h100"),
+            devices_of(nodes[0], 0, 8),
+        );
+        let shrink = fleet.commit(
+            job,
+            ActionOp::Resize {
+                to: devices_of(nodes[0], 0, 4),
+                for_job: None,
+            },
+            "shrink",
+        );
+        let action = fleet.state.actions.get_mut(&shrink).unwrap();
+        action.nodes.insert(nodes[0], Stage::Checkpointed);
+        action.checkpoint = Some(CheckpointRef {
+            location: "/checkpoints/job-1".into(),
+            step: 7,
+        });
+        assert!(
+            fleet.state.check_invariants().is_err(),
+            "today's invariants refuse the old shape as it is"
+        );
+        let old_bytes = fleet.state.encode_snapshot().unwrap();
+
+        let loaded = ClusterState::decode_snapshot(&old_bytes).unwrap();
+        assert_eq!(
+            loaded.job(job).unwrap().assignment,
+            devices_of(nodes[0], 0, 4)
+        );
+        let free: Vec<u16> = loaded.nodes[&nodes[0]]
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.holder.is_none())
+            .map(|(index, _)| index as u16)
+            .collect();
+        assert_eq!(free, [4, 5, 6, 7]);
+        // Loading it again changes nothing more, and the action completes as today's would.
+        let mut again = loaded.clone();
+        assert_eq!(again.release_given_up_of_checkpointed_moves(), 0);
+        assert_eq!(again, loaded);
+        let now_ms = again.now_ms();
+        let effect = again
+            .report_progress(shrink, nodes[0], Progress::Completed, now_ms)
+            .unwrap();
+        assert!(matches!(
+            effect,
+            Effect::ProgressRecorded { finished: true, .. }
+        ));
+        assert_eq!(again.job(job).unwrap().phase, JobPhase::Running);
+        again.check_invariants().unwrap();
     }
 }

@@ -245,8 +245,9 @@ impl ClusterState {
         encode_versioned("snapshot", SNAPSHOT_FORMAT_VERSION, self)
     }
 
-    /// Reads a snapshot, rebuilds the derived node index and checks every invariant before
-    /// handing the state out.
+    /// Reads a snapshot, rebuilds the derived node index, brings a move written by the previous
+    /// release up to today's rule (`release_given_up_of_checkpointed_moves`) and checks every
+    /// invariant before handing the state out.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<ClusterState, SchedulerError> {
         let mut state: ClusterState = decode_versioned(
             "snapshot",
@@ -255,6 +256,7 @@ impl ClusterState {
             bytes,
         )?;
         state.node_index = state.scanned_node_index();
+        state.release_given_up_of_checkpointed_moves();
         state.check_invariants()?;
         Ok(state)
     }
