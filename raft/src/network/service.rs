@@ -55,35 +55,38 @@ struct StreamState {
     raft: Raft,
     requests: Streaming<RaftStreamRequest>,
     stopping: watch::Receiver<bool>,
-    /// Set after the request stream failed: the error was sent, the stream ends next.
+    /// Set after a failure (of the request stream, or an internal one): the error was sent,
+    /// the stream ends next.
     failed: bool,
 }
 
 /// Handles one message of the stream: decodes it, appends through openraft, and encodes the
-/// result. A message that cannot be decoded is refused with the reason and appends nothing.
-async fn handle_stream_request(raft: &Raft, request: RaftStreamRequest) -> RaftStreamReply {
+/// result. A message that cannot be decoded is refused with the reason and appends nothing; a
+/// result that cannot be encoded is an internal error that ends the stream.
+async fn handle_stream_request(
+    raft: &Raft,
+    request: RaftStreamRequest,
+) -> Result<RaftStreamReply, Status> {
     let seq = request.seq;
     let rpc: AppendEntriesRequest<TypeConfig> =
         match decode_payload("append-entries stream request", &request.data) {
             Ok(rpc) => rpc,
             Err(e) => {
-                return RaftStreamReply {
+                return Ok(RaftStreamReply {
                     seq,
                     result: Some(StreamResult::Refused(format!(
                         "{e}; send an encoded append-entries request of this version"
                     ))),
-                }
+                })
             }
         };
     let result = raft.append_entries(rpc).await;
-    let result = match encode_payload("append-entries stream reply", &result) {
-        Ok(data) => StreamResult::Data(data),
-        Err(e) => StreamResult::Refused(e.to_string()),
-    };
-    RaftStreamReply {
+    let data = encode_payload("append-entries stream reply", &result)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    Ok(RaftStreamReply {
         seq,
-        result: Some(result),
-    }
+        result: Some(StreamResult::Data(data)),
+    })
 }
 
 /// The next reply of a stream, or `None` when it ends (the peer closed its side, the request
@@ -102,7 +105,8 @@ async fn next_reply(
     match message {
         Ok(Some(request)) => {
             let reply = handle_stream_request(&state.raft, request).await;
-            Some((Ok(reply), state))
+            state.failed = reply.is_err();
+            Some((reply, state))
         }
         Ok(None) => None,
         // An oversized or unframeable message: tonic's status names the problem; the stream
