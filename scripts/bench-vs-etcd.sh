@@ -85,10 +85,14 @@ done
 "$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients 1 --duration-s 2 >/dev/null
 "$BIN" bench-load --target etcd --endpoints "$ETCD_LEADER" --clients 1 --duration-s 2 >/dev/null
 
-# Clock ticks of CPU (user + system) each given process has used, space-separated.
+# Clock ticks of CPU (user + system) each given process has used and the context switches of
+# its threads, as TICKS:SWITCHES, space-separated.
 cpu_ticks() {
   local pid out=()
-  for pid in "$@"; do out+=("$(awk '{print $14 + $15}' "/proc/$pid/stat")"); done
+  for pid in "$@"; do
+    out+=("$(awk '{print $14 + $15}' "/proc/$pid/stat"):$(cat /proc/"$pid"/task/*/status 2>/dev/null |
+      awk '/ctxt_switches/ {n += $2} END {print n}')")
+  done
   echo "${out[*]}"
 }
 # Runs the generator; with CPU=1 its own CPU seconds (user + system) go to "$DATA/gen_cpu".
@@ -110,9 +114,11 @@ cpu_line() {
 import json, sys
 name, before, after, run, gen_s, hz = sys.argv[1:]
 writes = json.loads(run)["writes"]
-per = [(int(b) - int(a)) / int(hz) * 1e6 / writes for a, b in zip(before.split(), after.split())]
+pairs = [(a.split(":"), b.split(":")) for a, b in zip(before.split(), after.split())]
+per = [(int(b[0]) - int(a[0])) / int(hz) * 1e6 / writes for a, b in pairs]
+switches = sum(int(b[1]) - int(a[1]) for a, b in pairs) / writes
 print(f'  cpu per write, {name}: servers {" + ".join(f"{p:.0f}" for p in per)} = {sum(per):.0f} us, '
-      f'generator {float(gen_s) * 1e6 / writes:.0f} us ({writes} writes)')
+      f'{switches:.1f} context switches; generator {float(gen_s) * 1e6 / writes:.0f} us ({writes} writes)')
 PY
 }
 
