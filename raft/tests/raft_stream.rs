@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{submit, TestCluster};
+use common::{submit, TestCluster, MAX_POLLS, POLL};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{BasicNode, Vote};
@@ -76,7 +76,16 @@ async fn a_follower_restarted_mid_stream_gets_a_fresh_stream_and_writes_go_on() 
     let leader = cluster.wait_leader().await;
     let followers: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
     let (first, second) = (followers[0], followers[1]);
-    let opened_before = streams_opened(&cluster.replicas[&leader]);
+    // The leader replicates to both followers over streams (the slower one may still be
+    // opening its stream when the writes above were committed by the faster one).
+    let mut opened_before = 0;
+    for _ in 0..MAX_POLLS {
+        opened_before = streams_opened(&cluster.replicas[&leader]);
+        if opened_before >= 2 {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
     assert!(
         opened_before >= 2,
         "the leader replicates over streams: {opened_before} opened"

@@ -45,8 +45,8 @@ const _: () = assert!(crate::store::codec::MAX_RECORD_BYTES + 64 * 1024 < MAX_GR
 pub struct NetworkStats {
     /// Append-entries streams opened.
     pub streams_opened: AtomicU64,
-    /// Streams dropped because a call on them failed or the peer had closed them (a fresh
-    /// one is opened for the next call).
+    /// Streams dropped because a call on them failed or timed out, or the peer had closed
+    /// them (a fresh one is opened for the next call).
     pub streams_dropped: AtomicU64,
     /// Append-entries requests sent as unary calls because the peer lacks the stream RPC.
     pub unary_appends: AtomicU64,
@@ -325,9 +325,7 @@ impl Peer {
                 ))))
             }
         };
-        let stream = AppendStream::open(&mut client).await?;
-        self.stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-        Ok(stream)
+        AppendStream::open(&mut client, self.stats.clone()).await
     }
 
     /// Sends one encoded append-entries request on the stream (unary to a peer without it).
@@ -354,22 +352,22 @@ impl Peer {
             }
             Ok(Err(failure)) => return Err(self.stream_error(&failure, deadline)),
         };
+        // Unless answered, the stream is dropped here (or with this future, if openraft's own
+        // deadline cancels it first) with its request, and counted as dropped.
         match tokio::time::timeout_at(until, stream.call(data)).await {
-            // The stream is dropped with its unanswered request.
-            Err(_) => {
-                self.stats.streams_dropped.fetch_add(1, Ordering::Relaxed);
-                Err(self.timeout(RPCTypes::AppendEntries, deadline))
-            }
+            Err(_) => Err(self.timeout(RPCTypes::AppendEntries, deadline)),
             Ok(Ok(reply)) => {
                 self.stream = Some(stream);
                 self.decode_reply(&reply)
             }
             Ok(Err(failure)) => {
-                if matches!(failure, StreamFailure::Refused(_)) {
+                if matches!(
+                    failure,
+                    StreamFailure::Refused(_) | StreamFailure::Empty { .. }
+                ) {
                     // Answered in step: the stream stays usable.
                     self.stream = Some(stream);
                 } else {
-                    self.stats.streams_dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(target = self.target, addr = %self.addr, %failure, "stream dropped");
                 }
                 Err(self.stream_error(&failure, deadline))

@@ -2,11 +2,15 @@
 //! is in flight at a time (openraft awaits each append before it sends the next to the same
 //! target); each carries a sequence number and its reply must carry the same one. A failed
 //! call leaves the stream unusable: the caller drops it and opens a fresh one for its next
-//! call. It must not retry, and must not map failures to openraft's errors (`Peer` does).
+//! call; a stream dropped with its request unanswered is counted in `NetworkStats`. It must
+//! not retry, and must not map failures to openraft's errors (`Peer` does).
 
+use super::peer::NetworkStats;
 use singularity_proto::v1::raft_service_client::RaftServiceClient;
 use singularity_proto::v1::raft_stream_reply::Result as StreamResult;
 use singularity_proto::v1::{RaftStreamReply, RaftStreamRequest};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -53,6 +57,17 @@ pub(crate) struct AppendStream {
     replies: Streaming<RaftStreamReply>,
     /// The sequence number of the next request (the first is 1).
     next_seq: u64,
+    /// Set while a request is unanswered: dropped then, the stream is counted as dropped.
+    in_flight: bool,
+    stats: Arc<NetworkStats>,
+}
+
+impl Drop for AppendStream {
+    fn drop(&mut self) {
+        if self.in_flight {
+            self.stats.streams_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl AppendStream {
@@ -60,6 +75,7 @@ impl AppendStream {
     /// that does not know the RPC answers `Unimplemented`.
     pub(crate) async fn open(
         client: &mut RaftServiceClient<Channel>,
+        stats: Arc<NetworkStats>,
     ) -> Result<AppendStream, StreamFailure> {
         let (requests, queued) = mpsc::channel(REQUESTS_QUEUED);
         let replies = client
@@ -67,10 +83,13 @@ impl AppendStream {
             .await
             .map_err(StreamFailure::Status)?
             .into_inner();
+        stats.streams_opened.fetch_add(1, Ordering::Relaxed);
         Ok(AppendStream {
             requests,
             replies,
             next_seq: 1,
+            in_flight: false,
+            stats,
         })
     }
 
@@ -81,10 +100,16 @@ impl AppendStream {
     }
 
     /// Sends one encoded append-entries request and returns openraft's encoded result. On any
-    /// error but `Refused` the stream must be dropped (its next reply is unknown).
+    /// error but `Refused` and `Empty` (answered in step) the stream must be dropped: its next
+    /// reply is unknown.
     pub(crate) async fn call(&mut self, data: Vec<u8>) -> Result<Vec<u8>, StreamFailure> {
+        assert!(
+            !self.in_flight,
+            "a stream with an unanswered request is never reused"
+        );
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.in_flight = true;
         self.requests
             .send(RaftStreamRequest { seq, data })
             .await
@@ -100,6 +125,7 @@ impl AppendStream {
                 got: reply.seq,
             });
         }
+        self.in_flight = false;
         match reply.result {
             Some(StreamResult::Data(data)) => Ok(data),
             Some(StreamResult::Refused(why)) => Err(StreamFailure::Refused(why)),
