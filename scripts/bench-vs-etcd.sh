@@ -9,7 +9,8 @@
 #
 # Env: CLIENTS ("1 16 256"; empty: failover only), DURATION_S (10), PAYLOAD_BYTES (256),
 #      FAILOVER_TRIALS (20), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
-#      replicas' logs, and print where); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
+#      replicas' logs, and print where); CPU (1: also print the CPU time per write, from /proc,
+#      of each server process and of the generator, for every client count); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
 #      server's defaults, which are what this measures).
 set -euo pipefail
 
@@ -84,12 +85,56 @@ done
 "$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients 1 --duration-s 2 >/dev/null
 "$BIN" bench-load --target etcd --endpoints "$ETCD_LEADER" --clients 1 --duration-s 2 >/dev/null
 
+# Clock ticks of CPU (user + system) each given process has used and the context switches of
+# its threads, as TICKS:SWITCHES, space-separated.
+cpu_ticks() {
+  local pid out=()
+  for pid in "$@"; do
+    out+=("$(awk '{print $14 + $15}' "/proc/$pid/stat"):$(cat /proc/"$pid"/task/*/status 2>/dev/null |
+      awk '/ctxt_switches/ {n += $2} END {print n}')")
+  done
+  echo "${out[*]}"
+}
+# Runs the generator; with CPU=1 its own CPU seconds (user + system) go to "$DATA/gen_cpu".
+bench() {
+  if [ "${CPU:-0}" = 1 ]; then
+    python3 -c '
+import resource, subprocess, sys
+rc = subprocess.run(sys.argv[2:]).returncode
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{u.ru_utime + u.ru_stime}\n")
+sys.exit(rc)' "$DATA/gen_cpu" "$BIN" bench-load "$@"
+  else
+    "$BIN" bench-load "$@"
+  fi
+}
+# One line of CPU per write: every server process (µs each) and the generator.
+cpu_line() {
+  python3 - "$1" "$2" "$3" "$4" "$(cat "$DATA/gen_cpu")" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+name, before, after, run, gen_s, hz = sys.argv[1:]
+writes = json.loads(run)["writes"]
+pairs = [(a.split(":"), b.split(":")) for a, b in zip(before.split(), after.split())]
+per = [(int(b[0]) - int(a[0])) / int(hz) * 1e6 / writes for a, b in pairs]
+switches = sum(int(b[1]) - int(a[1]) for a, b in pairs) / writes
+print(f'  cpu per write, {name}: servers {" + ".join(f"{p:.0f}" for p in per)} = {sum(per):.0f} us, '
+      f'{switches:.1f} context switches; generator {float(gen_s) * 1e6 / writes:.0f} us ({writes} writes)')
+PY
+}
+
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 printf '%-8s %14s %9s %9s %14s %9s %9s %8s %8s\n' clients sg_writes/s sg_p50ms sg_p99ms etcd_writes/s etcd_p50 etcd_p99 tput_x p99_x
+ETCD_PIDS=("${PIDS[@]:0:3}")
 for c in $CLIENTS; do
-  sg=$("$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
-  et=$("$BIN" bench-load --target etcd --endpoints "$ETCD_LEADER" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  sg_before=$(cpu_ticks "${SG_PID[1]}" "${SG_PID[2]}" "${SG_PID[3]}")
+  sg=$(bench --target singularity --endpoints "$SG_ENDPOINTS" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  sg_after=$(cpu_ticks "${SG_PID[1]}" "${SG_PID[2]}" "${SG_PID[3]}")
+  [ "${CPU:-0}" = 1 ] && sg_cpu=$(cpu_line "singularity replicas 1 + 2 + 3" "$sg_before" "$sg_after" "$sg")
+  et_before=$(cpu_ticks "${ETCD_PIDS[@]}")
+  et=$(bench --target etcd --endpoints "$ETCD_LEADER" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  et_after=$(cpu_ticks "${ETCD_PIDS[@]}")
+  [ "${CPU:-0}" = 1 ] && et_cpu=$(cpu_line "etcd members 1 + 2 + 3" "$et_before" "$et_after" "$et")
   echo "$sg" >>"$DATA/results.jsonl"; echo "$et" >>"$DATA/results.jsonl"
   python3 - "$c" "$sg" "$et" <<'PY'
 import json, sys
@@ -98,6 +143,7 @@ tx = sg["writes_per_s"] / max(et["writes_per_s"], 1e-9)
 px = sg["p99_ms"] / max(et["p99_ms"], 1e-9)
 print(f'{c:<8} {sg["writes_per_s"]:14.0f} {sg["p50_ms"]:9.2f} {sg["p99_ms"]:9.2f} {et["writes_per_s"]:14.0f} {et["p50_ms"]:9.2f} {et["p99_ms"]:9.2f} {tx:8.2f} {px:8.2f}')
 PY
+  if [ "${CPU:-0}" = 1 ]; then echo "$sg_cpu"; echo "$et_cpu"; fi
 done
 
 # --- Failover: SIGKILL the leader under 16 clients of load (the leader is looked up just

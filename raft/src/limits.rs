@@ -19,6 +19,14 @@ pub const MAX_ENTRIES_PER_APPEND: u64 = 64;
 /// 0.9 gives each request one heartbeat interval; this keeps a request that catches a follower
 /// up well within it (a single larger entry is still sent alone).
 pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
+/// Idle append-entries streams kept per peer for the next user (openraft makes a new network
+/// client for each replication session and for each leadership check of a linearizable read;
+/// reusing an open stream saves a round trip to open one).
+pub const MAX_IDLE_STREAMS_PER_PEER: usize = 2;
+/// How long append-entries go as unary calls to a peer that answered the stream RPC with
+/// Unimplemented (an older replica, during a rolling upgrade) before the stream is tried
+/// again, in milliseconds.
+pub const UNARY_FALLBACK_MS: u64 = 10_000;
 /// Default election timeout range, in milliseconds. With openraft 0.9 a follower that loses
 /// its leader waits out the leader's lease (the max) plus its own random timeout in this range
 /// (drawn once when the process starts), checked every 1.5 heartbeats, so a crashed leader is

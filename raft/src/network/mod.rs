@@ -1,12 +1,14 @@
 //! Replica-to-replica transport over tonic: the `RaftNetworkFactory` openraft uses to reach
-//! peers (one reused HTTP/2 channel per peer, per-RPC deadlines from openraft, bounded message
-//! sizes) and the `RaftService` server that hands incoming RPCs to the local `Raft`. Payloads
+//! peers (one reused HTTP/2 channel per peer, append-entries on one long-lived stream per
+//! peer, per-RPC deadlines from openraft, bounded message sizes) and the `RaftService` server
+//! that hands incoming RPCs to the local `Raft`. Payloads
 //! are versioned bincode encodings of openraft's messages. It must not interpret entries.
 
 pub mod peer;
 pub mod service;
+mod stream;
 
-pub use peer::Network;
+pub use peer::{Network, NetworkStats};
 pub use service::RaftGrpc;
 
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;

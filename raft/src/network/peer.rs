@@ -1,10 +1,18 @@
 //! The client side of replica-to-replica RPCs: `Network` (openraft's `RaftNetworkFactory`)
-//! keeps one tonic channel per peer address and reuses it for every RPC; `Peer` sends one
-//! RPC with openraft's deadline. Transport failures become `Unreachable`, deadlines `Timeout`,
-//! and the remote Raft's own errors `RemoteError`. It must not retry on its own: openraft does.
+//! keeps one tonic channel per peer address and reuses it for every RPC, and keeps the idle
+//! append-entries streams of dropped `Peer`s for the next `Peer` to that address; `Peer` sends
+//! each append-entries request on its one open stream (opening it on first use, and a fresh
+//! one after any failure) and vote and install-snapshot as unary calls, all with openraft's
+//! deadline. A peer that answers the stream with Unimplemented (an older replica) is sent
+//! unary append-entries for a while. Transport failures become `Unreachable`, deadlines
+//! `Timeout`, and the remote Raft's own errors `RemoteError`. It must not retry on its own:
+//! openraft does.
 
+use super::stream::{AppendStream, StreamFailure};
 use super::{channel, decode_payload, encode_payload};
-use crate::limits::{MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES};
+use crate::limits::{
+    MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES, MAX_IDLE_STREAMS_PER_PEER, UNARY_FALLBACK_MS,
+};
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
@@ -19,8 +27,10 @@ use openraft::{AnyError, BasicNode};
 use singularity_proto::v1::raft_service_client::RaftServiceClient;
 use singularity_proto::v1::RaftPayload;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 use tonic::transport::Channel;
 
 /// Longest any single replica RPC may take (openraft's own deadline is usually shorter).
@@ -30,28 +40,63 @@ const UNREACHABLE_PEER_BACKOFF_MS: u64 = 100;
 // One log record alone must always fit a request, or replication could never make progress.
 const _: () = assert!(crate::store::codec::MAX_RECORD_BYTES + 64 * 1024 < MAX_GRPC_MESSAGE_BYTES);
 
+/// Counts of the transport's stream events, for tests and operators.
+#[derive(Debug, Default)]
+pub struct NetworkStats {
+    /// Append-entries streams opened.
+    pub streams_opened: AtomicU64,
+    /// Streams dropped because a call on them failed or timed out, or the peer had closed
+    /// them (a fresh one is opened for the next call).
+    pub streams_dropped: AtomicU64,
+    /// Append-entries requests sent as unary calls because the peer lacks the stream RPC.
+    pub unary_appends: AtomicU64,
+}
+
+/// What the network keeps per peer address.
+struct PeerLink {
+    channel: Channel,
+    /// Open streams no `Peer` holds now, for the next one to this address.
+    idle_streams: Vec<AppendStream>,
+    /// Until when append-entries go unary (the peer answered the stream with Unimplemented).
+    unary_until: Option<Instant>,
+}
+
 /// openraft's network factory: one reused channel per peer address.
 #[derive(Clone)]
 pub struct Network {
     local: NodeId,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    links: Arc<Mutex<HashMap<String, PeerLink>>>,
+    stats: Arc<NetworkStats>,
 }
 
 impl Network {
     pub fn new(local: NodeId) -> Network {
         Network {
             local,
-            channels: Arc::new(Mutex::new(HashMap::new())),
+            links: Arc::new(Mutex::new(HashMap::new())),
+            stats: Arc::new(NetworkStats::default()),
         }
     }
 
+    /// This network's stream counters.
+    pub fn stats(&self) -> Arc<NetworkStats> {
+        self.stats.clone()
+    }
+
     fn channel_to(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = channels.get(addr) {
-            return Ok(existing.clone());
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = links.get(addr) {
+            return Ok(existing.channel.clone());
         }
         let created = channel(addr, Duration::from_millis(MAX_RPC_MS))?;
-        channels.insert(addr.to_string(), created.clone());
+        links.insert(
+            addr.to_string(),
+            PeerLink {
+                channel: created.clone(),
+                idle_streams: Vec::new(),
+                unary_until: None,
+            },
+        );
         Ok(created)
     }
 }
@@ -70,6 +115,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client: client.map_err(|e| e.to_string()),
+            stream: None,
+            links: self.links.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -80,11 +128,86 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
+    /// The open append-entries stream, between calls. During a call it is moved into the
+    /// call, so a call that openraft abandons (its deadline) drops it with its unread reply.
+    stream: Option<AppendStream>,
+    links: Arc<Mutex<HashMap<String, PeerLink>>>,
+    stats: Arc<NetworkStats>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+type RpcError<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if stream.is_closed() {
+            return;
+        }
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links.get_mut(&self.addr) {
+            if link.idle_streams.len() < MAX_IDLE_STREAMS_PER_PEER {
+                link.idle_streams.push(stream);
+            }
+        }
+    }
+}
 
 impl Peer {
+    fn timeout<E: std::error::Error>(&self, kind: RPCTypes, deadline: Duration) -> RpcError<E> {
+        RPCError::Timeout(Timeout {
+            action: kind,
+            id: self.local,
+            target: self.target,
+            timeout: deadline,
+        })
+    }
+
+    /// openraft's error for a gRPC status.
+    fn status_error<E: std::error::Error>(
+        &self,
+        kind: RPCTypes,
+        status: &tonic::Status,
+        deadline: Duration,
+    ) -> RpcError<E> {
+        let error = AnyError::error(format!("{} ({}): {status}", self.target, self.addr));
+        match status.code() {
+            // The peer cannot be reached: openraft backs off before it tries again.
+            tonic::Code::Unavailable | tonic::Code::Unknown => Unreachable::new(&error).into(),
+            // The deadline passed (tonic's own timeout answers Cancelled): a slow peer, not a
+            // missing one, so openraft retries without backing off.
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => self.timeout(kind, deadline),
+            _ => NetworkError::new(&error).into(),
+        }
+    }
+
+    /// openraft's error for a failed call on the append-entries stream.
+    fn stream_error<E: std::error::Error>(
+        &self,
+        failure: &StreamFailure,
+        deadline: Duration,
+    ) -> RpcError<E> {
+        match failure {
+            StreamFailure::Status(status) => {
+                self.status_error(RPCTypes::AppendEntries, status, deadline)
+            }
+            StreamFailure::Closed(_) => Unreachable::new(&AnyError::error(format!(
+                "{} ({}): {failure}",
+                self.target, self.addr
+            )))
+            .into(),
+            StreamFailure::Mismatch { .. }
+            | StreamFailure::Refused(_)
+            | StreamFailure::Empty { .. } => NetworkError::new(&AnyError::error(format!(
+                "{} ({}): {failure}",
+                self.target, self.addr
+            )))
+            .into(),
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: RPCTypes,
@@ -101,7 +224,20 @@ impl Peer {
         self.send(kind, data, option).await
     }
 
-    /// Sends one encoded request and decodes the reply.
+    /// Decodes a reply: openraft's result, or its error as the remote's.
+    // The error type is openraft's `RaftNetwork` contract, large or not.
+    #[allow(clippy::result_large_err)]
+    fn decode_reply<Resp, E>(&self, data: &[u8]) -> RpcResult<Resp, E>
+    where
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let result: Result<Resp, RaftError<NodeId, E>> = decode_payload("raft reply", data)
+            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends one encoded request as a unary call and decodes the reply.
     async fn send<Resp, E>(
         &mut self,
         kind: RPCTypes,
@@ -132,39 +268,111 @@ impl Peer {
             }
         };
         let reply = match tokio::time::timeout(deadline, call).await {
-            Err(_) => {
-                return Err(RPCError::Timeout(Timeout {
-                    action: kind,
-                    id: self.local,
-                    target: self.target,
-                    timeout: deadline,
-                }))
-            }
-            Ok(Err(status)) => {
-                let error = AnyError::error(format!("{} ({}): {status}", self.target, self.addr));
-                return Err(match status.code() {
-                    // The peer cannot be reached: openraft backs off before it tries again.
-                    tonic::Code::Unavailable | tonic::Code::Unknown => {
-                        Unreachable::new(&error).into()
-                    }
-                    // The deadline passed (tonic's own timeout answers Cancelled): a slow
-                    // peer, not a missing one, so openraft retries without backing off.
-                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                        RPCError::Timeout(Timeout {
-                            action: kind,
-                            id: self.local,
-                            target: self.target,
-                            timeout: deadline,
-                        })
-                    }
-                    _ => NetworkError::new(&error).into(),
-                });
-            }
+            Err(_) => return Err(self.timeout(kind, deadline)),
+            Ok(Err(status)) => return Err(self.status_error(kind, &status, deadline)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> = decode_payload("raft reply", &reply.data)
-            .map_err(|e| NetworkError::new(&AnyError::error(e.to_string())))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        self.decode_reply(&reply.data)
+    }
+
+    /// Whether append-entries go unary to this peer now (it lacked the stream RPC lately).
+    fn unary_appends(&self) -> bool {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links
+            .get(&self.addr)
+            .and_then(|link| link.unary_until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Remembers that this peer lacks the stream RPC, for `UNARY_FALLBACK_MS`.
+    fn fall_back_to_unary(&self) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links.get_mut(&self.addr) {
+            link.unary_until = Some(Instant::now() + Duration::from_millis(UNARY_FALLBACK_MS));
+            link.idle_streams.clear();
+        }
+        tracing::info!(
+            target = self.target,
+            addr = %self.addr,
+            "the peer lacks the append-entries stream; sending unary append-entries"
+        );
+    }
+
+    /// An open stream: this peer's own, an idle one of the network's, or a new one.
+    async fn checkout_stream(&mut self) -> Result<AppendStream, StreamFailure> {
+        if let Some(stream) = self.stream.take() {
+            if !stream.is_closed() {
+                return Ok(stream);
+            }
+            self.stats.streams_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(link) = links.get_mut(&self.addr) {
+                while let Some(stream) = link.idle_streams.pop() {
+                    if !stream.is_closed() {
+                        return Ok(stream);
+                    }
+                }
+            }
+        }
+        let mut client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(e) => {
+                return Err(StreamFailure::Status(tonic::Status::unavailable(format!(
+                    "{}: {e}",
+                    self.addr
+                ))))
+            }
+        };
+        AppendStream::open(&mut client, self.stats.clone()).await
+    }
+
+    /// Sends one encoded append-entries request on the stream (unary to a peer without it).
+    async fn send_append(
+        &mut self,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        if self.unary_appends() {
+            self.stats.unary_appends.fetch_add(1, Ordering::Relaxed);
+            return self.send(RPCTypes::AppendEntries, data, option).await;
+        }
+        let deadline = option.hard_ttl();
+        let until = Instant::now() + deadline;
+        let mut stream = match tokio::time::timeout_at(until, self.checkout_stream()).await {
+            Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, deadline)),
+            Ok(Ok(stream)) => stream,
+            Ok(Err(StreamFailure::Status(status)))
+                if status.code() == tonic::Code::Unimplemented =>
+            {
+                self.fall_back_to_unary();
+                self.stats.unary_appends.fetch_add(1, Ordering::Relaxed);
+                return self.send(RPCTypes::AppendEntries, data, option).await;
+            }
+            Ok(Err(failure)) => return Err(self.stream_error(&failure, deadline)),
+        };
+        // Unless answered, the stream is dropped here (or with this future, if openraft's own
+        // deadline cancels it first) with its request, and counted as dropped.
+        match tokio::time::timeout_at(until, stream.call(data)).await {
+            Err(_) => Err(self.timeout(RPCTypes::AppendEntries, deadline)),
+            Ok(Ok(reply)) => {
+                self.stream = Some(stream);
+                self.decode_reply(&reply)
+            }
+            Ok(Err(failure)) => {
+                if matches!(
+                    failure,
+                    StreamFailure::Refused(_) | StreamFailure::Empty { .. }
+                ) {
+                    // Answered in step: the stream stays usable.
+                    self.stream = Some(stream);
+                } else {
+                    tracing::debug!(target = self.target, addr = %self.addr, %failure, "stream dropped");
+                }
+                Err(self.stream_error(&failure, deadline))
+            }
+        }
     }
 }
 
@@ -196,7 +404,7 @@ impl RaftNetwork<TypeConfig> for Peer {
                 / 4;
             return Err(PayloadTooLarge::new_entries_hint(fit.max(1)).into());
         }
-        self.send(RPCTypes::AppendEntries, data, &option).await
+        self.send_append(data, &option).await
     }
 
     async fn install_snapshot(

@@ -11,7 +11,7 @@ use super::node_service::NodeServiceImpl;
 use super::scheduling::SchedulingLoop;
 use crate::error::RaftError;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
-use crate::network::{Network, RaftGrpc};
+use crate::network::{Network, NetworkStats, RaftGrpc};
 use crate::store::{DataDirIdentity, Db, LogStore, StateMachineStore};
 use crate::types::Raft;
 use openraft::BasicNode;
@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
@@ -32,9 +32,12 @@ pub struct Replica {
     pub sm: StateMachineStore,
     pub log: LogStore,
     pub config: ServerConfig,
+    /// Counters of this replica's outgoing append-entries streams.
+    pub network: Arc<NetworkStats>,
     /// The address the gRPC server is bound to.
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    /// Set to `true` to stop serving: the server shuts down and open Raft streams end.
+    stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     metrics: Option<JoinHandle<()>>,
     scheduling: Option<SchedulingLoop>,
@@ -63,10 +66,12 @@ impl Replica {
         let db = Db::open_for(&config.data_dir, &identity)?;
         let log = LogStore::new(db.clone())?;
         let sm = StateMachineStore::open(db)?;
+        let network = Network::new(config.node_id);
+        let network_stats = network.stats();
         let raft = Raft::new(
             config.node_id,
             raft_config,
-            Network::new(config.node_id),
+            network,
             log.clone(),
             sm.clone(),
         )
@@ -79,10 +84,11 @@ impl Replica {
         // TCP_NODELAY on every accepted connection: without it small replies wait for Nagle's
         // algorithm and the peer's delayed ACK (~40 ms stalls at the tail).
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, stopping) = watch::channel(false);
+        let mut stopped = stopping.clone();
         let server = tonic::transport::Server::builder()
             .add_service(
-                RaftServiceServer::new(RaftGrpc::new(raft.clone()))
+                RaftServiceServer::new(RaftGrpc::new(raft.clone(), stopping))
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
@@ -95,8 +101,8 @@ impl Replica {
                 raft.clone(),
                 sm.clone(),
             )))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
             });
         let server = tokio::spawn(server);
 
@@ -127,8 +133,9 @@ impl Replica {
             sm,
             log,
             config,
+            network: network_stats,
             addr,
-            stop: Some(stop),
+            stop,
             server,
             metrics,
             scheduling: Some(scheduling),
@@ -174,9 +181,7 @@ impl Replica {
         if let Some(scheduling) = self.scheduling.take() {
             scheduling.stop().await;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.send_replace(true);
         if let Some(metrics) = self.metrics.take() {
             metrics.abort();
         }
@@ -187,6 +192,8 @@ impl Replica {
 
     /// Stops without waiting for anything: the nearest an in-process test gets to a crash.
     pub fn abort(self) {
+        // Open Raft streams end too (their connections outlive the aborted server task).
+        self.stop.send_replace(true);
         if let Some(scheduling) = &self.scheduling {
             scheduling.abort();
         }
