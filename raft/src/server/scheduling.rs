@@ -5,6 +5,11 @@
 //! fit, the loop re-plans on the fresher state, a bounded number of times. It also declares
 //! silent nodes down and proposes periodic `Tick`s (SLA accrual, growth, rebalancing).
 //!
+//! A plan is capped (actions per plan, pending jobs considered), so after a plan that committed
+//! actions the loop plans again at once (at most `MAX_FOLLOW_UP_PLANS` times in a row), until a
+//! plan finds nothing to do: a burst of work larger than one plan (many submissions within one
+//! round, or a new leader's rebuilt queue) is placed by follow-up plans, not at the next tick.
+//!
 //! A replica that becomes leader rebuilds its queue from the replicated state (pending jobs,
 //! jobs to stop) after its read index confirms it has applied everything committed, so it
 //! carries on where the old leader stopped. The loop decides nothing itself: every decision is
@@ -14,11 +19,16 @@ use crate::proposal::Proposal;
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
 use openraft::ServerState;
-use singularity_scheduler::planner::{Evaluation, SingularityPolicy};
+use singularity_scheduler::planner::{Evaluation, PolicyConfig, SingularityPolicy};
 use singularity_scheduler::{silent_nodes, Command, Effect, Entry, EvaluationQueue, Outcome, Plan};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Plans proposed one after another, without a new evaluation, while each one commits actions;
+/// past it the loop waits for the next evaluation or tick (a policy that never settles would
+/// otherwise fill the log).
+pub const MAX_FOLLOW_UP_PLANS: u32 = 1_024;
 
 /// How the loop paces itself.
 #[derive(Clone, Debug)]
@@ -33,6 +43,8 @@ pub struct SchedulingConfig {
     pub heartbeat_timeout_ms: Option<u64>,
     /// Plans proposed for one evaluation before the loop waits for the next change.
     pub max_replans: u32,
+    /// The policy's settings (caps per plan, queue thresholds); the defaults are the policy's.
+    pub policy: PolicyConfig,
 }
 
 impl Default for SchedulingConfig {
@@ -43,6 +55,7 @@ impl Default for SchedulingConfig {
             tick_interval_ms: 5_000,
             heartbeat_timeout_ms: Some(30_000),
             max_replans: 8,
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -117,17 +130,25 @@ async fn run(
     if !config.enabled {
         return;
     }
-    let policy = SingularityPolicy::new();
+    let policy = SingularityPolicy::with_config(config.policy.clone());
     let mut metrics = raft.metrics();
     let mut queue = EvaluationQueue::new();
     let mut leading = false;
     let mut last_tick = Instant::now();
     let wake = Duration::from_millis(config.wake_interval_ms.max(1));
+    // The evaluation to plan again after a plan that committed actions, and how many such
+    // follow-up plans ran in a row.
+    let mut follow_up: Option<(Evaluation, u32)> = None;
+    let mut follow_ups: u32 = 0;
     loop {
-        tokio::select! {
-            _ = stopped.changed() => return,
-            changed = metrics.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(wake) => {}
+        if follow_up.is_none() {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(wake) => {}
+            }
+        } else if *stopped.borrow() {
+            return;
         }
         let is_leader = {
             let m = metrics.borrow();
@@ -135,6 +156,7 @@ async fn run(
         };
         if !is_leader {
             leading = false;
+            follow_up = None;
             continue;
         }
         if !leading {
@@ -154,10 +176,34 @@ async fn run(
         queue.extend(sm.take_evaluations());
         let mut result = housekeeping(&raft, &sm, &config, &mut last_tick, &mut queue).await;
         if result.is_ok() {
-            if let Some(first) = queue.pop() {
+            let next = match queue.pop() {
                 // The policy is level-triggered: one plan covers every queued evaluation.
-                let more = std::iter::from_fn(|| queue.pop()).count();
-                result = plan_and_propose(&raft, &sm, &policy, &config, &first, more).await;
+                Some(first) => {
+                    follow_ups = 0;
+                    let more = std::iter::from_fn(|| queue.pop()).count();
+                    Some((first, (more > 0).then(|| format!("and {more} more"))))
+                }
+                None => follow_up
+                    .take()
+                    .map(|(first, plans)| (first, Some(format!("follow-up plan {plans}")))),
+            };
+            if let Some((evaluation, note)) = next {
+                result = plan_and_propose(&raft, &sm, &policy, &config, &evaluation, note)
+                    .await
+                    .map(|committed_actions| {
+                        if committed_actions == 0 {
+                            follow_ups = 0;
+                        } else if follow_ups < MAX_FOLLOW_UP_PLANS {
+                            follow_ups += 1;
+                            follow_up = Some((evaluation, follow_ups));
+                        } else {
+                            tracing::warn!(
+                                plans = follow_ups,
+                                "scheduling loop: still planning after {MAX_FOLLOW_UP_PLANS} follow-up plans; waiting for the next evaluation"
+                            );
+                            follow_ups = 0;
+                        }
+                    });
             }
         }
         match result {
@@ -197,15 +243,16 @@ async fn housekeeping(
 }
 
 /// Plans on the current state and proposes; re-plans while apply refuses actions, up to
-/// `max_replans` times.
+/// `max_replans` times. `note` is added to the plan's trigger in brackets. Returns how many
+/// actions the committed plan holds (0: nothing to do, or every attempt refused).
 async fn plan_and_propose(
     raft: &Raft,
     sm: &StateMachineStore,
     policy: &SingularityPolicy,
     config: &SchedulingConfig,
     evaluation: &Evaluation,
-    coalesced: usize,
-) -> Result<(), ProposeError> {
+    note: Option<String>,
+) -> Result<usize, ProposeError> {
     for attempt in 0..config.max_replans.max(1) {
         // Plan on a copy: the read lock is held only for the clone, so apply never waits
         // for the planner.
@@ -218,17 +265,17 @@ async fn plan_and_propose(
         };
         let mut plan: Plan = policy.compute(&state, evaluation, index);
         drop(state);
-        if coalesced > 0 {
-            plan.trigger = format!("{} (and {coalesced} more)", plan.trigger);
+        if let Some(note) = &note {
+            plan.trigger = format!("{} ({note})", plan.trigger);
         }
         if plan.actions.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let actions = plan.actions.len();
         match propose(raft, Command::ApplyPlan { plan }).await? {
             Outcome::Accepted(Effect::PlanApplied { rejected, .. }) if rejected.is_empty() => {
                 tracing::debug!(actions, "plan committed");
-                return Ok(());
+                return Ok(actions);
             }
             Outcome::Accepted(Effect::PlanApplied { rejected, .. }) => {
                 tracing::info!(
@@ -249,5 +296,5 @@ async fn plan_and_propose(
         }
     }
     tracing::warn!(evaluation = %evaluation, "plans kept being refused; waiting for the next change");
-    Ok(())
+    Ok(0)
 }
