@@ -872,3 +872,135 @@ fn a_preemption_still_frees_its_devices_when_it_completes() {
     );
     assert!(plan_now(&fleet, Evaluation::Tick).actions.is_empty());
 }
+
+/// A premium gang that made room across two nodes, and whose room is now in flight on one node
+/// that cannot hold it (a premium rank runs there), keeps the devices already freed on the
+/// other node: the standard jobs it preempted do not resume there (to be preempted again for
+/// it, over and over, as replays of cluster05 did 28,000 times), and it starts spread once the
+/// rest of its room is free.
+#[test]
+fn a_premium_gang_keeps_the_room_it_made_across_nodes_while_the_rest_is_in_flight() {
+    let (mut fleet, nodes) = fleet(2);
+    let mut spread = devices_of(nodes[0], 0, 6);
+    spread.extend(devices_of(nodes[1], 0, 2));
+    fleet.run_job(job_spec("p0", Tier::Premium, 8, "h100"), spread);
+    let mut standard = vec![
+        running(&mut fleet, "s0", Tier::Standard, 1, nodes[0], 6),
+        running(&mut fleet, "s1", Tier::Standard, 1, nodes[0], 7),
+    ];
+    for i in 0..6u16 {
+        standard.push(running(
+            &mut fleet,
+            &format!("s{}", i + 2),
+            Tier::Standard,
+            1,
+            nodes[1],
+            2 + i,
+        ));
+    }
+    let premium = fleet.submit(job_spec("p", Tier::Premium, 8, "h100"));
+    // No node can be cleared (each runs premium ranks): room is made across both nodes.
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(premium));
+    assert_eq!(
+        ops(&plan),
+        standard
+            .iter()
+            .map(|&job| (
+                job,
+                ActionOp::Preempt {
+                    for_job: Some(premium)
+                }
+            ))
+            .collect::<Vec<_>>()
+    );
+    let preempts = commit(&mut fleet, plan);
+    // The two preemptions on the first node complete: their devices are free, the other six
+    // are still in flight, all on the second node, which cannot hold an 8-rank gang.
+    fleet.finish_action(preempts[0], 1);
+    fleet.finish_action(preempts[1], 1);
+    assert_eq!(
+        fleet.state.job(standard[0]).map(|j| j.phase),
+        Some(JobPhase::Pending)
+    );
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        plan.actions,
+        vec![],
+        "the freed devices stay held for {premium}"
+    );
+    for &preempt in &preempts[2..] {
+        fleet.finish_action(preempt, 1);
+    }
+    let mut devices = devices_of(nodes[1], 2, 6);
+    devices.extend(devices_of(nodes[0], 6, 2));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    expect_and_commit(
+        &mut fleet,
+        plan,
+        vec![action(
+            premium,
+            ActionOp::Place { devices },
+            "placed: 8 ranks on 2 nodes in domain n-d0",
+        )],
+    );
+}
+
+/// The same for a standard gang, which waits for locality: once its room in flight is on one
+/// node that cannot hold it, it holds the devices already freed elsewhere and makes no new
+/// room until the round completes, then starts spread (at its floor) on what it made.
+#[test]
+fn a_standard_gang_waits_for_the_room_in_flight_and_keeps_what_is_already_free() {
+    let (mut fleet, nodes) = fleet(2);
+    let mut spread = devices_of(nodes[0], 0, 6);
+    spread.extend(devices_of(nodes[1], 0, 2));
+    fleet.run_job(job_spec("p0", Tier::Premium, 8, "h100"), spread);
+    running(&mut fleet, "p1", Tier::Premium, 3, nodes[1], 2);
+    let basic = [
+        running(&mut fleet, "b0", Tier::Basic, 1, nodes[0], 6),
+        running(&mut fleet, "b1", Tier::Basic, 1, nodes[0], 7),
+        running(&mut fleet, "b2", Tier::Basic, 1, nodes[1], 5),
+        running(&mut fleet, "b3", Tier::Basic, 1, nodes[1], 6),
+        running(&mut fleet, "b4", Tier::Basic, 1, nodes[1], 7),
+    ];
+    let standard = fleet.submit(job_spec("s", Tier::Standard, 8, "h100"));
+    // Its floor is 4 devices; no node can be cleared for it: room is made across nodes.
+    let plan = plan_now(&fleet, Evaluation::JobSubmitted(standard));
+    assert_eq!(
+        ops(&plan),
+        basic[..4]
+            .iter()
+            .map(|&job| (
+                job,
+                ActionOp::Preempt {
+                    for_job: Some(standard)
+                }
+            ))
+            .collect::<Vec<_>>()
+    );
+    let preempts = commit(&mut fleet, plan);
+    fleet.finish_action(preempts[0], 1);
+    fleet.finish_action(preempts[1], 1);
+    // Two in flight on the second node, which holds 3 at most for it (b4 is the third): it
+    // waits for them, preempts nothing more, and b0 and b1 do not resume.
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        plan.actions,
+        vec![],
+        "the freed devices stay held for {standard}"
+    );
+    fleet.finish_action(preempts[2], 1);
+    fleet.finish_action(preempts[3], 1);
+    let mut devices = devices_of(nodes[0], 6, 2);
+    devices.extend(devices_of(nodes[1], 5, 2));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    expect_and_commit(
+        &mut fleet,
+        plan,
+        vec![action(
+            standard,
+            ActionOp::Place { devices },
+            "placed: 8 ranks spliced onto 4 devices (2 per device) on 2 nodes in domain n-d0; \
+             the whole gang did not fit, it grows back when devices free up",
+        )],
+    );
+}

@@ -207,40 +207,68 @@ fn room_needed(spec: &JobSpec) -> usize {
     }
 }
 
-/// The node a one-node gang will wait for: the one its reserved devices are on (none when they
-/// are spread: room is being made across nodes), else the up node that needs the fewest
-/// devices reclaimed from jobs that may yield (ties: lowest node id); none when no node can be
-/// cleared.
-fn target_node(s: &mut Session, job: &Job, need: usize) -> Option<NodeId> {
+/// Where a blocked gang that belongs on one node waits for its room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// On this node: room is made there, and the gang holds that node's free devices.
+    OnNode(NodeId),
+    /// Anywhere: room is made across nodes, and the gang holds free devices on any node.
+    Spread,
+    /// Anywhere, for the room already on its way: the gang holds free devices on any node and
+    /// makes no new room until that round completes.
+    InFlight,
+}
+
+/// Where a one-node gang waits. With room on its way to several nodes: spread, as it was made.
+/// With room on its way to one up node that can hold the gang (its free devices, the devices
+/// coming, and what jobs that may yield hold there reach `need`): that node. To one node that
+/// cannot (what is left in flight of a round made across nodes, whose other devices are
+/// already free elsewhere): premium and basic keep spreading; standard, which waits for
+/// locality (`defrag`), waits for the round in flight without making new room. Either way the
+/// gang holds the free devices of every node, so that the devices its round has already freed
+/// are not taken back by the jobs it made room from (which, resumed there, it would preempt
+/// again: a livelock). With nothing on its way: the up node that needs the fewest devices
+/// reclaimed from jobs that may yield (ties: lowest node id), else spread.
+fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
     let spec = &job.spec;
-    let mut reserved: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut coming: BTreeMap<NodeId, usize> = BTreeMap::new();
     for d in s.reserved(job.id) {
-        *reserved.entry(d.node).or_default() += 1;
-    }
-    // Room already on its way: on one node, wait for that node; spread, keep spreading.
-    match reserved.len() {
-        0 => {}
-        1 => return reserved.keys().next().copied(),
-        _ => return None,
+        *coming.entry(d.node).or_default() += 1;
     }
     let class = class_of(s.config, job);
-    let reclaimable: Vec<(NodeId, usize)> = s
+    let reclaimable: BTreeMap<NodeId, usize> = s
         .held_by_class()
         .iter()
         .map(|(&node, held)| (node, held.iter().skip(class + 1).sum()))
         .collect();
-    reclaimable
-        .into_iter()
-        .filter_map(|(node, held)| {
-            let view = &s.view.nodes[s.view.position(node)?];
-            if view.node.status != NodeStatus::Up {
-                return None;
+    let free_on = |s: &Session, node: NodeId| {
+        s.view
+            .position(node)
+            .filter(|&p| s.view.nodes[p].node.status == NodeStatus::Up)
+            .map(|p| s.view.nodes[p].usable(spec).count())
+    };
+    match coming.iter().collect::<Vec<_>>().as_slice() {
+        [] => {}
+        [(&node, &count)] => {
+            let held = reclaimable.get(&node).copied().unwrap_or(0);
+            if free_on(s, node).is_some_and(|free| free + count + held >= need) {
+                return Wait::OnNode(node);
             }
-            let free = view.usable(spec).count();
+            return match spec.tier {
+                Tier::Standard => Wait::InFlight,
+                Tier::Premium | Tier::Basic => Wait::Spread,
+            };
+        }
+        _ => return Wait::Spread,
+    }
+    reclaimable
+        .iter()
+        .filter_map(|(&node, &held)| {
+            let free = free_on(s, node)?;
             (free + held >= need).then_some((need.saturating_sub(free), node))
         })
         .min()
-        .map(|(_, node)| node)
+        .map_or(Wait::Spread, |(_, node)| Wait::OnNode(node))
 }
 
 /// Handles a job that did not fit (premium, standard, or basic with least-attained-service
@@ -248,13 +276,16 @@ fn target_node(s: &mut Session, job: &Job, need: usize) -> Option<NodeId> {
 fn wait_for_room(s: &mut Session, job: &Job) {
     let spec = &job.spec;
     let need = room_needed(spec);
-    let locality = locality_for(s, spec, need);
     // A gang that belongs on one node waits for one node to be cleared; when no node can be
     // (say every node runs some premium rank), room is made across nodes instead: waiting for
     // locality would cost more than spreading.
-    let target = match locality {
-        Locality::OneNode => target_node(s, job, need),
-        Locality::Spread => None,
+    let wait = match locality_for(s, spec, need) {
+        Locality::OneNode => wait_for(s, job, need),
+        Locality::Spread => Wait::Spread,
+    };
+    let target = match wait {
+        Wait::OnNode(node) => Some(node),
+        Wait::Spread | Wait::InFlight => None,
     };
     let on_target = |d: &DeviceRef| target.map_or(true, |t| d.node == t);
     let reserved = s.reserved(job.id).iter().filter(|d| on_target(d)).count();
@@ -266,7 +297,8 @@ fn wait_for_room(s: &mut Session, job: &Job) {
         .flat_map(|n| n.usable(spec).map(|i| DeviceRef::new(n.node.id, i)))
         .collect();
     let shortfall = need.saturating_sub(free.len() + reserved);
-    if shortfall > 0 && !make_room(s, job, shortfall, target) && reserved == 0 {
+    let may_make_room = wait != Wait::InFlight;
+    if shortfall > 0 && may_make_room && !make_room(s, job, shortfall, target) && reserved == 0 {
         return;
     }
     // Hold what it will use; the devices in flight toward it make up the rest.
