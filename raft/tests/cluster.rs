@@ -5,27 +5,11 @@
 
 mod common;
 
-use common::{submit, TestCluster, MAX_POLLS, POLL};
+use common::{submit_jobs, TestCluster, MAX_POLLS, POLL};
 use singularity_proto::query;
 use singularity_raft::client::Client;
-use singularity_scheduler::{Effect, Job, JobId, Outcome};
+use singularity_scheduler::{Job, JobId};
 use std::collections::BTreeSet;
-
-/// Writes `count` job submissions and returns the acknowledged job ids.
-async fn submit_jobs(client: &mut Client, prefix: &str, count: usize) -> Vec<JobId> {
-    let mut jobs = Vec::new();
-    for i in 0..count {
-        let result = client
-            .write(submit(&format!("{prefix}-{i}")))
-            .await
-            .expect("write");
-        match result.outcome {
-            Outcome::Accepted(Effect::JobSubmitted { job }) => jobs.push(job),
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
-    jobs
-}
 
 async fn job_ids(client: &mut Client) -> BTreeSet<JobId> {
     let reply = client.read(query::JOBS, 0, false).await.expect("read");

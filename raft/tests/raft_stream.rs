@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{submit, TestCluster, MAX_POLLS, POLL};
+use common::{submit_jobs, TestCluster, MAX_POLLS, POLL};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{BasicNode, Vote};
@@ -13,14 +13,13 @@ use singularity_proto::v1::raft_service_client::RaftServiceClient;
 use singularity_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use singularity_proto::v1::raft_stream_reply::Result as StreamResult;
 use singularity_proto::v1::{RaftPayload, RaftStreamReply, RaftStreamRequest};
-use singularity_raft::client::Client;
 use singularity_raft::limits::MAX_GRPC_MESSAGE_BYTES;
 use singularity_raft::network::service::AppendStreamReplies;
 use singularity_raft::network::{Network, RaftGrpc};
 use singularity_raft::server::Replica;
 use singularity_raft::store::codec;
 use singularity_raft::types::{NodeId, TypeConfig};
-use singularity_scheduler::{Effect, Job, JobId, Outcome};
+use singularity_scheduler::Job;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,21 +27,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-async fn submit_jobs(client: &mut Client, prefix: &str, count: usize) -> Vec<JobId> {
-    let mut jobs = Vec::new();
-    for i in 0..count {
-        let result = client
-            .write(submit(&format!("{prefix}-{i}")))
-            .await
-            .expect("write");
-        match result.outcome {
-            Outcome::Accepted(Effect::JobSubmitted { job }) => jobs.push(job),
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
-    jobs
-}
 
 fn streams_opened(replica: &Replica) -> u64 {
     replica.network.streams_opened.load(Ordering::Relaxed)

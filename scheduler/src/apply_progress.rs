@@ -277,30 +277,16 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
-    use crate::tier::Tier;
+    use crate::testkit::{devices_of, shrink_in_flight};
     use crate::CheckpointRef;
 
     /// A snapshot of the previous release: a shrink checkpointed on its node while the job still
     /// holds all eight devices (that release freed the upper half only at completion).
     #[test]
     fn a_snapshot_with_a_checkpointed_move_still_holding_its_old_devices_loads_upgraded() {
-        let mut fleet = Fleet::new();
-        let nodes = fleet.add_nodes("gpu", 1, 8, "h100", H100_MEMORY_BYTES, 1);
-        let job = fleet.run_job(
-            job_spec("train", Tier::Basic, 8, "h100"),
-            devices_of(nodes[0], 0, 8),
-        );
-        let shrink = fleet.commit(
-            job,
-            ActionOp::Resize {
-                to: devices_of(nodes[0], 0, 4),
-                for_job: None,
-            },
-            "shrink",
-        );
+        let (mut fleet, job, shrink, node) = shrink_in_flight();
         let action = fleet.state.actions.get_mut(&shrink).unwrap();
-        action.nodes.insert(nodes[0], Stage::Checkpointed);
+        action.nodes.insert(node, Stage::Checkpointed);
         action.checkpoint = Some(CheckpointRef {
             location: "/checkpoints/job-1".into(),
             step: 7,
@@ -312,11 +298,8 @@ mod tests {
         let old_bytes = fleet.state.encode_snapshot().unwrap();
 
         let loaded = ClusterState::decode_snapshot(&old_bytes).unwrap();
-        assert_eq!(
-            loaded.job(job).unwrap().assignment,
-            devices_of(nodes[0], 0, 4)
-        );
-        let free: Vec<u16> = loaded.nodes[&nodes[0]]
+        assert_eq!(loaded.job(job).unwrap().assignment, devices_of(node, 0, 4));
+        let free: Vec<u16> = loaded.nodes[&node]
             .devices
             .iter()
             .enumerate()
@@ -330,7 +313,7 @@ mod tests {
         assert_eq!(again, loaded);
         let now_ms = again.now_ms();
         let effect = again
-            .report_progress(shrink, nodes[0], Progress::Completed, now_ms)
+            .report_progress(shrink, node, Progress::Completed, now_ms)
             .unwrap();
         assert!(matches!(
             effect,

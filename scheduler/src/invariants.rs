@@ -331,28 +331,14 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
-    use crate::action::ActionOp;
     use crate::ids::JobId;
-    use crate::testkit::{devices_of, job_spec, Fleet, H100_MEMORY_BYTES};
-    use crate::tier::Tier;
+    use crate::testkit::{devices_of, shrink_in_flight, Fleet, H100_MEMORY_BYTES};
 
-    /// A job on 8 devices of one node with a shrink to the first 4 in flight.
+    /// A job on 8 devices of one node with a shrink to the first 4 in flight, checked after
+    /// every entry.
     fn shrinking() -> (Fleet, JobId, crate::ids::ActionId) {
-        let mut fleet = Fleet::new();
+        let (mut fleet, job, shrink, _) = shrink_in_flight();
         fleet.state.set_verify_invariants(true);
-        let nodes = fleet.add_nodes("gpu", 1, 8, "h100", H100_MEMORY_BYTES, 1);
-        let job = fleet.run_job(
-            job_spec("b", Tier::Basic, 8, "h100"),
-            devices_of(nodes[0], 0, 8),
-        );
-        let shrink = fleet.commit(
-            job,
-            ActionOp::Resize {
-                to: devices_of(nodes[0], 0, 4),
-                for_job: None,
-            },
-            "shrink",
-        );
         (fleet, job, shrink)
     }
 

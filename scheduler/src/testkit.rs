@@ -232,6 +232,27 @@ impl Fleet {
 }
 
 /// The devices `first..first + count` of one node.
+/// One node of 8 devices (`gpu-0`) running an 8-rank basic job on all of them, with a shrink
+/// to its first 4 devices committed and not yet started: the fleet, the job, the shrink and the
+/// node.
+pub fn shrink_in_flight() -> (Fleet, JobId, ActionId, NodeId) {
+    let mut fleet = Fleet::new();
+    let nodes = fleet.add_nodes("gpu", 1, 8, "h100", H100_MEMORY_BYTES, 1);
+    let job = fleet.run_job(
+        job_spec("b", Tier::Basic, 8, "h100"),
+        devices_of(nodes[0], 0, 8),
+    );
+    let shrink = fleet.commit(
+        job,
+        ActionOp::Resize {
+            to: devices_of(nodes[0], 0, 4),
+            for_job: None,
+        },
+        "shrink",
+    );
+    (fleet, job, shrink, nodes[0])
+}
+
 pub fn devices_of(node: NodeId, first: u16, count: u16) -> Vec<DeviceRef> {
     (first..first + count)
         .map(|index| DeviceRef::new(node, index))

@@ -8,7 +8,7 @@ use singularity_raft::client::Client;
 use singularity_raft::server::{Replica, SchedulingConfig, ServerConfig};
 use singularity_raft::types::NodeId;
 use singularity_scheduler::testkit;
-use singularity_scheduler::{Command, JobSpec, Tier};
+use singularity_scheduler::{Command, Effect, JobId, JobSpec, Outcome, Tier};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +39,22 @@ pub fn spec(name: &str) -> JobSpec {
 
 pub fn submit(name: &str) -> Command {
     Command::SubmitJob { spec: spec(name) }
+}
+
+/// Writes `count` job submissions named `{prefix}-{i}` and returns the acknowledged job ids.
+pub async fn submit_jobs(client: &mut Client, prefix: &str, count: usize) -> Vec<JobId> {
+    let mut jobs = Vec::new();
+    for i in 0..count {
+        let result = client
+            .write(submit(&format!("{prefix}-{i}")))
+            .await
+            .expect("write");
+        match result.outcome {
+            Outcome::Accepted(Effect::JobSubmitted { job }) => jobs.push(job),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    jobs
 }
 
 impl TestCluster {
