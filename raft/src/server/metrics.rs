@@ -1,8 +1,9 @@
 //! Prometheus metrics over plain HTTP (`GET /metrics`): term, log, commit and applied index,
 //! leader, proposals and their latency, apply counts and latency, rejected entries and plans,
-//! snapshots. It must not block the replica: each scrape reads counters and openraft's
+//! snapshots, and the append-entries streams to peers. It must not block the replica: each scrape reads counters and openraft's
 //! metrics only, and a scrape request is bounded in size and time.
 
+use crate::network::NetworkStats;
 use crate::server::control::ApiStats;
 use crate::store::state_machine::ApplyStats;
 use crate::store::{LogStore, StateMachineStore};
@@ -26,6 +27,7 @@ pub struct MetricsSources {
     pub log: LogStore,
     pub sm: StateMachineStore,
     pub api: Arc<ApiStats>,
+    pub network: Arc<NetworkStats>,
 }
 
 /// Renders the metrics in Prometheus' text format.
@@ -33,6 +35,7 @@ pub fn render(sources: &MetricsSources) -> String {
     let metrics = sources.raft.metrics().borrow().clone();
     let apply: &ApplyStats = sources.sm.stats();
     let api = &sources.api;
+    let network = &sources.network;
     let committed = sources
         .log
         .committed()
@@ -43,7 +46,7 @@ pub fn render(sources: &MetricsSources) -> String {
     let applied = metrics.last_applied.map(|l| l.index).unwrap_or(0);
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     #[rustfmt::skip]
-    let rows: [(&str, &str, &str, u64); 20] = [
+    let rows: [(&str, &str, &str, u64); 23] = [
         ("raft_term", "gauge", "Current Raft term.", metrics.current_term),
         ("raft_is_leader", "gauge", "1 if this replica is the leader.", u64::from(metrics.current_leader == Some(metrics.id))),
         ("raft_last_log_index", "gauge", "Last log index.", metrics.last_log_index.unwrap_or(0)),
@@ -64,6 +67,9 @@ pub fn render(sources: &MetricsSources) -> String {
         ("snapshots_installed_total", "counter", "Snapshots installed from a leader.", load(&apply.snapshots_installed)),
         ("raft_purged_index", "gauge", "Last purged log index.", metrics.purged.map(|l| l.index).unwrap_or(0)),
         ("raft_members", "gauge", "Members (voters and learners) in the membership.", metrics.membership_config.membership().nodes().count() as u64),
+        ("raft_append_streams_opened_total", "counter", "Append-entries streams this replica opened to peers (as leader).", load(&network.streams_opened)),
+        ("raft_append_streams_dropped_total", "counter", "Append-entries streams dropped after a failed, timed-out or closed call.", load(&network.streams_dropped)),
+        ("raft_unary_appends_total", "counter", "Append-entries sent unary to peers without the stream RPC.", load(&network.unary_appends)),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in rows {

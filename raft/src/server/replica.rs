@@ -117,6 +117,7 @@ impl Replica {
                     log: log.clone(),
                     sm: sm.clone(),
                     api,
+                    network: network_stats.clone(),
                 };
                 Some(tokio::spawn(metrics::serve(listener, sources)))
             }
