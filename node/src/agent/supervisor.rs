@@ -127,7 +127,7 @@ impl Supervisor {
     }
 
     /// Puts a run taken with `take_run` back (its ranks could not be stopped).
-    pub(super) fn put_back_run(&self, run: JobRun) {
+    fn put_back_run(&self, run: JobRun) {
         let job = run.job;
         let previous = self
             .runs
@@ -137,19 +137,27 @@ impl Supervisor {
         assert!(previous.is_none(), "put back a run of {job} over another");
     }
 
-    /// Stops the ranks of `job` here, if any run, and records why. An error when a rank is
-    /// still alive after SIGKILL and the reap timeout: the run is kept (so the next attempt
-    /// stops it again) and the caller must not report the ranks stopped.
+    /// Stops the ranks of a run taken with `take_run` (SIGTERM, then SIGKILL after the grace
+    /// period) and hands it back with whether they exited within the grace. An error when a
+    /// rank is still alive after SIGKILL and the reap timeout: the run is put back (so the next
+    /// attempt stops it again) and the caller must not report the ranks stopped.
+    pub(super) async fn stop_run(&self, mut run: JobRun) -> Result<(JobRun, bool)> {
+        let in_grace = run.stop(self.config.grace_period_ms).await;
+        if !in_grace && !run.all_exited() {
+            let (job, pids) = (run.job, run.pids());
+            self.put_back_run(run);
+            return Err(NodeError::Proxy(format!(
+                "ranks of {job} (pids {pids:?}) did not exit after SIGKILL; not reporting the stop"
+            )));
+        }
+        Ok((run, in_grace))
+    }
+
+    /// Stops the ranks of `job` here, if any run, and records why. An error when a rank
+    /// outlives SIGKILL (`stop_run`): the caller must not report the ranks stopped.
     pub async fn stop_job(&self, job: JobId, why: String) -> Result<()> {
-        if let Some(mut run) = self.take_run(job) {
-            let in_grace = run.stop(self.config.grace_period_ms).await;
-            if !in_grace && !run.all_exited() {
-                let pids = run.pids();
-                self.put_back_run(run);
-                return Err(NodeError::Proxy(format!(
-                    "ranks of {job} (pids {pids:?}) did not exit after SIGKILL; not reporting the stop"
-                )));
-            }
+        if let Some(run) = self.take_run(job) {
+            let (run, in_grace) = self.stop_run(run).await?;
             tracing::info!(
                 job = job.0,
                 in_grace,

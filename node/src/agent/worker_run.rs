@@ -278,16 +278,13 @@ pub(super) async fn checkpoint_and_stop(
             "the proxies did not take the checkpoint ({e}); stopping the workers"
         ),
     }
-    if !exited && !run.stop(supervisor.config.grace_period_ms).await && !run.all_exited() {
-        // Still alive after SIGKILL and the reap timeout: keep the run, so that nothing is
-        // reported (the devices stay the job's) and the next attempt stops it again.
-        let pids = run.pids();
-        supervisor.put_back_run(run);
-        return Err(NodeError::Proxy(format!(
-            "workers of {} (pids {pids:?}) did not exit after SIGKILL; not reporting the stop",
-            job.id
-        )));
-    }
+    // A worker alive after SIGKILL keeps the run (`stop_run`): nothing is reported, the devices
+    // stay the job's, and the next attempt stops it again.
+    let run = if exited {
+        run
+    } else {
+        supervisor.stop_run(run).await?.0
+    };
     tracing::info!(
         job = job.id.0,
         action = action.0,
