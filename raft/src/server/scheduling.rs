@@ -138,7 +138,7 @@ async fn run(
     let wake = Duration::from_millis(config.wake_interval_ms.max(1));
     // The evaluation to plan again after a plan that committed actions, and how many such
     // follow-up plans ran in a row.
-    let mut follow_up: Option<(Evaluation, u32)> = None;
+    let mut follow_up: Option<Evaluation> = None;
     let mut follow_ups: u32 = 0;
     loop {
         if follow_up.is_none() {
@@ -178,14 +178,16 @@ async fn run(
         if result.is_ok() {
             let next = match queue.pop() {
                 // The policy is level-triggered: one plan covers every queued evaluation.
+                // A pending follow-up is covered too: its count starts again.
                 Some(first) => {
+                    follow_up = None;
                     follow_ups = 0;
                     let more = std::iter::from_fn(|| queue.pop()).count();
                     Some((first, (more > 0).then(|| format!("and {more} more"))))
                 }
                 None => follow_up
                     .take()
-                    .map(|(first, plans)| (first, Some(format!("follow-up plan {plans}")))),
+                    .map(|first| (first, Some(format!("follow-up plan {follow_ups}")))),
             };
             if let Some((evaluation, note)) = next {
                 result = plan_and_propose(&raft, &sm, &policy, &config, &evaluation, note)
@@ -195,7 +197,7 @@ async fn run(
                             follow_ups = 0;
                         } else if follow_ups < MAX_FOLLOW_UP_PLANS {
                             follow_ups += 1;
-                            follow_up = Some((evaluation, follow_ups));
+                            follow_up = Some(evaluation);
                         } else {
                             tracing::warn!(
                                 plans = follow_ups,
