@@ -189,22 +189,15 @@ impl Peer {
         failure: &StreamFailure,
         deadline: Duration,
     ) -> RpcError<E> {
+        let error = || AnyError::error(format!("{} ({}): {failure}", self.target, self.addr));
         match failure {
             StreamFailure::Status(status) => {
                 self.status_error(RPCTypes::AppendEntries, status, deadline)
             }
-            StreamFailure::Closed(_) => Unreachable::new(&AnyError::error(format!(
-                "{} ({}): {failure}",
-                self.target, self.addr
-            )))
-            .into(),
+            StreamFailure::Closed(_) => Unreachable::new(&error()).into(),
             StreamFailure::Mismatch { .. }
             | StreamFailure::Refused(_)
-            | StreamFailure::Empty { .. } => NetworkError::new(&AnyError::error(format!(
-                "{} ({}): {failure}",
-                self.target, self.addr
-            )))
-            .into(),
+            | StreamFailure::Empty { .. } => NetworkError::new(&error()).into(),
         }
     }
 
@@ -328,6 +321,16 @@ impl Peer {
         AppendStream::open(&mut client, self.stats.clone()).await
     }
 
+    /// Sends one encoded append-entries request as a unary call (to a peer without the stream).
+    async fn send_unary_append(
+        &mut self,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.stats.unary_appends.fetch_add(1, Ordering::Relaxed);
+        self.send(RPCTypes::AppendEntries, data, option).await
+    }
+
     /// Sends one encoded append-entries request on the stream (unary to a peer without it).
     async fn send_append(
         &mut self,
@@ -335,8 +338,7 @@ impl Peer {
         option: &RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         if self.unary_appends() {
-            self.stats.unary_appends.fetch_add(1, Ordering::Relaxed);
-            return self.send(RPCTypes::AppendEntries, data, option).await;
+            return self.send_unary_append(data, option).await;
         }
         let deadline = option.hard_ttl();
         let until = Instant::now() + deadline;
@@ -347,8 +349,7 @@ impl Peer {
                 if status.code() == tonic::Code::Unimplemented =>
             {
                 self.fall_back_to_unary();
-                self.stats.unary_appends.fetch_add(1, Ordering::Relaxed);
-                return self.send(RPCTypes::AppendEntries, data, option).await;
+                return self.send_unary_append(data, option).await;
             }
             Ok(Err(failure)) => return Err(self.stream_error(&failure, deadline)),
         };
