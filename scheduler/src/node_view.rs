@@ -13,7 +13,7 @@ use crate::action::{ActionKind, ActionOp, Stage};
 use crate::ids::{ActionId, DeviceRef, JobId, NodeId};
 use crate::job::{CheckpointRef, Job, JobPhase, RunSpec};
 use crate::names::NodeName;
-use crate::node::NodeStatus;
+use crate::node::{Node, NodeStatus};
 use crate::state::ClusterState;
 use crate::tier::Tier;
 use serde::{Deserialize, Serialize};
@@ -212,19 +212,11 @@ impl ClusterState {
     /// matter to the node), through the node index: no scan of every job.
     pub fn node_view(&self, name: &NodeName) -> Option<NodeView> {
         let node = self.node_by_name(name)?;
-        let id = node.id;
         let jobs = self
             .node_index
-            .jobs_on(id)
-            .filter_map(|job| self.jobs.get(&job))
-            .filter_map(|job| self.node_job(job, id))
-            .collect();
-        Some(NodeView {
-            node: id,
-            name: node.name.clone(),
-            status: node.status,
-            jobs,
-        })
+            .jobs_on(node.id)
+            .filter_map(|job| self.jobs.get(&job));
+        Some(self.view_of(node, jobs))
     }
 
     /// The same view computed by scanning every job: O(all jobs). It is the oracle the tests
@@ -233,16 +225,19 @@ impl ClusterState {
     #[doc(hidden)]
     pub fn node_view_by_full_scan(&self, name: &NodeName) -> Option<NodeView> {
         let node = self.node_by_name(name)?;
-        let id = node.id;
-        let jobs = self
-            .jobs()
-            .filter_map(|job| self.node_job(job, id))
+        Some(self.view_of(node, self.jobs()))
+    }
+
+    /// `node`'s view built from `candidates`, the jobs that may matter to it.
+    fn view_of<'a>(&'a self, node: &Node, candidates: impl Iterator<Item = &'a Job>) -> NodeView {
+        let jobs = candidates
+            .filter_map(|job| self.node_job(job, node.id))
             .collect();
-        Some(NodeView {
-            node: id,
+        NodeView {
+            node: node.id,
             name: node.name.clone(),
             status: node.status,
             jobs,
-        })
+        }
     }
 }
