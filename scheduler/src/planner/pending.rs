@@ -247,9 +247,10 @@ fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
             .filter(|&p| s.view.nodes[p].node.status == NodeStatus::Up)
             .map(|p| s.view.nodes[p].usable(spec).count())
     };
-    match coming.iter().collect::<Vec<_>>().as_slice() {
-        [] => {}
-        [(&node, &count)] => {
+    let mut coming_nodes = coming.iter();
+    match (coming_nodes.next(), coming_nodes.next()) {
+        (None, _) => {}
+        (Some((&node, &count)), None) => {
             let held = reclaimable.get(&node).copied().unwrap_or(0);
             if free_on(s, node).is_some_and(|free| free + count + held >= need) {
                 return Wait::OnNode(node);
