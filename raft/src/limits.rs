@@ -23,6 +23,11 @@ pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
 /// client for each replication session and for each leadership check of a linearizable read;
 /// reusing an open stream saves a round trip to open one).
 pub const MAX_IDLE_STREAMS_PER_PEER: usize = 2;
+/// A peer address no network client was made for in this long (a member removed from the
+/// cluster) loses its shared channel and idle append-entries streams, in milliseconds. A
+/// replication session in progress keeps its own channel and stream, so forgetting a member's
+/// address that is merely quiet costs only one new connection for its next client.
+pub const UNUSED_LINK_TTL_MS: u64 = 60_000;
 /// How long append-entries go as unary calls to a peer that answered the stream RPC with
 /// Unimplemented (an older replica, during a rolling upgrade) before the stream is tried
 /// again, in milliseconds.

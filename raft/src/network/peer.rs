@@ -4,7 +4,9 @@
 //! each append-entries request on its one open stream (opening it on first use, and a fresh
 //! one after any failure) and vote and install-snapshot as unary calls, all with openraft's
 //! deadline. A peer that answers the stream with Unimplemented (an older replica) is sent
-//! unary append-entries for a while. Transport failures become `Unreachable`, deadlines
+//! unary append-entries for a while. An address no client was made for in `UNUSED_LINK_TTL_MS`
+//! (a member removed from the cluster) loses its channel and idle streams, so they do not stay
+//! open until the peer goes away. Transport failures become `Unreachable`, deadlines
 //! `Timeout`, and the remote Raft's own errors `RemoteError`. It must not retry on its own:
 //! openraft does.
 
@@ -12,6 +14,7 @@ use super::stream::{AppendStream, StreamFailure};
 use super::{channel, decode_payload, encode_payload};
 use crate::limits::{
     MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES, MAX_IDLE_STREAMS_PER_PEER, UNARY_FALLBACK_MS,
+    UNUSED_LINK_TTL_MS,
 };
 use crate::types::{NodeId, TypeConfig};
 use openraft::error::{
@@ -59,6 +62,8 @@ struct PeerLink {
     idle_streams: Vec<AppendStream>,
     /// Until when append-entries go unary (the peer answered the stream with Unimplemented).
     unary_until: Option<Instant>,
+    /// When a client for this address was last made or handed back its stream.
+    last_used: Instant,
 }
 
 /// openraft's network factory: one reused channel per peer address.
@@ -83,9 +88,24 @@ impl Network {
         self.stats.clone()
     }
 
+    /// The addresses this network keeps a channel to, sorted.
+    pub fn linked_addresses(&self) -> Vec<String> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let mut addresses: Vec<String> = links.keys().cloned().collect();
+        addresses.sort();
+        addresses
+    }
+
     fn channel_to(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = links.get(addr) {
+        let now = Instant::now();
+        // A `Peer` still using a forgotten link keeps its own channel; only the shared copy
+        // and the idle streams go.
+        links.retain(|_, link| {
+            now.duration_since(link.last_used) < Duration::from_millis(UNUSED_LINK_TTL_MS)
+        });
+        if let Some(existing) = links.get_mut(addr) {
+            existing.last_used = now;
             return Ok(existing.channel.clone());
         }
         let created = channel(addr, Duration::from_millis(MAX_RPC_MS))?;
@@ -95,6 +115,7 @@ impl Network {
                 channel: created.clone(),
                 idle_streams: Vec::new(),
                 unary_until: None,
+                last_used: now,
             },
         );
         Ok(created)
@@ -148,6 +169,7 @@ impl Drop for Peer {
         }
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = links.get_mut(&self.addr) {
+            link.last_used = Instant::now();
             if link.idle_streams.len() < MAX_IDLE_STREAMS_PER_PEER {
                 link.idle_streams.push(stream);
             }
@@ -463,6 +485,33 @@ mod tests {
             leader_commit: None,
             entries,
         }
+    }
+
+    #[tokio::test]
+    async fn a_link_unused_for_its_ttl_is_forgotten_at_the_next_client_and_made_again_on_use() {
+        let mut network = Network::new(1);
+        let removed = BasicNode::new("127.0.0.1:1");
+        let member = BasicNode::new("127.0.0.1:2");
+        drop(network.new_client(2, &removed).await);
+        let _held = network.new_client(3, &member).await;
+        let both = vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];
+        assert_eq!(network.linked_addresses(), both);
+        let ttl = Duration::from_millis(UNUSED_LINK_TTL_MS);
+        {
+            let mut links = network.links.lock().unwrap();
+            let link = links.get_mut("127.0.0.1:1").unwrap();
+            link.last_used = Instant::now()
+                .checked_sub(ttl + Duration::from_millis(1))
+                .expect("the clock is past the TTL");
+        }
+        drop(network.new_client(3, &member).await);
+        assert_eq!(
+            network.linked_addresses(),
+            vec!["127.0.0.1:2".to_string()],
+            "the address unused for longer than the TTL is forgotten; the one in use is kept"
+        );
+        drop(network.new_client(2, &removed).await);
+        assert_eq!(network.linked_addresses(), both, "and linked again on use");
     }
 
     #[tokio::test]
