@@ -11,7 +11,8 @@
 #      FAILOVER_TRIALS (20), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
 #      replicas' logs, and print where); CPU (1: also print the CPU time per write, from /proc,
 #      of each server process and of the generator, for every client count); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
-#      server's defaults, which are what this measures).
+#      server's defaults, which are what this measures); SERVER_ARGS (more flags for every
+#      replica, e.g. --no-early-replication).
 set -euo pipefail
 
 CLIENTS=${CLIENTS-"1 16 256"}
@@ -22,6 +23,8 @@ SG_TIMING=()
 [ -n "${ELECTION_MIN_MS:-}" ] && SG_TIMING+=(--election-timeout-min-ms "$ELECTION_MIN_MS")
 [ -n "${ELECTION_MAX_MS:-}" ] && SG_TIMING+=(--election-timeout-max-ms "$ELECTION_MAX_MS")
 [ -n "${HEARTBEAT_MS:-}" ] && SG_TIMING+=(--heartbeat-interval-ms "$HEARTBEAT_MS")
+read -r -a SERVER_EXTRA <<<"${SERVER_ARGS:-}"
+SG_TIMING+=(${SERVER_EXTRA[@]+"${SERVER_EXTRA[@]}"})
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=${BIN:-$TARGET_DIR/release/singularity}
 DATA=$(mktemp -d "${DATA_ROOT:-/var/tmp}/bench-vs-etcd.XXXXXX")
