@@ -278,8 +278,8 @@ fn table(report: &Report) -> String {
     ));
     let p = &report.planner;
     out.push_str(&format!(
-        "planner: {} evaluations, {:.0} decisions/s, latency p50 {:.1} us, p99 {:.1} us\n",
-        c.evaluations, p.decisions_per_s, p.latency_p50_us, p.latency_p99_us
+        "planner: {} evaluations and {} follow-up plans, {:.0} decisions/s, latency p50 {:.1} us, p99 {:.1} us\n",
+        c.evaluations, c.follow_up_plans, p.decisions_per_s, p.latency_p50_us, p.latency_p99_us
     ));
     out.push_str(&bound_text(&report.premium_bound));
     for rejection in &report.first_rejections {

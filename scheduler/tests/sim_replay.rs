@@ -1,6 +1,6 @@
 //! Replays through the simulator: each baseline's defining behaviour on tiny hand-made traces,
-//! determinism, conservation of work and device-time, and the state's invariants after every
-//! entry in small runs of every policy.
+//! determinism, conservation of work and device-time, the state's invariants after every
+//! entry in small runs of every policy, and follow-up plans at one instant past a plan's cap.
 
 use singularity_scheduler::sim::metrics::Report;
 use singularity_scheduler::sim::{
@@ -308,4 +308,88 @@ fn a_premium_job_starts_when_the_shrink_for_it_has_checkpointed() {
     let report = sim.report();
     assert_eq!(report.counts.resizes, 2, "one shrink, one growth back");
     assert_eq!(report.counts.preemptions, 0);
+}
+
+/// A Singularity simulation of `trace` on `devices`, every job basic, with at most
+/// `max_actions_per_plan` actions per plan and no least-attained-service queues (so the jobs
+/// that wait never preempt the one that blocks them).
+fn capped_singularity(trace: &str, devices: u32, max_actions_per_plan: usize) -> Simulator {
+    use singularity_scheduler::planner::{PolicyConfig, SingularityPolicy};
+    let mut config = SimConfig::new(devices);
+    config.tier_mix = "basic=1".parse::<TierMix>().expect("valid mix");
+    let policy = SingularityPolicy::with_config(PolicyConfig {
+        max_actions_per_plan,
+        basic_queue_thresholds_device_ms: Vec::new(),
+        ..PolicyConfig::default()
+    });
+    Simulator::new(
+        config,
+        parse_trace(trace).expect("valid trace"),
+        Box::new(policy),
+        Box::new(FakeStopwatch::new(1_000)),
+    )
+    .expect("valid simulation")
+}
+
+/// Queueing time in seconds of every job but the first (the blocker), in trace order.
+fn queueing_after_the_blocker_s(sim: &Simulator) -> Vec<u64> {
+    let mut by_index: Vec<(usize, u64)> = sim
+        .records()
+        .iter()
+        .map(|r| (r.trace_index, r.queueing_ms))
+        .collect();
+    by_index.sort_unstable();
+    assert_eq!(by_index.len(), sim.trace().len(), "every job finished");
+    by_index.iter().skip(1).map(|&(_, q)| q / 1000).collect()
+}
+
+#[test]
+fn jobs_one_event_makes_room_for_all_start_at_that_instant_past_the_plan_cap() {
+    // An 8-GPU job holds the node from 0 s; its start takes 10 s, so it exits at 1010 s.
+    // Five one-GPU jobs arrive at 100..104 s and wait. With two actions per plan, the exit's
+    // plan starts two of them and follow-up plans at the same instant start the other three
+    // (a single plan per event would leave them for the next event, 10 s later).
+    let mut trace = format!("{HEADER}blocker,0,1000,8\n");
+    for n in 0..5 {
+        trace.push_str(&format!("small-{n},{},500,1\n", 100 + n));
+    }
+    let mut sim = capped_singularity(&trace, 8, 2);
+    sim.set_verify_invariants(true);
+    sim.run(0, &mut |_| {}).expect("the run finishes");
+    let exit_s = 1010;
+    assert_eq!(
+        queueing_after_the_blocker_s(&sim),
+        (0..5).map(|n| exit_s - (100 + n)).collect::<Vec<u64>>()
+    );
+    let counts = sim.report().counts;
+    // Plans with actions: the blocker's placement, then 2 + 2 + 1 at its exit. Each chain of
+    // committing plans ends with one follow-up that finds nothing.
+    assert_eq!(counts.plans_proposed, 4, "{counts:?}");
+    assert_eq!(counts.follow_up_plans, 4, "{counts:?}");
+    assert_eq!(counts.follow_up_plans_with_actions, 2, "{counts:?}");
+    assert_eq!(counts.follow_up_limits_reached, 0, "{counts:?}");
+    assert_eq!(counts.actions_committed, 6, "{counts:?}");
+}
+
+#[test]
+fn follow_up_plans_stop_at_their_limit_and_the_rest_waits_for_the_next_event() {
+    use singularity_scheduler::planner::MAX_FOLLOW_UP_PLANS;
+    // One action per plan: the exit's plan and MAX_FOLLOW_UP_PLANS follow-ups start that many
+    // + 1 of the waiting jobs; the others start at the next event, when those starts complete
+    // 10 s later.
+    let chain = MAX_FOLLOW_UP_PLANS as usize + 1;
+    let (waiting, devices) = (chain + 7, 1_040);
+    assert!(devices >= waiting && devices % 8 == 0);
+    let mut trace = format!("{HEADER}blocker,0,1000,{devices}\n");
+    for n in 0..waiting {
+        trace.push_str(&format!("small-{n},100,500,1\n"));
+    }
+    let mut sim = capped_singularity(&trace, devices as u32, 1);
+    sim.run(0, &mut |_| {}).expect("the run finishes");
+    let queued_s = queueing_after_the_blocker_s(&sim);
+    let at_exit = queued_s.iter().filter(|&&q| q == 1010 - 100).count();
+    let after_start = queued_s.iter().filter(|&&q| q == 1020 - 100).count();
+    assert_eq!((at_exit, after_start), (chain, waiting - chain));
+    let counts = sim.report().counts;
+    assert_eq!(counts.follow_up_limits_reached, 1, "{counts:?}");
 }

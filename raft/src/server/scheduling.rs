@@ -19,16 +19,13 @@ use crate::proposal::Proposal;
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
 use openraft::ServerState;
-use singularity_scheduler::planner::{Evaluation, PolicyConfig, SingularityPolicy};
+use singularity_scheduler::planner::{
+    Evaluation, PolicyConfig, SingularityPolicy, MAX_FOLLOW_UP_PLANS,
+};
 use singularity_scheduler::{silent_nodes, Command, Effect, Entry, EvaluationQueue, Outcome, Plan};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// Plans proposed one after another, without a new evaluation, while each one commits actions;
-/// past it the loop waits for the next evaluation or tick (a policy that never settles would
-/// otherwise fill the log).
-pub const MAX_FOLLOW_UP_PLANS: u32 = 1_024;
 
 /// How the loop paces itself.
 #[derive(Clone, Debug)]

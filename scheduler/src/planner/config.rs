@@ -1,10 +1,18 @@
 //! `PolicyConfig`: the knobs of Singularity's policy, each with a documented default and a
-//! named upper bound on the work one plan may do (DESIGN.md rule 8).
+//! named upper bound on the work one plan may do (DESIGN.md rule 8); and, because one plan is
+//! capped, the bound on the follow-up plans its callers (the leader's loop, the simulator) run
+//! after a plan that committed actions.
 //!
 //! Plain data: it must not read the environment or a file; the binary builds it from flags.
 
 use crate::limits::MAX_ACTIONS_PER_PLAN;
 
+/// Plans computed again at once, with the same evaluation, after a plan that committed actions,
+/// one after another while each commits some: a burst larger than one capped plan is placed by
+/// follow-up plans, not at the next event. Past it the caller waits for the next evaluation (a
+/// policy that never settles would otherwise fill the log). The leader's scheduling loop
+/// (`raft/src/server/scheduling.rs`) and the simulator (`sim/engine.rs`) share it.
+pub const MAX_FOLLOW_UP_PLANS: u32 = 1_024;
 /// Actions one plan of the default policy may hold: well below `MAX_ACTIONS_PER_PLAN`, so a
 /// plan is a small log entry and one evaluation never monopolises the leader.
 pub const DEFAULT_MAX_ACTIONS_PER_PLAN: usize = 256;

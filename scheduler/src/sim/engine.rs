@@ -7,9 +7,13 @@
 //! through `evaluations_for` as the leader does: `ActionCheckpointed` when a migrate or resize
 //! freed the devices it gives up) and its completion (`ActionFinished`), a job's
 //! exit (evaluated as `Tick`: the evaluation set has no exit event, and the exit frees devices),
-//! and a periodic `Tick` every `tick_ms` while jobs are active. Each evaluation's plan is applied
-//! as one entry. No policy logic lives here, and nothing here reads a clock (planner latency comes
-//! from the injected `Stopwatch`), draws random numbers or does I/O.
+//! and a periodic `Tick` every `tick_ms` while jobs are active. Each plan is applied as one
+//! entry. As the leader's scheduling loop does, a plan that committed actions is followed at
+//! once, at the same simulated instant, by another plan for the same evaluation, while each
+//! commits some and at most `MAX_FOLLOW_UP_PLANS` times in a row: a plan is capped, so a burst
+//! larger than one plan is placed by follow-up plans, not at the next event. No policy logic
+//! lives here, and nothing here reads a clock (planner latency comes from the injected
+//! `Stopwatch`), draws random numbers or does I/O.
 
 use super::config::{SimConfig, SimError, MAX_IDLE_TICKS};
 use super::metrics::JobRecord;
@@ -25,7 +29,7 @@ use crate::limits::DEFAULT_MAX_RESTARTS;
 use crate::names::{DeviceKind, LocalityDomain, NodeName, TenantName};
 use crate::node::{DeviceHealth, DeviceSpec};
 use crate::outcome::{Effect, Outcome, Rejection};
-use crate::planner::{Evaluation, Policy};
+use crate::planner::{Evaluation, Policy, MAX_FOLLOW_UP_PLANS};
 use crate::state::ClusterState;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -342,15 +346,45 @@ impl Simulator {
         Ok(())
     }
 
-    /// Asks the policy for a plan and applies it; returns the number of committed actions.
+    /// Plans for `evaluation` and applies the plan; after a plan that committed actions, plans
+    /// again for the same evaluation at the same instant (a follow-up plan, as the leader's loop
+    /// runs), until a plan commits nothing or `MAX_FOLLOW_UP_PLANS` follow-ups ran in a row.
+    /// Returns the number of actions committed by all of them.
     fn evaluate(&mut self, evaluation: Evaluation) -> usize {
+        self.counts.evaluations += 1;
+        let mut committed = self.plan_and_apply(&evaluation);
+        if committed == 0 {
+            return 0;
+        }
+        let mut follow_ups: u32 = 0;
+        loop {
+            if follow_ups == MAX_FOLLOW_UP_PLANS {
+                // The policy still had work: it waits for the next event, as on the leader.
+                self.counts.follow_up_limits_reached += 1;
+                return committed;
+            }
+            follow_ups += 1;
+            self.counts.follow_up_plans += 1;
+            let proposed_before = self.counts.plans_proposed;
+            let more = self.plan_and_apply(&evaluation);
+            if self.counts.plans_proposed > proposed_before {
+                self.counts.follow_up_plans_with_actions += 1;
+            }
+            if more == 0 {
+                return committed;
+            }
+            committed += more;
+        }
+    }
+
+    /// Asks the policy for one plan and applies it; returns the number of committed actions.
+    fn plan_and_apply(&mut self, evaluation: &Evaluation) -> usize {
         let started_ns = self.stopwatch.now_ns();
         let plan = self
             .policy
-            .plan(&self.state, &evaluation, self.now_ms, self.applied);
+            .plan(&self.state, evaluation, self.now_ms, self.applied);
         let ended_ns = self.stopwatch.now_ns();
         self.latencies_ns.push(ended_ns.saturating_sub(started_ns));
-        self.counts.evaluations += 1;
         if plan.actions.is_empty() {
             return 0;
         }
