@@ -362,13 +362,33 @@ fn jobs_one_event_makes_room_for_all_start_at_that_instant_past_the_plan_cap() {
         (0..5).map(|n| exit_s - (100 + n)).collect::<Vec<u64>>()
     );
     let counts = sim.report().counts;
-    // Plans with actions: the blocker's placement, then 2 + 2 + 1 at its exit. Each chain of
-    // committing plans ends with one follow-up that finds nothing.
+    // Plans with actions: the blocker's placement (1 action, not full: no follow-up), then
+    // 2 + 2 + 1 at its exit: two full plans, each followed up, and the last one not full.
     assert_eq!(counts.plans_proposed, 4, "{counts:?}");
-    assert_eq!(counts.follow_up_plans, 4, "{counts:?}");
+    assert_eq!(counts.follow_up_plans, 2, "{counts:?}");
     assert_eq!(counts.follow_up_plans_with_actions, 2, "{counts:?}");
     assert_eq!(counts.follow_up_limits_reached, 0, "{counts:?}");
     assert_eq!(counts.actions_committed, 6, "{counts:?}");
+}
+
+#[test]
+fn a_plan_that_is_not_full_is_not_followed_up() {
+    // The same blocker and five waiting jobs, with room in one plan for all of them: the
+    // exit's plan starts the five, and nothing plans again at that instant (the policy paces
+    // making room and growth per plan; only a full plan may have left work behind).
+    let mut trace = format!("{HEADER}blocker,0,1000,8\n");
+    for n in 0..5 {
+        trace.push_str(&format!("small-{n},{},500,1\n", 100 + n));
+    }
+    let mut sim = capped_singularity(&trace, 8, 6);
+    sim.run(0, &mut |_| {}).expect("the run finishes");
+    assert_eq!(
+        queueing_after_the_blocker_s(&sim),
+        (0..5).map(|n| 1010 - (100 + n)).collect::<Vec<u64>>()
+    );
+    let counts = sim.report().counts;
+    assert_eq!(counts.plans_proposed, 2, "{counts:?}");
+    assert_eq!(counts.follow_up_plans, 0, "{counts:?}");
 }
 
 #[test]

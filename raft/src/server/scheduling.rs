@@ -5,10 +5,12 @@
 //! fit, the loop re-plans on the fresher state, a bounded number of times. It also declares
 //! silent nodes down and proposes periodic `Tick`s (SLA accrual, growth, rebalancing).
 //!
-//! A plan is capped (actions per plan, pending jobs considered), so after a plan that committed
-//! actions the loop plans again at once (at most `MAX_FOLLOW_UP_PLANS` times in a row), until a
-//! plan finds nothing to do: a burst of work larger than one plan (many submissions within one
+//! A plan holds at most the policy's action limit, so after a full plan that committed actions
+//! the loop plans again at once (`follows_up`; at most `MAX_FOLLOW_UP_PLANS` times in a row),
+//! until a plan is not full: a burst of work larger than one plan (many submissions within one
 //! round, or a new leader's rebuilt queue) is placed by follow-up plans, not at the next tick.
+//! A plan that is not full is not followed up: the policy paces making room, growth and
+//! defragmentation per plan on purpose, and the next evaluation comes with the actions' reports.
 //!
 //! A replica that becomes leader rebuilds its queue from the replicated state (pending jobs,
 //! jobs to stop) after its read index confirms it has applied everything committed, so it
@@ -20,7 +22,7 @@ use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
 use openraft::ServerState;
 use singularity_scheduler::planner::{
-    Evaluation, PolicyConfig, SingularityPolicy, MAX_FOLLOW_UP_PLANS,
+    follows_up, Evaluation, PolicyConfig, SingularityPolicy, MAX_FOLLOW_UP_PLANS,
 };
 use singularity_scheduler::{silent_nodes, Command, Effect, Entry, EvaluationQueue, Outcome, Plan};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -190,7 +192,9 @@ async fn run(
                 result = plan_and_propose(&raft, &sm, &policy, &config, &evaluation, note)
                     .await
                     .map(|committed_actions| {
-                        if committed_actions == 0 {
+                        // The plan proposed last was committed whole: planned = committed.
+                        let limit = policy.config().action_limit();
+                        if !follows_up(committed_actions, committed_actions, limit) {
                             follow_ups = 0;
                         } else if follow_ups < MAX_FOLLOW_UP_PLANS {
                             follow_ups += 1;

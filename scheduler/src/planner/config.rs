@@ -1,18 +1,28 @@
 //! `PolicyConfig`: the knobs of Singularity's policy, each with a documented default and a
 //! named upper bound on the work one plan may do (DESIGN.md rule 8); and, because one plan is
-//! capped, the bound on the follow-up plans its callers (the leader's loop, the simulator) run
-//! after a plan that committed actions.
+//! capped, when and how often its callers (the leader's loop, the simulator) plan again at once
+//! after a full plan (`follows_up`, `MAX_FOLLOW_UP_PLANS`).
 //!
 //! Plain data: it must not read the environment or a file; the binary builds it from flags.
 
 use crate::limits::MAX_ACTIONS_PER_PLAN;
 
-/// Plans computed again at once, with the same evaluation, after a plan that committed actions,
-/// one after another while each commits some: a burst larger than one capped plan is placed by
-/// follow-up plans, not at the next event. Past it the caller waits for the next evaluation (a
-/// policy that never settles would otherwise fill the log). The leader's scheduling loop
-/// (`raft/src/server/scheduling.rs`) and the simulator (`sim/engine.rs`) share it.
+/// Plans computed again at once, with the same evaluation, after a plan that was full (it held
+/// as many actions as the policy allows in one plan) and committed actions, one after another
+/// while each is full: a burst larger than one plan is placed by follow-up plans, not at the
+/// next event. A plan that is not full did all its bounded rounds allowed it (making room,
+/// growth and defragmentation are paced per plan on purpose) and is not followed up. Past this
+/// many the caller waits for the next evaluation (a policy that never settles would otherwise
+/// fill the log). The leader's scheduling loop (`raft/src/server/scheduling.rs`) and the
+/// simulator (`sim/engine.rs`) share it and `follows_up`.
 pub const MAX_FOLLOW_UP_PLANS: u32 = 1_024;
+
+/// Whether a plan of `planned` actions, `committed` of them committed, is followed up at once
+/// by a policy whose plans hold at most `action_limit` actions: only a full plan that changed
+/// something may have left work that a plan at the same moment can do.
+pub fn follows_up(planned: usize, committed: usize, action_limit: usize) -> bool {
+    committed > 0 && planned >= action_limit
+}
 /// Actions one plan of the default policy may hold: well below `MAX_ACTIONS_PER_PLAN`, so a
 /// plan is a small log entry and one evaluation never monopolises the leader.
 pub const DEFAULT_MAX_ACTIONS_PER_PLAN: usize = 256;

@@ -90,4 +90,10 @@ pub trait Policy {
         now_ms: u64,
         computed_at_index: u64,
     ) -> Plan;
+
+    /// The most actions one plan of this policy holds; a plan this full is followed up at once
+    /// (`follows_up`). Policies without a bound of their own are bounded by what apply takes.
+    fn action_limit(&self) -> usize {
+        crate::limits::MAX_ACTIONS_PER_PLAN
+    }
 }

@@ -94,6 +94,10 @@ impl Policy for SingularityPolicy {
     ) -> Plan {
         self.compute(state, evaluation, computed_at_index)
     }
+
+    fn action_limit(&self) -> usize {
+        self.config.action_limit()
+    }
 }
 
 /// Plans with the default policy (`SingularityPolicy::new()`).

@@ -8,10 +8,11 @@
 //! freed the devices it gives up) and its completion (`ActionFinished`), a job's
 //! exit (evaluated as `Tick`: the evaluation set has no exit event, and the exit frees devices),
 //! and a periodic `Tick` every `tick_ms` while jobs are active. Each plan is applied as one
-//! entry. As the leader's scheduling loop does, a plan that committed actions is followed at
-//! once, at the same simulated instant, by another plan for the same evaluation, while each
-//! commits some and at most `MAX_FOLLOW_UP_PLANS` times in a row: a plan is capped, so a burst
-//! larger than one plan is placed by follow-up plans, not at the next event. No policy logic
+//! entry. As the leader's scheduling loop does, a full plan (as many actions as the policy
+//! allows) that committed actions is followed at once, at the same simulated instant, by
+//! another plan for the same evaluation, while each is (`follows_up`), at most
+//! `MAX_FOLLOW_UP_PLANS` times in a row: a burst larger than one plan is placed by follow-up
+//! plans, not at the next event. No policy logic
 //! lives here, and nothing here reads a clock (planner latency comes from the injected
 //! `Stopwatch`), draws random numbers or does I/O.
 
@@ -29,7 +30,7 @@ use crate::limits::DEFAULT_MAX_RESTARTS;
 use crate::names::{DeviceKind, LocalityDomain, NodeName, TenantName};
 use crate::node::{DeviceHealth, DeviceSpec};
 use crate::outcome::{Effect, Outcome, Rejection};
-use crate::planner::{Evaluation, Policy, MAX_FOLLOW_UP_PLANS};
+use crate::planner::{follows_up, Evaluation, Policy, MAX_FOLLOW_UP_PLANS};
 use crate::state::ClusterState;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -346,39 +347,36 @@ impl Simulator {
         Ok(())
     }
 
-    /// Plans for `evaluation` and applies the plan; after a plan that committed actions, plans
-    /// again for the same evaluation at the same instant (a follow-up plan, as the leader's loop
-    /// runs), until a plan commits nothing or `MAX_FOLLOW_UP_PLANS` follow-ups ran in a row.
-    /// Returns the number of actions committed by all of them.
+    /// Plans for `evaluation` and applies the plan; after a full plan that committed actions
+    /// (`follows_up`), plans again for the same evaluation at the same instant (a follow-up
+    /// plan, as the leader's loop runs), until a plan is not full or commits nothing, or
+    /// `MAX_FOLLOW_UP_PLANS` follow-ups ran in a row. Returns the actions all of them committed.
     fn evaluate(&mut self, evaluation: Evaluation) -> usize {
         self.counts.evaluations += 1;
-        let mut committed = self.plan_and_apply(&evaluation);
-        if committed == 0 {
-            return 0;
-        }
+        let action_limit = self.policy.action_limit();
+        let (mut planned, mut committed) = self.plan_and_apply(&evaluation);
+        let mut committed_total = committed;
         let mut follow_ups: u32 = 0;
-        loop {
+        while follows_up(planned, committed, action_limit) {
             if follow_ups == MAX_FOLLOW_UP_PLANS {
                 // The policy still had work: it waits for the next event, as on the leader.
                 self.counts.follow_up_limits_reached += 1;
-                return committed;
+                break;
             }
             follow_ups += 1;
             self.counts.follow_up_plans += 1;
-            let proposed_before = self.counts.plans_proposed;
-            let more = self.plan_and_apply(&evaluation);
-            if self.counts.plans_proposed > proposed_before {
+            (planned, committed) = self.plan_and_apply(&evaluation);
+            if planned > 0 {
                 self.counts.follow_up_plans_with_actions += 1;
             }
-            if more == 0 {
-                return committed;
-            }
-            committed += more;
+            committed_total += committed;
         }
+        committed_total
     }
 
-    /// Asks the policy for one plan and applies it; returns the number of committed actions.
-    fn plan_and_apply(&mut self, evaluation: &Evaluation) -> usize {
+    /// Asks the policy for one plan and applies it; returns the numbers of actions planned and
+    /// committed.
+    fn plan_and_apply(&mut self, evaluation: &Evaluation) -> (usize, usize) {
         let started_ns = self.stopwatch.now_ns();
         let plan = self
             .policy
@@ -386,7 +384,7 @@ impl Simulator {
         let ended_ns = self.stopwatch.now_ns();
         self.latencies_ns.push(ended_ns.saturating_sub(started_ns));
         if plan.actions.is_empty() {
-            return 0;
+            return (0, 0);
         }
         self.counts.plans_proposed += 1;
         let planned = plan.actions.len();
@@ -402,7 +400,7 @@ impl Simulator {
                 for c in &committed {
                     self.on_commit(c.action);
                 }
-                committed.len()
+                (planned, committed.len())
             }
             other => {
                 self.counts.plans_rejected += 1;
@@ -411,7 +409,7 @@ impl Simulator {
                     let reason = reason.clone();
                     self.keep_rejection(&reason);
                 }
-                0
+                (planned, 0)
             }
         }
     }
