@@ -89,7 +89,8 @@ impl Network {
     }
 
     /// The addresses this network keeps a channel to, sorted.
-    pub fn linked_addresses(&self) -> Vec<String> {
+    #[cfg(test)]
+    fn linked_addresses(&self) -> Vec<String> {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let mut addresses: Vec<String> = links.keys().cloned().collect();
         addresses.sort();
