@@ -22,7 +22,7 @@ use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
 use openraft::ServerState;
 use singularity_scheduler::planner::{
-    follows_up, Evaluation, PolicyConfig, SingularityPolicy, MAX_FOLLOW_UP_PLANS,
+    follows_up, Evaluation, Policy, PolicyConfig, SingularityPolicy, MAX_FOLLOW_UP_PLANS,
 };
 use singularity_scheduler::{silent_nodes, Command, Effect, Entry, EvaluationQueue, Outcome, Plan};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -193,7 +193,7 @@ async fn run(
                     .await
                     .map(|committed_actions| {
                         // The plan proposed last was committed whole: planned = committed.
-                        let limit = policy.config().action_limit();
+                        let limit = policy.action_limit();
                         if !follows_up(committed_actions, committed_actions, limit) {
                             follow_ups = 0;
                         } else if follow_ups < MAX_FOLLOW_UP_PLANS {

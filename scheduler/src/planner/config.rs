@@ -23,6 +23,7 @@ pub const MAX_FOLLOW_UP_PLANS: u32 = 1_024;
 pub fn follows_up(planned: usize, committed: usize, action_limit: usize) -> bool {
     committed > 0 && planned >= action_limit
 }
+
 /// Actions one plan of the default policy may hold: well below `MAX_ACTIONS_PER_PLAN`, so a
 /// plan is a small log entry and one evaluation never monopolises the leader.
 pub const DEFAULT_MAX_ACTIONS_PER_PLAN: usize = 256;

@@ -12,9 +12,8 @@
 //! allows) that committed actions is followed at once, at the same simulated instant, by
 //! another plan for the same evaluation, while each is (`follows_up`), at most
 //! `MAX_FOLLOW_UP_PLANS` times in a row: a burst larger than one plan is placed by follow-up
-//! plans, not at the next event. No policy logic
-//! lives here, and nothing here reads a clock (planner latency comes from the injected
-//! `Stopwatch`), draws random numbers or does I/O.
+//! plans, not at the next event. No policy logic lives here, and nothing here reads a clock
+//! (planner latency comes from the injected `Stopwatch`), draws random numbers or does I/O.
 
 use super::config::{SimConfig, SimError, MAX_IDLE_TICKS};
 use super::metrics::JobRecord;

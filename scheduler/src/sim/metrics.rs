@@ -140,17 +140,18 @@ impl TierReport {
 /// Counts of what the policy did and what apply refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Evaluations the engine raised (each planned once, then followed up while plans commit).
+    /// Evaluations the engine raised (each planned once, then followed up while its plans are
+    /// full and commit actions: `follows_up`).
     pub evaluations: u64,
-    /// Extra `Policy::plan` calls for an evaluation, at the same instant, after a plan that
-    /// committed actions (`MAX_FOLLOW_UP_PLANS` at most in a row); the planner's calls are
+    /// Extra `Policy::plan` calls for an evaluation, at the same instant, after a full plan
+    /// that committed actions (`MAX_FOLLOW_UP_PLANS` at most in a row); the planner's calls are
     /// `evaluations + follow_up_plans`.
     pub follow_up_plans: u64,
     /// Follow-up plans that had actions: work that one plan per event would have left for a
     /// later event.
     pub follow_up_plans_with_actions: u64,
-    /// Times an evaluation's plans were still committing actions after `MAX_FOLLOW_UP_PLANS`
-    /// follow-ups (the rest then waited for the next event).
+    /// Times an evaluation's plans were still full and committing actions after
+    /// `MAX_FOLLOW_UP_PLANS` follow-ups (the rest then waited for the next event).
     pub follow_up_limits_reached: u64,
     /// Plans with at least one action (follow-ups included).
     pub plans_proposed: u64,
