@@ -343,17 +343,15 @@ fn queueing_after_the_blocker_s(sim: &Simulator) -> Vec<u64> {
     by_index.iter().skip(1).map(|&(_, q)| q / 1000).collect()
 }
 
-#[test]
-fn jobs_one_event_makes_room_for_all_start_at_that_instant_past_the_plan_cap() {
-    // An 8-GPU job holds the node from 0 s; its start takes 10 s, so it exits at 1010 s.
-    // Five one-GPU jobs arrive at 100..104 s and wait. With two actions per plan, the exit's
-    // plan starts two of them and follow-up plans at the same instant start the other three
-    // (a single plan per event would leave them for the next event, 10 s later).
+/// An 8-GPU job holds the node from 0 s (its start takes 10 s, so it exits at 1010 s) and five
+/// one-GPU jobs arriving at 100..104 s wait for it, with `max_actions_per_plan`: runs it,
+/// checking invariants after every entry, and asserts that all five start at that exit.
+fn blocker_then_five_waiting(max_actions_per_plan: usize) -> Simulator {
     let mut trace = format!("{HEADER}blocker,0,1000,8\n");
     for n in 0..5 {
         trace.push_str(&format!("small-{n},{},500,1\n", 100 + n));
     }
-    let mut sim = capped_singularity(&trace, 8, 2);
+    let mut sim = capped_singularity(&trace, 8, max_actions_per_plan);
     sim.set_verify_invariants(true);
     sim.run(0, &mut |_| {}).expect("the run finishes");
     let exit_s = 1010;
@@ -361,6 +359,15 @@ fn jobs_one_event_makes_room_for_all_start_at_that_instant_past_the_plan_cap() {
         queueing_after_the_blocker_s(&sim),
         (0..5).map(|n| exit_s - (100 + n)).collect::<Vec<u64>>()
     );
+    sim
+}
+
+#[test]
+fn jobs_one_event_makes_room_for_all_start_at_that_instant_past_the_plan_cap() {
+    // With two actions per plan, the exit's plan starts two of the waiting jobs and follow-up
+    // plans at the same instant start the other three (a single plan per event would leave
+    // them for the next event, 10 s later).
+    let sim = blocker_then_five_waiting(2);
     let counts = sim.report().counts;
     // Plans with actions: the blocker's placement (1 action, not full: no follow-up), then
     // 2 + 2 + 1 at its exit: two full plans, each followed up, and the last one not full.
@@ -373,19 +380,10 @@ fn jobs_one_event_makes_room_for_all_start_at_that_instant_past_the_plan_cap() {
 
 #[test]
 fn a_plan_that_is_not_full_is_not_followed_up() {
-    // The same blocker and five waiting jobs, with room in one plan for all of them: the
-    // exit's plan starts the five, and nothing plans again at that instant (the policy paces
-    // making room and growth per plan; only a full plan may have left work behind).
-    let mut trace = format!("{HEADER}blocker,0,1000,8\n");
-    for n in 0..5 {
-        trace.push_str(&format!("small-{n},{},500,1\n", 100 + n));
-    }
-    let mut sim = capped_singularity(&trace, 8, 6);
-    sim.run(0, &mut |_| {}).expect("the run finishes");
-    assert_eq!(
-        queueing_after_the_blocker_s(&sim),
-        (0..5).map(|n| 1010 - (100 + n)).collect::<Vec<u64>>()
-    );
+    // The same jobs, with room in one plan for all of them: the exit's plan starts the five,
+    // and nothing plans again at that instant (the policy paces making room and growth per
+    // plan; only a full plan may have left work behind).
+    let sim = blocker_then_five_waiting(6);
     let counts = sim.report().counts;
     assert_eq!(counts.plans_proposed, 2, "{counts:?}");
     assert_eq!(counts.follow_up_plans, 0, "{counts:?}");
