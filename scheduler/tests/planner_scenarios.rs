@@ -1004,3 +1004,105 @@ fn a_standard_gang_waits_for_the_room_in_flight_and_keeps_what_is_already_free()
         )],
     );
 }
+
+/// One node of 8 devices, 7 of them held by a running premium job; `blocked` premium 8-device
+/// gangs wait (no lower tier to preempt), then a basic 1-device job. True when the plan starts
+/// the basic job on the free device.
+fn small_job_backfills_behind(blocked: usize) -> bool {
+    let (mut fleet, nodes) = fleet(1);
+    running(&mut fleet, "running", Tier::Premium, 7, nodes[0], 0);
+    for i in 0..blocked {
+        fleet.submit(job_spec(&format!("gang-{i}"), Tier::Premium, 8, "h100"));
+    }
+    let small = fleet.submit(job_spec("small", Tier::Basic, 1, "h100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    let placed = plan.actions.iter().any(|a| {
+        a.job == small
+            && a.op
+                == ActionOp::Place {
+                    devices: devices_of(nodes[0], 7, 1),
+                }
+    });
+    commit(&mut fleet, plan);
+    placed
+}
+
+#[test]
+fn a_job_past_the_window_starts_on_devices_the_window_left_free() {
+    assert!(small_job_backfills_behind(10));
+    assert!(
+        small_job_backfills_behind(DEFAULT_MAX_PENDING_CONSIDERED + 100),
+        "a full window of blocked gangs kept the free device from the job behind them"
+    );
+}
+
+#[test]
+fn a_job_past_the_window_does_not_take_devices_a_job_in_it_holds() {
+    let (mut fleet, nodes) = fleet(1);
+    let basic = running(&mut fleet, "basic", Tier::Basic, 4, nodes[0], 0);
+    let gangs: Vec<JobId> = (0..DEFAULT_MAX_PENDING_CONSIDERED + 100)
+        .map(|i| fleet.submit(job_spec(&format!("gang-{i}"), Tier::Premium, 8, "h100")))
+        .collect();
+    let small = fleet.submit(job_spec("small", Tier::Basic, 1, "h100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    // The first gang preempts the basic job and holds the four free devices meanwhile; the
+    // small job behind the window gets none of them.
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            basic,
+            ActionOp::Preempt {
+                for_job: Some(gangs[0])
+            }
+        )]
+    );
+    assert!(plan.actions.iter().all(|a| a.job != small));
+    commit(&mut fleet, plan);
+}
+
+#[test]
+fn a_blocked_job_makes_no_room_on_nodes_of_another_kind() {
+    let mut fleet = Fleet::new();
+    fleet.state.set_verify_invariants(true);
+    let a100 = fleet.add_nodes("a", 1, 8, "a100", H100_MEMORY_BYTES, 8)[0];
+    let h100 = fleet.add_nodes("h", 1, 8, "h100", H100_MEMORY_BYTES, 8)[0];
+    fleet.run_job(
+        job_spec("a-run", Tier::Premium, 8, "a100"),
+        devices_of(a100, 0, 8),
+    );
+    fleet.run_job(
+        job_spec("h-run", Tier::Basic, 8, "h100"),
+        devices_of(h100, 0, 8),
+    );
+    fleet.submit(job_spec("a-wait", Tier::Premium, 8, "a100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(ops(&plan), vec![], "{:?}", plan.actions);
+}
+
+#[test]
+fn a_blocked_gang_makes_room_on_a_node_of_its_kind_not_on_a_lower_node_of_another() {
+    let mut fleet = Fleet::new();
+    fleet.state.set_verify_invariants(true);
+    let h100 = fleet.add_nodes("h", 1, 8, "h100", H100_MEMORY_BYTES, 8)[0];
+    let a100 = fleet.add_nodes("a", 1, 8, "a100", H100_MEMORY_BYTES, 8)[0];
+    fleet.run_job(
+        job_spec("h-run", Tier::Basic, 8, "h100"),
+        devices_of(h100, 0, 8),
+    );
+    let basic = fleet.run_job(
+        job_spec("a-run", Tier::Basic, 8, "a100"),
+        devices_of(a100, 0, 8),
+    );
+    let premium = fleet.submit(job_spec("a-wait", Tier::Premium, 8, "a100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            basic,
+            ActionOp::Preempt {
+                for_job: Some(premium)
+            }
+        )]
+    );
+    commit(&mut fleet, plan);
+}

@@ -27,7 +27,7 @@ pub fn follows_up(planned: usize, committed: usize, action_limit: usize) -> bool
 /// Actions one plan of the default policy may hold: well below `MAX_ACTIONS_PER_PLAN`, so a
 /// plan is a small log entry and one evaluation never monopolises the leader.
 pub const DEFAULT_MAX_ACTIONS_PER_PLAN: usize = 256;
-/// Pending jobs one plan looks at (in priority order) before it stops.
+/// Pending jobs one plan may make room for (in priority order); those behind only backfill.
 pub const DEFAULT_MAX_PENDING_CONSIDERED: usize = 512;
 /// Shrunk jobs one plan may grow back toward their world size.
 pub const DEFAULT_MAX_GROWTHS_PER_PLAN: usize = 64;
@@ -54,7 +54,8 @@ pub struct PolicyConfig {
     /// Upper bound on actions in one plan (default `DEFAULT_MAX_ACTIONS_PER_PLAN`, 256; clamped
     /// to `MAX_ACTIONS_PER_PLAN`).
     pub max_actions_per_plan: usize,
-    /// Pending jobs examined per plan, highest priority first (default 512).
+    /// Pending jobs per plan that may make room or have a node cleared, highest priority first
+    /// (default 512); the jobs behind them may only start on devices still free (backfill).
     pub max_pending_considered: usize,
     /// Shrunk jobs grown back per plan (default 64).
     pub max_growths_per_plan: usize,

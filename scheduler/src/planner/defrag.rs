@@ -49,10 +49,7 @@ fn usable_on(s: &Session, pos: usize, job: &Job) -> Vec<DeviceRef> {
 
 /// Devices of node `pos` that could hold ranks of `job`, free or not.
 fn capacity_of(s: &Session, pos: usize, job: &Job) -> usize {
-    let node = &s.view.nodes[pos];
-    (0..node.node.devices.len() as u16)
-        .filter(|&i| node.suits(i, &job.spec))
-        .count()
+    s.view.nodes[pos].suitable(&job.spec)
 }
 
 /// Whether defragmentation may serve this job's gang of `need` devices.

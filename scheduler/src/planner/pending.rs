@@ -49,9 +49,9 @@ pub(crate) fn locality_for(s: &Session, spec: &JobSpec, count: usize) -> Localit
 /// device-time delivered so far, as in Tiresias: new jobs before ones that already ran, which
 /// favours short jobs without knowing durations), then submission order. When more jobs wait
 /// than the window of `max_pending_considered`, jobs the fleet could not hold even with every
-/// device free (no such kind, too little memory, too few devices) are left out before the
-/// window is cut, so they cannot crowd out the jobs behind them; `explain` still says why they
-/// wait.
+/// device free (no such kind, too little memory, too few devices) are left out, so they cannot
+/// crowd out the jobs behind them; `explain` still says why they wait. The first
+/// `max_pending_considered` jobs of the result are the window.
 pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
     // Only a full window needs the fleet-wide count (one pass over every node per class).
     let crowded = s.pending.len() > s.config.max_pending_considered;
@@ -72,7 +72,6 @@ pub(crate) fn pending_jobs<'a>(s: &Session<'a>) -> Vec<&'a Job> {
         })
         .collect();
     jobs.sort_by_key(|j| (Reverse(j.spec.tier), j.ledger.delivered_device_ms, j.id));
-    jobs.truncate(s.config.max_pending_considered);
     jobs
 }
 
@@ -132,12 +131,13 @@ pub(crate) fn start(s: &mut Session, job: &Job, placement: Placement, why: &str)
 }
 
 /// Tries to start `job` on free devices; true when a start was proposed, or when the job waits
-/// for a node being cleared for it (`defrag`).
-pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
+/// for a node being cleared for it (`defrag`). With `may_clear_nodes` unset (backfill), the
+/// job neither waits for a node being cleared nor has one cleared: it only takes free devices.
+pub(crate) fn try_start(s: &mut Session, job: &Job, may_clear_nodes: bool) -> bool {
     let allow_shrunk = s.config.start_shrunk && job.spec.tier != Tier::Premium;
     let sizes = start_sizes(&job.spec, allow_shrunk);
     let whole = job.spec.world_size as usize;
-    let one_node = locality_for(s, &job.spec, whole) == Locality::OneNode;
+    let one_node = may_clear_nodes && locality_for(s, &job.spec, whole) == Locality::OneNode;
     if one_node && wait_for_cleared_node(s, job, whole) {
         return true;
     }
@@ -173,13 +173,18 @@ pub(crate) fn try_start(s: &mut Session, job: &Job) -> bool {
 
 /// Starts what fits, in priority order, within the plan's bounds; a blocked premium or
 /// standard job makes room (shrinks, then preemptions of lower tiers) and holds the free
-/// devices it will use, so that lower jobs do not take them meanwhile.
+/// devices it will use, so that lower jobs do not take them meanwhile. Jobs behind the window
+/// then backfill: each may start on devices still free, in the same order, without making
+/// room or clearing a node, so that a window of blocked gangs does not leave devices idle that
+/// a job behind it could use.
 pub(crate) fn schedule_pending(s: &mut Session) {
-    for job in pending_jobs(s) {
+    let jobs = pending_jobs(s);
+    let (window, behind) = jobs.split_at(s.config.max_pending_considered.min(jobs.len()));
+    for &job in window {
         if s.full() {
             break;
         }
-        if try_start(s, job) {
+        if try_start(s, job, true) {
             continue;
         }
         // A basic job makes room only from basic jobs that have had more service.
@@ -195,6 +200,14 @@ pub(crate) fn schedule_pending(s: &mut Session) {
             s.room_attempts += 1;
             wait_for_room(s, job);
         }
+    }
+    // Each job behind the window costs at most one placement search per shape that does not
+    // fit (`known_not_to_fit`) or one start: bounded by the pending jobs and the plan's limit.
+    for &job in behind {
+        if s.full() || s.view.free_total == 0 {
+            break;
+        }
+        try_start(s, job, false);
     }
 }
 
@@ -227,8 +240,9 @@ enum Wait {
 /// locality (`defrag`), waits for the round in flight without making new room. Either way the
 /// gang holds the free devices of every node, so that the devices its round has already freed
 /// are not taken back by the jobs it made room from (which, resumed there, it would preempt
-/// again: a livelock). With nothing on its way: the up node that needs the fewest devices
-/// reclaimed from jobs that may yield (ties: lowest node id), else spread.
+/// again: a livelock). With nothing on its way: of the up nodes with enough devices of the
+/// job's kind, the one that needs the fewest reclaimed from jobs that may yield (ties: lowest
+/// node id), else spread.
 fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
     let spec = &job.spec;
     let mut coming: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -236,22 +250,26 @@ fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
         *coming.entry(d.node).or_default() += 1;
     }
     let class = class_of(s.config, job);
-    let reclaimable: BTreeMap<NodeId, usize> = s
-        .held_by_class()
-        .iter()
-        .map(|(&node, held)| (node, held.iter().skip(class + 1).sum()))
-        .collect();
+    // Devices on a node held by jobs that may yield to this one.
+    let yielding = |held: &Vec<usize>| -> usize { held.iter().skip(class + 1).sum() };
+    // Free devices suiting the job on an up node that could hold the whole gang; `None` for
+    // any other node (down, or too few devices of the job's kind: no room made there helps).
     let free_on = |s: &Session, node: NodeId| {
         s.view
             .position(node)
-            .filter(|&p| s.view.nodes[p].node.status == NodeStatus::Up)
-            .map(|p| s.view.nodes[p].usable(spec).count())
+            .map(|p| &s.view.nodes[p])
+            .filter(|n| {
+                n.node.status == NodeStatus::Up
+                    && s.view.uniform_fit(n, spec) != Some(false)
+                    && n.suitable(spec) >= need
+            })
+            .map(|n| n.usable(spec).count())
     };
     let mut coming_nodes = coming.iter();
     match (coming_nodes.next(), coming_nodes.next()) {
         (None, _) => {}
         (Some((&node, &count)), None) => {
-            let held = reclaimable.get(&node).copied().unwrap_or(0);
+            let held = s.held_by_class().get(&node).map_or(0, yielding);
             if free_on(s, node).is_some_and(|free| free + count + held >= need) {
                 return Wait::OnNode(node);
             }
@@ -262,9 +280,17 @@ fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
         }
         _ => return Wait::Spread,
     }
-    reclaimable
+    s.held_by_class();
+    let none_held = BTreeMap::new();
+    let held_by_class = s.held_by_class_if_computed().unwrap_or(&none_held);
+    let largest = s.view.node_capacity(spec);
+    held_by_class
         .iter()
-        .filter_map(|(&node, &held)| {
+        .filter_map(|(&node, held)| {
+            let held = yielding(held);
+            if held + largest < need {
+                return None;
+            }
             let free = free_on(s, node)?;
             (free + held >= need).then_some((need.saturating_sub(free), node))
         })
@@ -294,7 +320,11 @@ fn wait_for_room(s: &mut Session, job: &Job) {
         .view
         .nodes
         .iter()
-        .filter(|n| !n.free.is_empty() && target.map_or(true, |t| n.node.id == t))
+        .filter(|n| {
+            !n.free.is_empty()
+                && target.map_or(true, |t| n.node.id == t)
+                && s.view.uniform_fit(n, spec) != Some(false)
+        })
         .flat_map(|n| n.usable(spec).map(|i| DeviceRef::new(n.node.id, i)))
         .collect();
     let shortfall = need.saturating_sub(free.len() + reserved);

@@ -192,6 +192,11 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// `held_by_class` if it was computed in this plan (for reads while the session is borrowed).
+    pub fn held_by_class_if_computed(&self) -> Option<&BTreeMap<NodeId, Vec<usize>>> {
+        self.held_by_class.as_ref()
+    }
+
     /// Devices in flight toward `job` (it is pending and others are making room for it).
     pub fn reserved(&self, job: JobId) -> &[DeviceRef] {
         self.reserved_for.get(&job).map_or(&[], Vec::as_slice)

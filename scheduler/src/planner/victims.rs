@@ -150,7 +150,10 @@ fn useful(s: &Session, device: DeviceRef, spec: &JobSpec, target: Option<NodeId>
         return false;
     };
     let node = &s.view.nodes[pos];
-    node.node.status == NodeStatus::Up && node.suits(device.index, spec)
+    // `uniform_fit` answers for a whole node of one kind without comparing names.
+    node.node.status == NodeStatus::Up
+        && s.view.uniform_fit(node, spec) != Some(false)
+        && node.suits(device.index, spec)
 }
 
 /// The victim's devices in the order it should give them up: useful ones first, then those on
@@ -246,9 +249,14 @@ fn candidates<'a>(
         if out.len() >= s.config.max_victims_considered || shrinkable >= shortfall {
             break;
         }
+        // A job none of whose devices the beneficiary could use (another kind, or not on the
+        // target) frees nothing for it, and does not take a place among the candidates.
         let eligible = may_yield(s.config, job, beneficiary)
             && s.is_free(job)
-            && target.map_or(true, |t| job.assignment.iter().any(|d| d.node == t));
+            && job
+                .assignment
+                .iter()
+                .any(|&d| useful(s, d, &beneficiary.spec, target));
         if !eligible {
             continue;
         }

@@ -91,6 +91,13 @@ impl NodeView<'_> {
             .is_some_and(|d| device_suits(d, spec))
     }
 
+    /// Devices of this node that suit `spec`, free or not.
+    pub fn suitable(&self, spec: &JobSpec) -> usize {
+        (0..self.node.devices.len() as u16)
+            .filter(|&i| self.suits(i, spec))
+            .count()
+    }
+
     /// Free devices of this node that suit `spec`, in index order.
     pub fn usable<'s>(&'s self, spec: &'s JobSpec) -> impl Iterator<Item = u16> + 's {
         self.free.iter().filter(move |&i| self.suits(i, spec))
