@@ -6,7 +6,9 @@
 //!
 //! Run: `cargo bench -p singularity-scheduler --bench planner`. Before criterion's own run it
 //! prints p50/p99/max over a fixed number of timed plans (only `plan` is timed; submitting,
-//! committing the plan and completing its actions happen between samples, untimed).
+//! committing the plan and completing its actions happen between samples, untimed). Two more
+//! summaries time a plan that must make room (every device held) and a crowded queue (20,000
+//! blocked jobs, whose window leaves free devices to a job behind it).
 
 use criterion::{criterion_group, Criterion};
 use singularity_scheduler::planner::{plan, Evaluation};
@@ -303,6 +305,75 @@ fn contended_summary(fleet: &Fleet) {
     );
 }
 
+/// Pending jobs behind the window in the crowded summary.
+const CROWDED_PENDING: usize = 20_000;
+/// Nodes of a second kind, every device held by premium jobs, that the crowded queue waits for.
+const CROWDED_NODES: usize = 1_000;
+
+/// The crowded queue: next to the fleet above (fragmented, about 20,000 h100 devices free),
+/// 1,000 a100 nodes all held by premium jobs, and `waiting` premium 8-rank a100 jobs pending
+/// (blocked: nothing of a lower tier to preempt), then one basic 1-rank h100 job. Returns the
+/// plan samples and whether the h100 job started (behind the window when `waiting` exceeds it).
+fn crowded_plans(fleet: &Fleet, waiting: usize) -> (Vec<Sample>, bool) {
+    let mut crowded = Fleet {
+        state: fleet.state.clone(),
+        clock_ms: fleet.clock_ms,
+        step_ms: fleet.step_ms,
+        applied: fleet.applied,
+    };
+    let nodes = crowded.add_nodes(
+        "a100-",
+        CROWDED_NODES,
+        DEVICES_PER_NODE,
+        "a100",
+        H100_MEMORY_BYTES,
+        NODES_PER_DOMAIN,
+    );
+    for &node in &nodes {
+        let devices = (0..DEVICES_PER_NODE as u16)
+            .map(|i| DeviceRef::new(node, i))
+            .collect();
+        crowded.run_job(
+            job_spec(
+                "a100-running",
+                Tier::Premium,
+                DEVICES_PER_NODE as u32,
+                "a100",
+            ),
+            devices,
+        );
+    }
+    for _ in 0..waiting {
+        crowded.submit(job_spec("a100-waiting", Tier::Premium, 8, "a100"));
+    }
+    let small = crowded.submit(job_spec("h100-small", Tier::Basic, 1, "h100"));
+    let evaluation = Evaluation::Tick;
+    let mut all = Vec::with_capacity(CONTENDED_SAMPLES);
+    let mut started = false;
+    for _ in 0..CONTENDED_SAMPLES {
+        let (planned, sample) = time_plan(&crowded, &evaluation);
+        all.push(sample);
+        started = planned.actions.iter().any(|a| a.job == small);
+    }
+    (all, started)
+}
+
+/// The crowded queue against the same fleet with a window's worth of waiting jobs only: the
+/// cost of looking past the window for jobs that fit free devices (backfill).
+fn crowded_summary(fleet: &Fleet) {
+    let window = singularity_scheduler::planner::DEFAULT_MAX_PENDING_CONSIDERED;
+    for waiting in [window - 1, window + CROWDED_PENDING] {
+        let (samples, started) = crowded_plans(fleet, waiting);
+        report(
+            &format!(
+                "crowded: {waiting} blocked a100 jobs pending, then a 1-rank h100 job ({})",
+                if started { "started" } else { "NOT started" }
+            ),
+            &samples,
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let build = Instant::now();
     let mut fleet = big_fleet();
@@ -312,6 +383,7 @@ fn bench(c: &mut Criterion) {
         build.elapsed().as_secs_f64()
     );
     contended_summary(&fleet);
+    crowded_summary(&fleet);
     summary(&mut fleet);
     let mut stream = Stream::new(0x2545_f491_4f6c_dd1d);
     c.bench_function("plan_64_rank_gang_100k_devices_20k_jobs", |b| {
