@@ -1060,40 +1060,43 @@ fn a_job_past_the_window_does_not_take_devices_a_job_in_it_holds() {
     commit(&mut fleet, plan);
 }
 
-#[test]
-fn a_blocked_job_makes_no_room_on_nodes_of_another_kind() {
+/// One a100 node running an 8-rank a100 job of `a100_tier` and one h100 node running a basic
+/// 8-rank h100 job (the h100 node first, with the lower id, when `h100_first`), then a premium
+/// 8-rank a100 job waiting. Returns the fleet, the a100 job and the waiting one.
+fn mixed_kinds(a100_tier: Tier, h100_first: bool) -> (Fleet, JobId, JobId) {
     let mut fleet = Fleet::new();
     fleet.state.set_verify_invariants(true);
-    let a100 = fleet.add_nodes("a", 1, 8, "a100", H100_MEMORY_BYTES, 8)[0];
-    let h100 = fleet.add_nodes("h", 1, 8, "h100", H100_MEMORY_BYTES, 8)[0];
-    fleet.run_job(
-        job_spec("a-run", Tier::Premium, 8, "a100"),
-        devices_of(a100, 0, 8),
-    );
+    let mut add =
+        |name: &str, kind: &str| fleet.add_nodes(name, 1, 8, kind, H100_MEMORY_BYTES, 8)[0];
+    let (h100, a100) = if h100_first {
+        let h100 = add("h", "h100");
+        (h100, add("a", "a100"))
+    } else {
+        let a100 = add("a", "a100");
+        (add("h", "h100"), a100)
+    };
     fleet.run_job(
         job_spec("h-run", Tier::Basic, 8, "h100"),
         devices_of(h100, 0, 8),
     );
-    fleet.submit(job_spec("a-wait", Tier::Premium, 8, "a100"));
+    let running = fleet.run_job(
+        job_spec("a-run", a100_tier, 8, "a100"),
+        devices_of(a100, 0, 8),
+    );
+    let waiting = fleet.submit(job_spec("a-wait", Tier::Premium, 8, "a100"));
+    (fleet, running, waiting)
+}
+
+#[test]
+fn a_blocked_job_makes_no_room_on_nodes_of_another_kind() {
+    let (fleet, _, _) = mixed_kinds(Tier::Premium, false);
     let plan = plan_now(&fleet, Evaluation::Tick);
     assert_eq!(ops(&plan), vec![], "{:?}", plan.actions);
 }
 
 #[test]
 fn a_blocked_gang_makes_room_on_a_node_of_its_kind_not_on_a_lower_node_of_another() {
-    let mut fleet = Fleet::new();
-    fleet.state.set_verify_invariants(true);
-    let h100 = fleet.add_nodes("h", 1, 8, "h100", H100_MEMORY_BYTES, 8)[0];
-    let a100 = fleet.add_nodes("a", 1, 8, "a100", H100_MEMORY_BYTES, 8)[0];
-    fleet.run_job(
-        job_spec("h-run", Tier::Basic, 8, "h100"),
-        devices_of(h100, 0, 8),
-    );
-    let basic = fleet.run_job(
-        job_spec("a-run", Tier::Basic, 8, "a100"),
-        devices_of(a100, 0, 8),
-    );
-    let premium = fleet.submit(job_spec("a-wait", Tier::Premium, 8, "a100"));
+    let (mut fleet, basic, premium) = mixed_kinds(Tier::Basic, true);
     let plan = plan_now(&fleet, Evaluation::Tick);
     assert_eq!(
         ops(&plan),
