@@ -260,12 +260,7 @@ fn summary(fleet: &mut Fleet) {
 /// 8-rank jobs on every node left free), where a premium 64-rank gang must make room by
 /// shrinking and preempting lower tiers. Times the plan only (the same state each time).
 fn contended_summary(fleet: &Fleet) {
-    let mut full = Fleet {
-        state: fleet.state.clone(),
-        clock_ms: fleet.clock_ms,
-        step_ms: fleet.step_ms,
-        applied: fleet.applied,
-    };
+    let mut full = fleet.clone();
     let free: Vec<Vec<DeviceRef>> = full
         .state
         .nodes()
@@ -315,12 +310,7 @@ const CROWDED_NODES: usize = 1_000;
 /// (blocked: nothing of a lower tier to preempt), then one basic 1-rank h100 job. Returns the
 /// plan samples and whether the h100 job started (behind the window when `waiting` exceeds it).
 fn crowded_plans(fleet: &Fleet, waiting: usize) -> (Vec<Sample>, bool) {
-    let mut crowded = Fleet {
-        state: fleet.state.clone(),
-        clock_ms: fleet.clock_ms,
-        step_ms: fleet.step_ms,
-        applied: fleet.applied,
-    };
+    let mut crowded = fleet.clone();
     let nodes = crowded.add_nodes(
         "a100-",
         CROWDED_NODES,

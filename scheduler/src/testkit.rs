@@ -38,6 +38,7 @@ pub fn job_spec(name: &str, tier: Tier, world_size: u32, kind: &str) -> JobSpec 
 }
 
 /// A state plus a leader clock that moves forward by `step_ms` per applied entry.
+#[derive(Clone)]
 pub struct Fleet {
     pub state: ClusterState,
     pub clock_ms: u64,
@@ -231,7 +232,6 @@ impl Fleet {
     }
 }
 
-/// The devices `first..first + count` of one node.
 /// One node of 8 devices (`gpu-0`) running an 8-rank basic job on all of them, with a shrink
 /// to its first 4 devices committed and not yet started: the fleet, the job, the shrink and the
 /// node.
@@ -253,6 +253,7 @@ pub fn shrink_in_flight() -> (Fleet, JobId, ActionId, NodeId) {
     (fleet, job, shrink, nodes[0])
 }
 
+/// The devices `first..first + count` of one node.
 pub fn devices_of(node: NodeId, first: u16, count: u16) -> Vec<DeviceRef> {
     (first..first + count)
         .map(|index| DeviceRef::new(node, index))

@@ -243,7 +243,7 @@ enum Wait {
 /// again: a livelock). With nothing on its way: of the up nodes with enough devices of the
 /// job's kind, the one that needs the fewest reclaimed from jobs that may yield (ties: lowest
 /// node id), else spread.
-fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
+fn wait_for(s: &Session, job: &Job, need: usize) -> Wait {
     let spec = &job.spec;
     let mut coming: BTreeMap<NodeId, usize> = BTreeMap::new();
     for d in s.reserved(job.id) {
@@ -260,7 +260,7 @@ fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
             .map(|p| &s.view.nodes[p])
             .filter(|n| {
                 n.node.status == NodeStatus::Up
-                    && s.view.uniform_fit(n, spec) != Some(false)
+                    && s.view.may_suit(n, spec)
                     && n.suitable(spec) >= need
             })
             .map(|n| n.usable(spec).count())
@@ -280,11 +280,8 @@ fn wait_for(s: &mut Session, job: &Job, need: usize) -> Wait {
         }
         _ => return Wait::Spread,
     }
-    s.held_by_class();
-    let none_held = BTreeMap::new();
-    let held_by_class = s.held_by_class_if_computed().unwrap_or(&none_held);
     let largest = s.view.node_capacity(spec);
-    held_by_class
+    s.held_by_class()
         .iter()
         .filter_map(|(&node, held)| {
             let held = yielding(held);
@@ -323,7 +320,7 @@ fn wait_for_room(s: &mut Session, job: &Job) {
         .filter(|n| {
             !n.free.is_empty()
                 && target.map_or(true, |t| n.node.id == t)
-                && s.view.uniform_fit(n, spec) != Some(false)
+                && s.view.may_suit(n, spec)
         })
         .flat_map(|n| n.usable(spec).map(|i| DeviceRef::new(n.node.id, i)))
         .collect();

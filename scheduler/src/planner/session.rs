@@ -12,6 +12,7 @@ use crate::ids::{DeviceRef, JobId, NodeId};
 use crate::job::{Job, JobPhase, JobSpec};
 use crate::limits::MAX_REASON_BYTES;
 use crate::state::ClusterState;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) struct Session<'a> {
@@ -35,7 +36,7 @@ pub(crate) struct Session<'a> {
     victim_pool: Option<Vec<&'a Job>>,
     /// Devices held per node by running jobs, per yield class (`victims::class_of`; built on
     /// first use).
-    held_by_class: Option<BTreeMap<NodeId, Vec<usize>>>,
+    held_by_class: OnceCell<BTreeMap<NodeId, Vec<usize>>>,
     /// Blocked jobs that tried to make room in this plan.
     pub room_attempts: usize,
 }
@@ -107,7 +108,7 @@ impl<'a> Session<'a> {
             reserved_for,
             no_fit: BTreeMap::new(),
             victim_pool: None,
-            held_by_class: None,
+            held_by_class: OnceCell::new(),
             room_attempts: 0,
         }
     }
@@ -173,10 +174,10 @@ impl<'a> Session<'a> {
     }
 
     /// Devices held on each node by running jobs without an action in flight, per yield class.
-    pub fn held_by_class(&mut self) -> &BTreeMap<NodeId, Vec<usize>> {
+    pub fn held_by_class(&self) -> &BTreeMap<NodeId, Vec<usize>> {
         let running = &self.running;
         let config = self.config;
-        self.held_by_class.get_or_insert_with(|| {
+        self.held_by_class.get_or_init(|| {
             let classes = class_count(config);
             let mut held: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
             for job in running {
@@ -190,11 +191,6 @@ impl<'a> Session<'a> {
             }
             held
         })
-    }
-
-    /// `held_by_class` if it was computed in this plan (for reads while the session is borrowed).
-    pub fn held_by_class_if_computed(&self) -> Option<&BTreeMap<NodeId, Vec<usize>>> {
-        self.held_by_class.as_ref()
     }
 
     /// Devices in flight toward `job` (it is pending and others are making room for it).

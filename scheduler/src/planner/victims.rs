@@ -150,9 +150,8 @@ fn useful(s: &Session, device: DeviceRef, spec: &JobSpec, target: Option<NodeId>
         return false;
     };
     let node = &s.view.nodes[pos];
-    // `uniform_fit` answers for a whole node of one kind without comparing names.
     node.node.status == NodeStatus::Up
-        && s.view.uniform_fit(node, spec) != Some(false)
+        && s.view.may_suit(node, spec)
         && node.suits(device.index, spec)
 }
 

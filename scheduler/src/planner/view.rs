@@ -206,6 +206,12 @@ impl<'a> FleetView<'a> {
         }
     }
 
+    /// False when no device of `node` can suit `spec`, as far as its uniform kind and memory
+    /// tell without comparing names; true means "check the devices" (`NodeView::suits`).
+    pub fn may_suit(&self, node: &NodeView, spec: &JobSpec) -> bool {
+        self.uniform_fit(node, spec) != Some(false)
+    }
+
     /// For a uniform node, whether its devices are of `spec`'s kind with enough memory
     /// (health aside); `None` for a node of mixed devices, which needs the per-device checks.
     pub fn uniform_fit(&self, node: &NodeView, spec: &JobSpec) -> Option<bool> {
