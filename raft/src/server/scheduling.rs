@@ -135,8 +135,8 @@ async fn run(
     let mut leading = false;
     let mut last_tick = Instant::now();
     let wake = Duration::from_millis(config.wake_interval_ms.max(1));
-    // The evaluation to plan again after a plan that committed actions, and how many such
-    // follow-up plans ran in a row.
+    // The evaluation to plan again after a full plan that committed actions (`follows_up`),
+    // and how many such follow-up plans ran in a row.
     let mut follow_up: Option<Evaluation> = None;
     let mut follow_ups: u32 = 0;
     loop {
