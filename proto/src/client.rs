@@ -293,6 +293,16 @@ impl Client {
         Ok(reply.json)
     }
 
+    /// Asks the leader to hand its leadership to voter `target`; answers the outcome's JSON
+    /// once `target` leads.
+    pub async fn transfer_leader(&mut self, target: u64) -> Result<String, ClientError> {
+        let request = TransferLeaderRequest { target };
+        let reply = self
+            .with_retries(|mut client| async move { client.transfer_leader(request).await })
+            .await?;
+        Ok(reply.json)
+    }
+
     /// Downloads a snapshot of the current endpoint's applied state.
     pub async fn snapshot(&mut self) -> Result<Vec<u8>, ClientError> {
         let endpoint = self.endpoints[self.current].clone();

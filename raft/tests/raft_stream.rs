@@ -12,7 +12,9 @@ use openraft::{BasicNode, Vote};
 use singularity_proto::v1::raft_service_client::RaftServiceClient;
 use singularity_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
 use singularity_proto::v1::raft_stream_reply::Result as StreamResult;
-use singularity_proto::v1::{RaftPayload, RaftStreamReply, RaftStreamRequest};
+use singularity_proto::v1::{
+    RaftPayload, RaftStreamReply, RaftStreamRequest, TimeoutNowReply, TimeoutNowRequest,
+};
 use singularity_raft::limits::MAX_GRPC_MESSAGE_BYTES;
 use singularity_raft::network::service::AppendStreamReplies;
 use singularity_raft::network::{Network, RaftGrpc};
@@ -222,6 +224,13 @@ impl RaftService for OlderReplica {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.0.install_snapshot(request).await
+    }
+
+    async fn timeout_now(
+        &self,
+        _request: Request<TimeoutNowRequest>,
+    ) -> Result<Response<TimeoutNowReply>, Status> {
+        Err(Status::unimplemented("no such method"))
     }
 
     type AppendEntriesStreamStream = AppendStreamReplies;

@@ -1,10 +1,10 @@
-//! `singularity operator raft status|add-learner|change-membership`. Status asks every
-//! endpoint for its own view (members, leader, term, commit and applied index, lag); membership
-//! changes go to the leader. openraft 0.9 has no leader transfer, so there is none here.
+//! `singularity operator raft status|add-learner|change-membership|transfer-leader`. Status
+//! asks every endpoint for its own view (members, leader, term, commit and applied index, lag);
+//! membership changes and leadership transfers go to the leader.
 
 use crate::client::{block_on, print_table, ClientOpts, Output};
 use clap::{Args, Subcommand};
-use singularity_raft::server::RaftStatus;
+use singularity_raft::server::{RaftStatus, TransferOutcome};
 
 #[derive(Debug, Args)]
 pub struct RaftArgs {
@@ -33,6 +33,13 @@ pub enum RaftCommand {
         #[arg(long)]
         retain: bool,
     },
+    /// Hand leadership to another voter (before restarting the leader's machine, say).
+    /// Proposals pause for a few hundred milliseconds; no election timeout is waited out.
+    TransferLeader {
+        /// The voter that should lead.
+        #[arg(long = "to", value_name = "NODE_ID")]
+        to: u64,
+    },
 }
 
 /// Runs `singularity operator raft ...`.
@@ -59,6 +66,21 @@ pub fn run(args: RaftArgs, opts: ClientOpts) -> anyhow::Result<()> {
             RaftCommand::ChangeMembership { voters, retain } => {
                 let log_id = client.change_membership(voters.clone(), retain).await?;
                 println!("voters are now {voters:?} (log id {log_id})");
+                Ok(())
+            }
+            RaftCommand::TransferLeader { to } => {
+                let json = client.transfer_leader(to).await?;
+                let outcome: TransferOutcome = serde_json::from_str(&json)?;
+                if opts.output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                } else if outcome.from == outcome.to {
+                    println!("node {} already leads (term {})", outcome.to, outcome.term);
+                } else {
+                    println!(
+                        "node {} leads now (term {}), after node {}; proposals paused {} ms",
+                        outcome.to, outcome.term, outcome.from, outcome.paused_ms
+                    );
+                }
                 Ok(())
             }
         }

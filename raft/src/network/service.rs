@@ -6,12 +6,15 @@
 //! touch storage directly.
 
 use super::{decode_payload, encode_payload};
+use crate::server::transfer::campaign_on_request;
 use crate::types::{Raft, TypeConfig};
 use futures::Stream;
 use openraft::raft::AppendEntriesRequest;
 use singularity_proto::v1::raft_service_server::RaftService;
 use singularity_proto::v1::raft_stream_reply::Result as StreamResult;
-use singularity_proto::v1::{RaftPayload, RaftStreamReply, RaftStreamRequest};
+use singularity_proto::v1::{
+    RaftPayload, RaftStreamReply, RaftStreamRequest, TimeoutNowReply, TimeoutNowRequest,
+};
 use std::pin::Pin;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
@@ -142,6 +145,14 @@ impl RaftService for RaftGrpc {
         let rpc = decode("install-snapshot request", request)?;
         let result = self.raft.install_snapshot(rpc).await;
         reply("install-snapshot reply", &result)
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<TimeoutNowRequest>,
+    ) -> Result<Response<TimeoutNowReply>, Status> {
+        campaign_on_request(&self.raft, &request.into_inner()).await?;
+        Ok(Response::new(TimeoutNowReply {}))
     }
 
     type AppendEntriesStreamStream = AppendStreamReplies;

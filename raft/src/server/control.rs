@@ -1,6 +1,7 @@
 //! The `Control` gRPC service: client writes (validated before anything is proposed, stamped
 //! with the leader's clock, exactly once by client id and sequence), linearizable or stale
-//! reads, Raft status, membership changes, snapshot download and log reading. A follower names
+//! reads, Raft status, membership changes, leadership transfer, snapshot download and log
+//! reading. A follower names
 //! the leader in the `x-singularity-leader` header. It must not change state except through
 //! `Raft::client_write`, and must not propose what fails validation (DESIGN.md rule 9).
 
@@ -8,6 +9,7 @@ use crate::limits::{MAX_CLIENT_ENTRY_BYTES, MAX_LOG_ENTRIES_PER_READ, SNAPSHOT_C
 use crate::oplog;
 use crate::server::group_commit::{GroupCommit, WriteFailure};
 use crate::server::status::RaftStatus;
+use crate::server::transfer::{self, ProposalGate};
 use crate::store::snapshot::SnapshotEnvelope;
 use crate::store::{LogStore, StateMachineStore};
 use crate::types::{NodeId, Raft};
@@ -46,17 +48,26 @@ pub struct ControlService {
     stats: Arc<ApiStats>,
     /// Batches concurrent client writes into one log entry.
     group: GroupCommit,
+    /// Closed while leadership is handed over: writes and linearizable reads wait at it.
+    gate: ProposalGate,
 }
 
 impl ControlService {
     /// The API of `raft`; starts the write path's group commit on the current runtime.
-    pub fn new(raft: Raft, sm: StateMachineStore, log: LogStore, stats: Arc<ApiStats>) -> Self {
+    pub fn new(
+        raft: Raft,
+        sm: StateMachineStore,
+        log: LogStore,
+        stats: Arc<ApiStats>,
+        gate: ProposalGate,
+    ) -> Self {
         ControlService {
-            group: GroupCommit::start(raft.clone()),
+            group: GroupCommit::start(raft.clone(), gate.clone()),
             raft,
             sm,
             log,
             stats,
+            gate,
         }
     }
 
@@ -114,6 +125,8 @@ impl ControlService {
         if stale {
             return Ok(());
         }
+        // A read index renews the followers' leader lease, which a transfer lets run out.
+        self.gate.wait_open().await;
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -317,6 +330,20 @@ impl Control for ControlService {
             }
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let target = request.into_inner().target;
+        if target == 0 {
+            return Err(self.invalid("a transfer needs a target node id (ids start at 1)".into()));
+        }
+        let outcome = transfer::transfer_leadership(&self.raft, &self.gate, target).await?;
+        Ok(Response::new(JsonReply {
+            json: json(&outcome)?,
+        }))
     }
 
     type SnapshotSaveStream = ChunkStream;

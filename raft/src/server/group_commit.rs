@@ -5,7 +5,8 @@
 //! `MAX_BATCH_BYTES`) and proposes it as one `Proposal::Batch`, with at most
 //! `MAX_BATCHES_IN_FLIGHT` proposals not yet committed. A lone write is proposed at once, with
 //! no timer, so a single client waits for nothing. Each writer gets its own outcome, in the
-//! batch's order, once the batch is committed and applied.
+//! batch's order, once the batch is committed and applied. While a leadership transfer holds
+//! the `ProposalGate` closed, the next batch waits at it.
 //!
 //! It must not validate, reorder, drop or answer a write before its batch is applied, and must
 //! not batch anything but client writes (the leader's plans are proposed on their own).
@@ -14,6 +15,7 @@ use crate::limits::{
     MAX_BATCHES_IN_FLIGHT, MAX_BATCH_BYTES, MAX_QUEUED_WRITES, MAX_WRITES_PER_BATCH,
 };
 use crate::proposal::Proposal;
+use crate::server::transfer::ProposalGate;
 use crate::types::{NodeId, Raft};
 use openraft::error::ClientWriteError;
 use openraft::BasicNode;
@@ -71,9 +73,9 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the batching task for `raft` on the current tokio runtime.
-    pub fn start(raft: Raft) -> GroupCommit {
+    pub fn start(raft: Raft, gate: ProposalGate) -> GroupCommit {
         let (queue, waiting) = mpsc::channel(MAX_QUEUED_WRITES);
-        tokio::spawn(run(raft, waiting));
+        tokio::spawn(run(raft, gate, waiting));
         GroupCommit { queue }
     }
 
@@ -95,7 +97,7 @@ impl GroupCommit {
 
 /// Takes waiting writes into batches and proposes them, at most `MAX_BATCHES_IN_FLIGHT` at a
 /// time.
-async fn run(raft: Raft, mut waiting: mpsc::Receiver<Waiting>) {
+async fn run(raft: Raft, gate: ProposalGate, mut waiting: mpsc::Receiver<Waiting>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     // A write that did not fit the previous batch's byte limit starts the next one.
     let mut held: Option<Waiting> = None;
@@ -131,6 +133,7 @@ async fn run(raft: Raft, mut waiting: mpsc::Receiver<Waiting>) {
             .into_iter()
             .map(|write| (write.entry, write.reply))
             .unzip();
+        gate.wait_open().await;
         let answer = match raft.client_write_ff(Proposal::of(entries)).await {
             Ok(answer) => answer,
             Err(fatal) => {

@@ -10,8 +10,10 @@ pub mod node_service;
 pub mod replica;
 pub mod scheduling;
 pub mod status;
+pub mod transfer;
 
 pub use config::ServerConfig;
 pub use replica::Replica;
 pub use scheduling::{SchedulingConfig, SchedulingLoop};
 pub use status::RaftStatus;
+pub use transfer::{ProposalGate, TransferOutcome};

@@ -9,6 +9,7 @@ use super::control::{ApiStats, ControlService};
 use super::metrics::{self, MetricsSources};
 use super::node_service::NodeServiceImpl;
 use super::scheduling::SchedulingLoop;
+use super::transfer::ProposalGate;
 use crate::error::RaftError;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::network::{Network, NetworkStats, RaftGrpc};
@@ -79,7 +80,16 @@ impl Replica {
         .map_err(|e| RaftError::Raft(e.to_string()))?;
 
         let api = Arc::new(ApiStats::default());
-        let control = ControlService::new(raft.clone(), sm.clone(), log.clone(), api.clone());
+        // Closed only while this replica hands its leadership over (`operator raft
+        // transfer-leader`): client writes, linearizable reads and plans wait at it.
+        let gate = ProposalGate::default();
+        let control = ControlService::new(
+            raft.clone(),
+            sm.clone(),
+            log.clone(),
+            api.clone(),
+            gate.clone(),
+        );
         let addr = listener.local_addr()?;
         // TCP_NODELAY on every accepted connection: without it small replies wait for Nagle's
         // algorithm and the peer's delayed ACK (~40 ms stalls at the tail).
@@ -128,6 +138,7 @@ impl Replica {
             sm.clone(),
             config.node_id,
             config.scheduling.clone(),
+            gate,
         );
         let replica = Replica {
             raft,

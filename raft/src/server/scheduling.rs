@@ -15,9 +15,11 @@
 //! A replica that becomes leader rebuilds its queue from the replicated state (pending jobs,
 //! jobs to stop) after its read index confirms it has applied everything committed, so it
 //! carries on where the old leader stopped. The loop decides nothing itself: every decision is
-//! the policy's, and every effect goes through the log. Followers run it idle.
+//! the policy's, and every effect goes through the log. Followers run it idle. While the leader
+//! hands its leadership over, its proposals wait at the `ProposalGate`.
 
 use crate::proposal::Proposal;
+use crate::server::transfer::ProposalGate;
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
 use openraft::ServerState;
@@ -72,9 +74,10 @@ impl SchedulingLoop {
         sm: StateMachineStore,
         node_id: NodeId,
         config: SchedulingConfig,
+        gate: ProposalGate,
     ) -> SchedulingLoop {
         let (stop, stopped) = watch::channel(false);
-        let handle = tokio::spawn(run(raft, sm, node_id, config, stopped));
+        let handle = tokio::spawn(run(raft, sm, node_id, config, gate, stopped));
         SchedulingLoop { stop, handle }
     }
 
@@ -106,7 +109,16 @@ enum ProposeError {
     Other(String),
 }
 
-async fn propose(raft: &Raft, command: Command) -> Result<Outcome, ProposeError> {
+/// The raft handle and the gate every proposal of the loop waits at.
+struct Proposer {
+    raft: Raft,
+    gate: ProposalGate,
+}
+
+async fn propose(proposer: &Proposer, command: Command) -> Result<Outcome, ProposeError> {
+    // A leadership transfer pauses proposals; the plan is stamped after the wait.
+    proposer.gate.wait_open().await;
+    let raft = &proposer.raft;
     let entry = Entry::system(wall_clock_ms(), command);
     match raft.client_write(Proposal::One(entry)).await {
         Ok(response) => response.data.into_iter().next().ok_or_else(|| {
@@ -124,11 +136,16 @@ async fn run(
     sm: StateMachineStore,
     node_id: NodeId,
     config: SchedulingConfig,
+    gate: ProposalGate,
     mut stopped: watch::Receiver<bool>,
 ) {
     if !config.enabled {
         return;
     }
+    let proposer = Proposer {
+        raft: raft.clone(),
+        gate,
+    };
     let policy = SingularityPolicy::with_config(config.policy.clone());
     let mut metrics = raft.metrics();
     let mut queue = EvaluationQueue::new();
@@ -173,7 +190,7 @@ async fn run(
             );
         }
         queue.extend(sm.take_evaluations());
-        let mut result = housekeeping(&raft, &sm, &config, &mut last_tick, &mut queue).await;
+        let mut result = housekeeping(&proposer, &sm, &config, &mut last_tick, &mut queue).await;
         if result.is_ok() {
             let next = match queue.pop() {
                 // The policy is level-triggered: one plan covers every queued evaluation.
@@ -189,7 +206,7 @@ async fn run(
                     .map(|first| (first, Some(format!("follow-up plan {follow_ups}")))),
             };
             if let Some((evaluation, note)) = next {
-                result = plan_and_propose(&raft, &sm, &policy, &config, &evaluation, note)
+                result = plan_and_propose(&proposer, &sm, &policy, &config, &evaluation, note)
                     .await
                     .map(|committed_actions| {
                         // The plan proposed last was committed whole: planned = committed.
@@ -223,7 +240,7 @@ async fn run(
 
 /// Declares silent nodes down and proposes the periodic tick.
 async fn housekeeping(
-    raft: &Raft,
+    proposer: &Proposer,
     sm: &StateMachineStore,
     config: &SchedulingConfig,
     last_tick: &mut Instant,
@@ -234,12 +251,12 @@ async fn housekeeping(
         for name in silent {
             let reason = format!("no heartbeat for more than {timeout_ms} ms");
             tracing::warn!(node = %name, "declaring node down: {reason}");
-            propose(raft, Command::NodeDown { name, reason }).await?;
+            propose(proposer, Command::NodeDown { name, reason }).await?;
         }
     }
     if last_tick.elapsed() >= Duration::from_millis(config.tick_interval_ms) {
         *last_tick = Instant::now();
-        propose(raft, Command::Tick).await?;
+        propose(proposer, Command::Tick).await?;
         queue.push(Evaluation::Tick);
     }
     Ok(())
@@ -249,7 +266,7 @@ async fn housekeeping(
 /// `max_replans` times. `note` is added to the plan's trigger in brackets. Returns how many
 /// actions the committed plan holds (0: nothing to do, or every attempt refused).
 async fn plan_and_propose(
-    raft: &Raft,
+    proposer: &Proposer,
     sm: &StateMachineStore,
     policy: &SingularityPolicy,
     config: &SchedulingConfig,
@@ -275,7 +292,7 @@ async fn plan_and_propose(
             return Ok(0);
         }
         let actions = plan.actions.len();
-        match propose(raft, Command::ApplyPlan { plan }).await? {
+        match propose(proposer, Command::ApplyPlan { plan }).await? {
             Outcome::Accepted(Effect::PlanApplied { rejected, .. }) if rejected.is_empty() => {
                 tracing::debug!(actions, "plan committed");
                 return Ok(actions);
