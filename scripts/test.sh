@@ -18,12 +18,12 @@ else
   cargo test --release --workspace --locked --no-fail-fast "$@"
 fi
 
-# Jepsen short run: real replicas in network namespaces under partitions and kills (root only).
+# Jepsen short run: real replicas in network namespaces under partitions, kills and leader transfers (root only).
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v iptables >/dev/null; then
-  echo "== jepsen short run (3 replicas, 30 s, partitions and kills, register and set)" >&2
+  echo "== jepsen short run (3 replicas, 30 s, partitions, kills and leader transfers, register and set)" >&2
   cargo build --release --locked --workspace --bin singularity --bin singularity-jepsen
   "$CARGO_TARGET_DIR/release/singularity-jepsen" test --replicas 3 --time-limit-s 30 \
-    --nemesis partition,kill --workload register,set \
+    --nemesis partition,kill,transfer --workload register,set \
     --results-dir "$CARGO_TARGET_DIR/jepsen-results/ci-$(date +%s)"
 else
   echo "== jepsen short run skipped: needs root, ip and iptables" >&2

@@ -123,6 +123,8 @@ enum NemesisArgOrNone {
     Membership,
     /// Wall-clock jumps and drift on replicas (libfaketime; `apt-get install faketime`).
     Clock,
+    /// Leadership handed to another voter (Control.TransferLeader).
+    Transfer,
     /// Every fault above.
     All,
     /// No faults.
@@ -286,6 +288,7 @@ fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
             NemesisArgOrNone::Pause => &[NemesisKind::Pause],
             NemesisArgOrNone::Membership => &[NemesisKind::Membership],
             NemesisArgOrNone::Clock => &[NemesisKind::Clock],
+            NemesisArgOrNone::Transfer => &[NemesisKind::Transfer],
             NemesisArgOrNone::All => &NemesisKind::ALL,
             NemesisArgOrNone::None => &[],
         };

@@ -7,7 +7,7 @@
 use singularity_proto::v1::control_client::ControlClient;
 use singularity_proto::v1::{
     AddLearnerRequest, ChangeMembershipRequest, LogReply, LogRequest, ReadRequest, StatusRequest,
-    WriteRequest,
+    TransferLeaderRequest, WriteRequest,
 };
 use singularity_proto::{query, LEADER_HEADER};
 use singularity_scheduler::{ClientId, Command, Entry, Outcome};
@@ -212,6 +212,21 @@ impl Conn {
         self.call(timeout, |mut client| {
             let request = request.clone();
             async move { client.change_membership(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Asks the leader to hand leadership to replica id `target`.
+    pub async fn transfer_leader(
+        &mut self,
+        target: u64,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        self.call(timeout, |mut client| async move {
+            client
+                .transfer_leader(TransferLeaderRequest { target })
+                .await
         })
         .await
         .map(|_| ())

@@ -1,8 +1,9 @@
 //! The nemesis: carries out one window's faults against the network, the replica processes,
-//! their clocks and the Raft membership, and heals all of them.
+//! their clocks, the Raft membership and leadership, and heals all of them.
 //!
-//! Membership changes go through the public API only (`Control.ChangeMembership`,
-//! `Control.AddLearner`), as an operator's `singularity operator raft` would make them. A
+//! Membership changes and leadership transfers go through the public API only
+//! (`Control.ChangeMembership`, `Control.AddLearner`, `Control.TransferLeader`), as an
+//! operator's `singularity operator raft` would make them. A
 //! refused change is recorded in the fault's detail, not treated as a harness failure: faults
 //! combine, and a group without a quorum rightly refuses. Healing restores the full voter set
 //! within a bounded time.
@@ -23,6 +24,9 @@ use tokio::runtime::Handle;
 
 /// Time one membership change may take while a fault starts.
 const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 5_000;
+/// Time one leadership transfer may take (the leader bounds its own wait for the target at
+/// 5 s, and the election after it at about 1 s).
+const TRANSFER_TIMEOUT_MS: u64 = 8_000;
 /// Time one status query may take.
 const STATUS_TIMEOUT_MS: u64 = 500;
 /// Pause between two attempts to restore the membership.
@@ -193,6 +197,28 @@ impl Nemesis {
                 Ok(format!("n{} wall clock {spec:?} (libfaketime)", i + 1))
             }
             Fault::Membership(change, target) => Ok(self.change_membership(change, target, leader)),
+            Fault::Transfer => Ok(self.transfer_leader(leader)),
+        }
+    }
+
+    /// Asks the leader to hand leadership to a random other replica; says what came of it.
+    fn transfer_leader(&mut self, leader: Option<usize>) -> String {
+        let Some(from) = leader else {
+            return "no leader known; nothing asked".to_string();
+        };
+        if self.replicas < 2 {
+            return "a single replica; nothing asked".to_string();
+        }
+        let others: Vec<usize> = (0..self.replicas).filter(|i| *i != from).collect();
+        let to = others[self.rng.below(others.len() as u64) as usize];
+        let timeout = Duration::from_millis(TRANSFER_TIMEOUT_MS);
+        let result = self
+            .handle
+            .block_on(self.conn.transfer_leader(to as u64 + 1, timeout));
+        let what = format!("leadership n{} -> n{}", from + 1, to + 1);
+        match result {
+            Ok(()) => what,
+            Err(e) => format!("{what}: not confirmed ({})", e.message()),
         }
     }
 

@@ -31,16 +31,20 @@ pub enum NemesisKind {
     Membership,
     /// Replica wall clocks jump or drift (libfaketime); set back when the fault ends.
     Clock,
+    /// The leader hands leadership to another voter through the public
+    /// `Control.TransferLeader`; nothing to heal.
+    Transfer,
 }
 
 impl NemesisKind {
     /// Every family, as `--nemesis all` names them.
-    pub const ALL: [NemesisKind; 5] = [
+    pub const ALL: [NemesisKind; 6] = [
         NemesisKind::Partition,
         NemesisKind::Kill,
         NemesisKind::Pause,
         NemesisKind::Membership,
         NemesisKind::Clock,
+        NemesisKind::Transfer,
     ];
 
     /// Parses a name as given on the command line.
@@ -51,6 +55,7 @@ impl NemesisKind {
             "pause" => Some(NemesisKind::Pause),
             "membership" => Some(NemesisKind::Membership),
             "clock" => Some(NemesisKind::Clock),
+            "transfer" => Some(NemesisKind::Transfer),
             _ => None,
         }
     }
@@ -130,6 +135,8 @@ pub enum Fault {
     /// Clock skew on the target; with `Target::All`, each replica gets its own random offset
     /// up to `MAX_CLOCK_OFFSET_S` (the skew here is the first one's). Real time at the end.
     Clock(ClockSkew, Target),
+    /// Leadership handed to a random other voter (at the start; the window is its aftermath).
+    Transfer,
 }
 
 fn target_name(target: Target) -> &'static str {
@@ -149,6 +156,7 @@ impl Fault {
             Fault::Pause(_) => NemesisKind::Pause,
             Fault::Membership(..) => NemesisKind::Membership,
             Fault::Clock(..) => NemesisKind::Clock,
+            Fault::Transfer => NemesisKind::Transfer,
         }
     }
 
@@ -179,6 +187,7 @@ impl Fault {
                 let way = if *rate_percent < 100 { "slow" } else { "fast" };
                 format!("clock-{way}-{}", target_name(*t))
             }
+            Fault::Transfer => "transfer-leader".into(),
         }
     }
 }
@@ -271,6 +280,7 @@ fn draw_fault(rng: &mut Rng, kind: NemesisKind, replicas: usize) -> Fault {
                 Target::All,
             ),
         },
+        NemesisKind::Transfer => Fault::Transfer,
     }
 }
 
