@@ -5,10 +5,12 @@
 # with the same client counts, payload size and duration; it prints writes/s and p50/p99 per
 # run and the Singularity/etcd ratios. Then failover trials: SIGKILL the Singularity leader
 # under load and take the time from the kill until the next write commits (and, for
-# comparison, the longest gap between two commits of the run).
+# comparison, the longest gap between two commits of the run). Last, planned leadership
+# transfers under the same load (`operator raft transfer-leader`): the longest gap in commits
+# of each trial, against the failover's.
 #
 # Env: CLIENTS ("1 16 256"; empty: failover only), DURATION_S (10), PAYLOAD_BYTES (256),
-#      FAILOVER_TRIALS (20), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
+#      FAILOVER_TRIALS (20), TRANSFER_TRIALS (10), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
 #      replicas' logs, and print where); CPU (1: also print the CPU time per write, from /proc,
 #      of each server process and of the generator, for every client count); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
 #      server's defaults, which are what this measures); SERVER_ARGS (more flags for every
@@ -19,6 +21,7 @@ CLIENTS=${CLIENTS-"1 16 256"}
 DURATION_S=${DURATION_S:-10}
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-256}
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
+TRANSFER_TRIALS=${TRANSFER_TRIALS:-10}
 SG_TIMING=()
 [ -n "${ELECTION_MIN_MS:-}" ] && SG_TIMING+=(--election-timeout-min-ms "$ELECTION_MIN_MS")
 [ -n "${ELECTION_MAX_MS:-}" ] && SG_TIMING+=(--election-timeout-max-ms "$ELECTION_MAX_MS")
@@ -211,4 +214,34 @@ def summary(name, text):
           f"max {values[-1]:.0f} ms" + (f" ({lost} with no commit after the kill)" if lost else ""))
 summary("kill to writes resumed", sys.argv[1])
 summary("longest commit gap", sys.argv[2])
+PY
+
+# --- Planned transfer: under 16 clients of load, hand leadership to the next replica by id;
+# the pause is the longest gap between two commits of the trial.
+PAUSES=()
+for t in $(seq 1 "$TRANSFER_TRIALS"); do
+  out="$DATA/transfer$t.json"
+  "$BIN" bench-load --target singularity --endpoints "$SG_ENDPOINTS" --clients 16 --duration-s 4 >"$out" &
+  load=$!
+  sleep 2
+  leader=$(sg_leader)
+  if [ -z "$leader" ]; then
+    wait "$load" || true
+    echo "transfer trial $t: no leader found; skipped"
+    continue
+  fi
+  to=$((leader % 3 + 1))
+  said=$("$BIN" operator raft transfer-leader --endpoints "$SG_ENDPOINTS" --to "$to" 2>&1) || true
+  wait "$load" || true
+  gap=$(field "$(cat "$out")" max_commit_gap_ms)
+  PAUSES+=("$gap")
+  echo "transfer trial $t: $leader -> $to: $said; longest commit gap ${gap} ms"
+done
+python3 - "${PAUSES[*]:-}" <<'PY'
+import sys
+values = sorted(float(v) for v in sys.argv[1].split())
+if values:
+    p = lambda q: values[min(len(values) - 1, round((len(values) - 1) * q))]
+    print(f"transfer longest commit gap: {len(values)} trials, p50 {p(0.5):.0f} ms, "
+          f"p99 {p(0.99):.0f} ms, max {values[-1]:.0f} ms")
 PY
