@@ -28,6 +28,14 @@ pub const MAX_IDLE_STREAMS_PER_PEER: usize = 2;
 /// replication session in progress keeps its own channel and stream, so forgetting a member's
 /// address that is merely quiet costs only one new connection for its next client.
 pub const UNUSED_LINK_TTL_MS: u64 = 60_000;
+/// The longest a leader handing its leadership over waits for the target to hold its whole
+/// log, in milliseconds; past it the transfer is refused and nothing changed.
+pub const TRANSFER_CATCH_UP_TIMEOUT_MS: u64 = 5_000;
+/// The longest a leader waits for the target's answer to `TimeoutNow`, in milliseconds.
+pub const TIMEOUT_NOW_RPC_MS: u64 = 1_000;
+/// The least time a leader waits for the target to win once asked to campaign (ten election
+/// timeouts when that is longer), in milliseconds.
+pub const MIN_TRANSFER_ELECTION_WAIT_MS: u64 = 1_000;
 /// How long append-entries go as unary calls to a peer that answered the stream RPC with
 /// Unimplemented (an older replica, during a rolling upgrade) before the stream is tried
 /// again, in milliseconds.

@@ -33,3 +33,5 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNo
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 /// A vote.
 pub type Vote = openraft::Vote<NodeId>;
+/// What openraft reports about a replica (term, leader, log, replication progress).
+pub type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;

@@ -19,10 +19,10 @@
 //! hands its leadership over, its proposals wait at the `ProposalGate`.
 
 use crate::proposal::Proposal;
+use crate::server::status::leads;
 use crate::server::transfer::ProposalGate;
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, Raft};
-use openraft::ServerState;
 use singularity_scheduler::planner::{
     follows_up, Evaluation, Policy, PolicyConfig, SingularityPolicy, MAX_FOLLOW_UP_PLANS,
 };
@@ -166,10 +166,7 @@ async fn run(
         } else if *stopped.borrow() {
             return;
         }
-        let is_leader = {
-            let m = metrics.borrow();
-            m.state == ServerState::Leader && m.current_leader == Some(node_id)
-        };
+        let is_leader = leads(&metrics.borrow(), node_id);
         if !is_leader {
             leading = false;
             follow_up = None;

@@ -2,8 +2,8 @@
 //! members, leader, term, log, commit and applied indexes, and each member's lag as the leader
 //! sees it. It must not block on the network; it reads openraft's metrics only.
 
-use crate::types::NodeId;
-use openraft::RaftMetrics;
+use crate::types::{Metrics, NodeId};
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -40,7 +40,7 @@ pub struct RaftStatus {
 impl RaftStatus {
     /// Builds the status from openraft's metrics, the committed index and the state digest.
     pub fn from_metrics(
-        metrics: &RaftMetrics<NodeId, openraft::BasicNode>,
+        metrics: &Metrics,
         committed_index: Option<u64>,
         digest: String,
     ) -> RaftStatus {
@@ -90,4 +90,9 @@ impl RaftStatus {
             digest,
         }
     }
+}
+
+/// Whether replica `id`, whose metrics these are, leads and knows it does.
+pub fn leads(metrics: &Metrics, id: NodeId) -> bool {
+    metrics.state == ServerState::Leader && metrics.current_leader == Some(id)
 }

@@ -10,9 +10,12 @@
 //! happens (error, timeout, the caller gone), heartbeats come back on and the gate opens when
 //! the transfer ends (`PausedForTransfer`'s drop).
 
+use crate::limits::{
+    MIN_TRANSFER_ELECTION_WAIT_MS, TIMEOUT_NOW_RPC_MS, TRANSFER_CATCH_UP_TIMEOUT_MS,
+};
 use crate::server::control::not_leader;
-use crate::types::{NodeId, Raft};
-use openraft::{RaftMetrics, ServerState};
+use crate::server::status::leads;
+use crate::types::{Metrics, NodeId, Raft};
 use singularity_proto::channel::channel;
 use singularity_proto::v1::raft_service_client::RaftServiceClient;
 use singularity_proto::v1::{TimeoutNowReply, TimeoutNowRequest};
@@ -20,13 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::Status;
-
-/// The longest the leader waits for the target to hold its whole log.
-pub const CATCH_UP_TIMEOUT_MS: u64 = 5_000;
-/// The longest the leader waits for `TimeoutNow`'s answer.
-const TIMEOUT_NOW_RPC_MS: u64 = 1_000;
-/// The least time the leader waits for the target to win once it was asked to campaign.
-const MIN_ELECTION_WAIT_MS: u64 = 1_000;
 
 /// Where proposals wait while leadership is handed over. Cheap to clone; open by default.
 #[derive(Clone, Debug)]
@@ -52,11 +48,6 @@ impl ProposalGate {
         let mut paused = self.paused.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
         let _ = paused.wait_for(|paused| !*paused).await;
-    }
-
-    /// Whether a transfer holds the gate closed.
-    pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
     }
 
     /// Closes the gate for one transfer, or `None` when another transfer holds it.
@@ -159,7 +150,7 @@ pub async fn transfer_leadership(
     request.dry_run = false;
     send_timeout_now(&target_addr, target, request).await?;
 
-    let election_wait_ms = (config.election_timeout_max * 10).max(MIN_ELECTION_WAIT_MS);
+    let election_wait_ms = (config.election_timeout_max * 10).max(MIN_TRANSFER_ELECTION_WAIT_MS);
     let new_leader = wait_new_leader(raft, me, election_wait_ms).await?;
     let paused_ms = started.elapsed().as_millis() as u64;
     drop(paused);
@@ -187,13 +178,12 @@ pub async fn transfer_leadership(
 /// Waits until this replica still leads, has applied its whole log, and `target` has matched
 /// it; returns that last index.
 async fn wait_caught_up(raft: &Raft, me: NodeId, target: NodeId) -> Result<u64, Status> {
-    let mut metrics = raft.metrics();
-    let wait = metrics.wait_for(|m| !leads(m, me) || caught_up(m, target).is_some());
-    let waited = tokio::time::timeout(Duration::from_millis(CATCH_UP_TIMEOUT_MS), wait)
-        .await
-        .map(|seen| seen.map(|m| m.clone()));
-    match waited {
-        Ok(Ok(m)) => match caught_up(&m, target) {
+    let seen = wait_metrics(raft, TRANSFER_CATCH_UP_TIMEOUT_MS, |m| {
+        !leads(m, me) || caught_up(m, target).is_some()
+    })
+    .await?;
+    match seen {
+        Some(m) => match caught_up(&m, target) {
             Some(last) if leads(&m, me) => Ok(last),
             _ => Err(Status::unavailable(match m.current_leader {
                 Some(leader) => {
@@ -202,23 +192,37 @@ async fn wait_caught_up(raft: &Raft, me: NodeId, target: NodeId) -> Result<u64, 
                 None => "leadership was lost during the transfer; no leader is known yet".into(),
             })),
         },
-        Ok(Err(_)) => Err(Status::unavailable("this replica is shutting down")),
-        Err(_) => {
+        None => {
             let m = raft.metrics().borrow().clone();
             let matched = matched_index(&m, target);
             Err(Status::failed_precondition(format!(
-                "node {target} did not catch up within {CATCH_UP_TIMEOUT_MS} ms (it has the log to index {matched:?} of {:?}); nothing changed, proposals resumed",
+                "node {target} did not catch up within {TRANSFER_CATCH_UP_TIMEOUT_MS} ms (it has the log to index {matched:?} of {:?}); nothing changed, proposals resumed",
                 m.last_log_index
             )))
         }
     }
 }
 
-fn leads(m: &RaftMetrics<NodeId, openraft::BasicNode>, me: NodeId) -> bool {
-    m.state == ServerState::Leader && m.current_leader == Some(me)
+/// The first metrics that satisfy `ready` within `wait_ms`, or `None` when none did.
+async fn wait_metrics(
+    raft: &Raft,
+    wait_ms: u64,
+    ready: impl FnMut(&Metrics) -> bool,
+) -> Result<Option<Metrics>, Status> {
+    let mut metrics = raft.metrics();
+    let wait = metrics.wait_for(ready);
+    // The metrics are copied out at once: the borrow holds the channel's read lock.
+    let waited = tokio::time::timeout(Duration::from_millis(wait_ms), wait)
+        .await
+        .map(|seen| seen.map(|m| m.clone()));
+    match waited {
+        Ok(Ok(seen)) => Ok(Some(seen)),
+        Ok(Err(_)) => Err(Status::unavailable("this replica is shutting down")),
+        Err(_) => Ok(None),
+    }
 }
 
-fn matched_index(m: &RaftMetrics<NodeId, openraft::BasicNode>, target: NodeId) -> Option<u64> {
+fn matched_index(m: &Metrics, target: NodeId) -> Option<u64> {
     m.replication
         .as_ref()
         .and_then(|r| r.get(&target).copied().flatten())
@@ -226,7 +230,7 @@ fn matched_index(m: &RaftMetrics<NodeId, openraft::BasicNode>, target: NodeId) -
 }
 
 /// The leader's last index when it has applied it and `target` has matched it.
-fn caught_up(m: &RaftMetrics<NodeId, openraft::BasicNode>, target: NodeId) -> Option<u64> {
+fn caught_up(m: &Metrics, target: NodeId) -> Option<u64> {
     let last = m.last_log_index?;
     let applied = m.last_applied.map(|l| l.index)?;
     (applied == last && matched_index(m, target) == Some(last)).then_some(last)
@@ -256,15 +260,15 @@ async fn send_timeout_now(
 
 /// Waits until some other replica leads; returns it and its term.
 async fn wait_new_leader(raft: &Raft, me: NodeId, wait_ms: u64) -> Result<(NodeId, u64), Status> {
-    let mut metrics = raft.metrics();
-    let wait = metrics.wait_for(|m| matches!(m.current_leader, Some(l) if l != me));
-    let waited = tokio::time::timeout(Duration::from_millis(wait_ms), wait)
-        .await
-        .map(|seen| seen.map(|m| m.clone()));
-    match waited {
-        Ok(Ok(m)) => Ok((m.current_leader.unwrap_or(me), m.current_term)),
-        Ok(Err(_)) => Err(Status::unavailable("this replica is shutting down")),
-        Err(_) => Err(Status::failed_precondition(format!(
+    let seen = wait_metrics(
+        raft,
+        wait_ms,
+        |m| matches!(m.current_leader, Some(l) if l != me),
+    )
+    .await?;
+    match seen {
+        Some(m) => Ok((m.current_leader.unwrap_or(me), m.current_term)),
+        None => Err(Status::failed_precondition(format!(
             "no other replica won an election within {wait_ms} ms; proposals resumed"
         ))),
     }
