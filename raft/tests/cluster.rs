@@ -5,17 +5,8 @@
 
 mod common;
 
-use common::{submit_jobs, TestCluster, MAX_POLLS, POLL};
-use singularity_proto::query;
-use singularity_raft::client::Client;
-use singularity_scheduler::{Job, JobId};
+use common::{assert_present, submit_jobs, BackgroundWriter, TestCluster, MAX_POLLS, POLL};
 use std::collections::BTreeSet;
-
-async fn job_ids(client: &mut Client) -> BTreeSet<JobId> {
-    let reply = client.read(query::JOBS, 0, false).await.expect("read");
-    let jobs: Vec<Job> = serde_json::from_str(&reply.json).expect("jobs json");
-    jobs.into_iter().map(|j| j.id).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_failover_then_follower_restart_catches_up() {
@@ -31,10 +22,7 @@ async fn leader_failover_then_follower_restart_catches_up() {
 
     cluster.restart(old_leader).await;
     cluster.assert_same_digest().await;
-    let present = job_ids(&mut client).await;
-    for job in &acked {
-        assert!(present.contains(job), "acknowledged {job} is missing");
-    }
+    assert_present(&mut client, &acked).await;
     cluster.shutdown().await;
 }
 
@@ -72,8 +60,7 @@ async fn lagging_replica_catches_up_by_snapshot_after_purge() {
         installed >= 1,
         "the lagging replica did not install a snapshot"
     );
-    let present = job_ids(&mut client).await;
-    assert!(acked.iter().all(|j| present.contains(j)));
+    assert_present(&mut client, &acked).await;
     cluster.shutdown().await;
 }
 
@@ -82,22 +69,7 @@ async fn membership_grows_to_five_and_back_to_three_under_writes() {
     let mut cluster = TestCluster::start(3).await;
     // Membership changes are refused until the initial membership entry has committed.
     cluster.wait_converged().await;
-    let endpoints: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut client = Client::new(endpoints).expect("client");
-            let mut acked = Vec::new();
-            for i in 0..2_000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                acked.extend(submit_jobs(&mut client, &format!("load-{i}"), 1).await);
-            }
-            acked
-        })
-    };
+    let writer = BackgroundWriter::start(&cluster, 2_000);
 
     cluster.start_empty(4).await;
     cluster.start_empty(5).await;
@@ -116,15 +88,13 @@ async fn membership_grows_to_five_and_back_to_three_under_writes() {
         .change_membership(vec![1, 2, 3], false)
         .await
         .expect("shrink to 3");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.await.expect("writer");
+    let acked = writer.stop().await;
     assert!(!acked.is_empty());
 
     cluster.stop(4).await;
     cluster.stop(5).await;
     cluster.assert_same_digest().await;
-    let present = job_ids(&mut admin).await;
-    assert!(acked.iter().all(|j| present.contains(j)));
+    assert_present(&mut admin, &acked).await;
     let leader = cluster.wait_leader().await;
     let voters: BTreeSet<u64> = cluster.replicas[&leader]
         .raft
@@ -151,10 +121,7 @@ async fn crash_of_every_replica_loses_no_acknowledged_write() {
     }
     cluster.wait_leader().await;
     let mut client = cluster.client();
-    let present = job_ids(&mut client).await;
-    for job in &acked {
-        assert!(present.contains(job), "acknowledged {job} lost");
-    }
+    assert_present(&mut client, &acked).await;
     cluster.assert_same_digest().await;
     cluster.shutdown().await;
 }

@@ -5,21 +5,10 @@
 
 mod common;
 
-use common::{submit_jobs, TestCluster};
-use singularity_proto::query;
+use common::{assert_present, submit_jobs, BackgroundWriter, TestCluster};
 use singularity_raft::client::Client;
 use singularity_raft::server::TransferOutcome;
 use singularity_raft::types::NodeId;
-use singularity_scheduler::{Job, JobId};
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-async fn job_ids(client: &mut Client) -> BTreeSet<JobId> {
-    let reply = client.read(query::JOBS, 0, false).await.expect("read");
-    let jobs: Vec<Job> = serde_json::from_str(&reply.json).expect("jobs json");
-    jobs.into_iter().map(|j| j.id).collect()
-}
 
 async fn transfer(client: &mut Client, target: NodeId) -> TransferOutcome {
     let json = client.transfer_leader(target).await.expect("transfer");
@@ -35,22 +24,7 @@ fn term_of(cluster: &TestCluster, id: NodeId) -> u64 {
 async fn transfers_under_writes(voters: u64, rounds: usize) {
     let cluster = TestCluster::start(voters).await;
     cluster.wait_converged().await;
-    let endpoints: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut client = Client::new(endpoints).expect("client");
-            let mut acked = Vec::new();
-            for i in 0..5_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                acked.extend(submit_jobs(&mut client, &format!("load-{i}"), 1).await);
-            }
-            acked
-        })
-    };
+    let writer = BackgroundWriter::start(&cluster, 5_000);
 
     let mut admin = cluster.client();
     for _round in 0..rounds {
@@ -62,16 +36,12 @@ async fn transfers_under_writes(voters: u64, rounds: usize) {
         assert!(outcome.term > term, "{outcome:?} after term {term}");
         assert_eq!(cluster.wait_leader().await, target);
     }
-    stop.store(true, Ordering::Relaxed);
-    let acked = writer.await.expect("writer");
+    let acked = writer.stop().await;
     assert!(!acked.is_empty());
 
     cluster.wait_converged().await;
     cluster.assert_same_digest().await;
-    let present = job_ids(&mut admin).await;
-    for job in &acked {
-        assert!(present.contains(job), "acknowledged {job} is missing");
-    }
+    assert_present(&mut admin, &acked).await;
     cluster.shutdown().await;
 }
 

@@ -4,13 +4,16 @@
 
 #![allow(dead_code)]
 
+use singularity_proto::query;
 use singularity_raft::client::Client;
 use singularity_raft::server::{Replica, SchedulingConfig, ServerConfig};
 use singularity_raft::types::NodeId;
 use singularity_scheduler::testkit;
-use singularity_scheduler::{Command, Effect, JobId, JobSpec, Outcome, Tier};
-use std::collections::BTreeMap;
+use singularity_scheduler::{Command, Effect, Job, JobId, JobSpec, Outcome, Tier};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -55,6 +58,54 @@ pub async fn submit_jobs(client: &mut Client, prefix: &str, count: usize) -> Vec
         }
     }
     jobs
+}
+
+/// The ids of every job, by a linearizable read.
+pub async fn job_ids(client: &mut Client) -> BTreeSet<JobId> {
+    let reply = client.read(query::JOBS, 0, false).await.expect("read");
+    let jobs: Vec<Job> = serde_json::from_str(&reply.json).expect("jobs json");
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+/// Asserts that every acknowledged job is in the cluster's state (a linearizable read).
+pub async fn assert_present(client: &mut Client, acked: &[JobId]) {
+    let present = job_ids(client).await;
+    for job in acked {
+        assert!(present.contains(job), "acknowledged {job} is missing");
+    }
+}
+
+/// A client that submits jobs one at a time in the background, at most `max_writes`, until
+/// stopped.
+pub struct BackgroundWriter {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<Vec<JobId>>,
+}
+
+impl BackgroundWriter {
+    pub fn start(cluster: &TestCluster, max_writes: usize) -> BackgroundWriter {
+        let endpoints: Vec<String> = cluster.addrs.values().map(|a| a.to_string()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut client = Client::new(endpoints).expect("client");
+            let mut acked = Vec::new();
+            for i in 0..max_writes {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                acked.extend(submit_jobs(&mut client, &format!("load-{i}"), 1).await);
+            }
+            acked
+        });
+        BackgroundWriter { stop, handle }
+    }
+
+    /// Stops it and returns the acknowledged jobs.
+    pub async fn stop(self) -> Vec<JobId> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.await.expect("writer")
+    }
 }
 
 impl TestCluster {
