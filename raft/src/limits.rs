@@ -19,6 +19,11 @@ pub const MAX_ENTRIES_PER_APPEND: u64 = 64;
 /// 0.9 gives each request one heartbeat interval; this keeps a request that catches a follower
 /// up well within it (a single larger entry is still sent alone).
 pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
+/// Newest log entries each replica keeps in memory after storing them, at most, so that
+/// replication and apply read them without RocksDB (older ones are read from RocksDB).
+pub const MAX_CACHED_LOG_ENTRIES: usize = 1_024;
+/// Encoded bytes of those entries, at most (the newest entry is kept whatever its size).
+pub const MAX_CACHED_LOG_BYTES: usize = 16 * 1024 * 1024;
 /// Idle append-entries streams kept per peer for the next user (openraft makes a new network
 /// client for each replication session and for each leadership check of a linearizable read;
 /// reusing an open stream saves a round trip to open one).

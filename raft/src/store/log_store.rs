@@ -1,7 +1,8 @@
 //! `LogStore`: openraft's `RaftLogStorage` over RocksDB. Entries live in the `log` column
 //! family under their big-endian index; the vote, the last purged log id and the committed log
 //! id live in `meta`. Votes, truncations, purges and appends are written with `sync = true`, so
-//! an append is reported to openraft only after RocksDB synced the WAL that holds it.
+//! an append is reported to openraft only after RocksDB synced the WAL that holds it. The
+//! newest synced entries are also kept in memory (`RecentEntries`) for replication and apply.
 //! It must not reorder writes or leave holes in the log.
 
 // openraft's traits fix the error type (`StorageError`, ~224 bytes); helpers share it.
@@ -9,13 +10,16 @@
 
 use super::codec::{decode, decode_entry, encode, encode_entry, index_key, key_index};
 use super::db::{Db, CF_LOG, CF_META};
+use super::recent_entries::RecentEntries;
 use super::{read_err, write_err};
+use crate::limits::{MAX_CACHED_LOG_BYTES, MAX_CACHED_LOG_ENTRIES};
 use crate::types::{LogEntry, LogId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A log record as stored: its index and its encoded bytes.
 type StoredRecord = (u64, Box<[u8]>);
@@ -24,16 +28,30 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
-/// The replicated log of one replica, in RocksDB. Cheap to clone (it shares the database).
+/// The replicated log of one replica, in RocksDB. Cheap to clone (it shares the database
+/// and the recent entries).
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    recent: Arc<Mutex<RecentEntries>>,
 }
 
 impl LogStore {
     /// The log in `db`. (It cannot fail today; the `Result` keeps room for start-up checks.)
     pub fn new(db: Db) -> std::io::Result<LogStore> {
-        Ok(LogStore { db })
+        let recent = RecentEntries::new(MAX_CACHED_LOG_ENTRIES, MAX_CACHED_LOG_BYTES);
+        Ok(LogStore {
+            db,
+            recent: Arc::new(Mutex::new(recent)),
+        })
+    }
+
+    /// The recent entries; a panic elsewhere while holding them leaves them consistent (each
+    /// change is whole before the next), so a poisoned lock is taken over.
+    fn recent(&self) -> MutexGuard<'_, RecentEntries> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -84,6 +102,9 @@ impl LogStore {
         let mut out = Vec::new();
         if start >= end {
             return Ok(out);
+        }
+        if let Some(cached) = self.recent().get(start, end) {
+            return Ok(cached);
         }
         let from = index_key(start);
         let iter = self.db.raw().iterator_cf(
@@ -203,9 +224,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(CF_LOG);
+        let mut stored = Vec::new();
         for entry in entries {
             let bytes = encode_entry(&entry).map_err(write_err)?;
-            batch.put_cf(cf, index_key(entry.log_id.index), bytes);
+            batch.put_cf(cf, index_key(entry.log_id.index), &bytes);
+            stored.push((entry, bytes.len()));
         }
         // One synced write per append: openraft 0.9 waits for this append's callback before
         // it appends again, so there is never a second append to share the sync with, and
@@ -213,10 +236,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // callback comes only after RocksDB synced the WAL (DESIGN.md rule 2).
         match self.db.raw().write_opt(batch, &Db::synced()) {
             Ok(()) => {
+                self.recent().stored(stored);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
+                // What RocksDB holds now is unknown: read it back from RocksDB from now on.
+                self.recent().clear();
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(write_err(e))
             }
@@ -224,6 +250,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The cache first: a reader in between reads the entries from RocksDB, as before.
+        self.recent().truncated(log_id.index);
         let cf = self.db.cf(CF_LOG);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
@@ -236,7 +264,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash between the two writes leaves extra entries,
-        // never a hole.
+        // never a hole. The cache first, as in `truncate`.
+        self.recent().purged(log_id.index);
         self.put_meta(KEY_LAST_PURGED, &log_id, true)?;
         let cf = self.db.cf(CF_LOG);
         let mut batch = WriteBatch::default();

@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod db;
 pub mod log_store;
+pub mod recent_entries;
 pub mod snapshot;
 pub mod state_machine;
 
