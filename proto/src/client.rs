@@ -303,6 +303,21 @@ impl Client {
         Ok(reply.json)
     }
 
+    /// Tells the leader that `node`'s agent is alive; returns the node's status there ("up",
+    /// "draining", "down" or "unknown").
+    pub async fn node_heartbeat(&mut self, node: &str) -> Result<String, ClientError> {
+        let request = NodeHeartbeatRequest {
+            node: node.to_string(),
+        };
+        let reply = self
+            .with_retries(|mut client| {
+                let request = request.clone();
+                async move { client.node_heartbeat(request).await }
+            })
+            .await?;
+        Ok(reply.status)
+    }
+
     /// Downloads a snapshot of the current endpoint's applied state.
     pub async fn snapshot(&mut self) -> Result<Vec<u8>, ClientError> {
         let endpoint = self.endpoints[self.current].clone();

@@ -1,16 +1,19 @@
 //! The client API against a real 3-replica cluster: exactly-once retries, bad input refused
-//! with InvalidArgument before anything is proposed, a follower naming the leader, and stale
-//! versus linearizable reads.
+//! with InvalidArgument before anything is proposed, a follower naming the leader, stale
+//! versus linearizable reads, and node heartbeats answered by the leader without a log entry.
 
 mod common;
 
 use common::{spec, submit, TestCluster};
 use singularity_proto::query;
 use singularity_proto::v1::control_client::ControlClient;
-use singularity_proto::v1::WriteRequest;
-use singularity_proto::ClientError;
+use singularity_proto::v1::{NodeHeartbeatRequest, WriteRequest};
+use singularity_proto::{ClientError, LEADER_HEADER};
 use singularity_raft::client::Client;
-use singularity_scheduler::{ClientId, Command, Effect, Entry, JobId, Outcome};
+use singularity_scheduler::{
+    ClientId, Command, DeviceHealth, DeviceKind, DeviceSpec, Effect, Entry, JobId, LocalityDomain,
+    NodeName, Outcome,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_is_exactly_once_refuses_bad_input_and_follows_the_leader() {
@@ -102,5 +105,78 @@ async fn api_is_exactly_once_refuses_bad_input_and_follows_the_leader() {
         .await
         .expect("cas write");
     assert!(cas.outcome.rejection().is_some(), "{:?}", cas.outcome);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_heartbeats_are_answered_by_the_leader_and_append_nothing() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("follower");
+    let mut client = Client::new(vec![cluster.addrs[&follower].to_string()]).expect("client");
+    let register = Command::RegisterNode {
+        name: NodeName::new("gpu-0").unwrap(),
+        domain: LocalityDomain::new("rack-1").unwrap(),
+        devices: vec![DeviceSpec {
+            kind: DeviceKind::new("h100").unwrap(),
+            memory_bytes: 80 << 30,
+            uuid: String::new(),
+            health: DeviceHealth::Healthy,
+        }],
+    };
+    let registered = client.write(register).await.expect("register");
+    assert!(
+        registered.outcome.rejection().is_none(),
+        "{:?}",
+        registered.outcome
+    );
+    let last_log_index = || {
+        cluster.replicas[&leader]
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+    };
+    let before = last_log_index();
+
+    // Sent to a follower, a heartbeat reaches the leader and says how the node stands there.
+    assert_eq!(
+        client.node_heartbeat("gpu-0").await.expect("heartbeat"),
+        "up"
+    );
+    assert_eq!(
+        client.node_heartbeat("gpu-0").await.expect("heartbeat"),
+        "up"
+    );
+    assert_eq!(
+        client.node_heartbeat("gpu-9").await.expect("heartbeat"),
+        "unknown"
+    );
+
+    // A follower names the leader instead of answering.
+    let mut raw = ControlClient::connect(format!("http://{}", cluster.addrs[&follower]))
+        .await
+        .expect("connect");
+    let status = raw
+        .node_heartbeat(NodeHeartbeatRequest {
+            node: "gpu-0".into(),
+        })
+        .await
+        .expect_err("a follower does not answer");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.metadata().get(LEADER_HEADER).is_some(), "{status:?}");
+
+    // A bad name is refused, saying why.
+    let error = client.node_heartbeat("").await.expect_err("empty name");
+    match &error {
+        ClientError::Rpc { code, message, .. } => {
+            assert_eq!(code, "InvalidArgument");
+            assert!(message.contains("node"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+
+    // None of it was written to the log.
+    assert_eq!(before, last_log_index());
     cluster.shutdown().await;
 }

@@ -13,7 +13,7 @@ use crate::node::NodeStatus;
 use crate::outcome::{Effect, Outcome};
 use crate::planner::Evaluation;
 use crate::state::ClusterState;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Evaluations waiting at once; beyond this the queue collapses into one `Tick`.
 pub const MAX_QUEUED_EVALUATIONS: usize = 65_536;
@@ -71,12 +71,22 @@ pub fn evaluations_for(outcome: &Outcome) -> Vec<Evaluation> {
 }
 
 /// Nodes an up-to-date leader should declare down: alive, and silent for longer than
-/// `heartbeat_timeout_ms` at leader time `now_ms`. In node-id order.
-pub fn silent_nodes(state: &ClusterState, now_ms: u64, heartbeat_timeout_ms: u64) -> Vec<NodeName> {
+/// `heartbeat_timeout_ms` at leader time `now_ms`. A node was last heard at the later of its
+/// last logged report (registration or health change) and `last_heard_ms`, the heartbeats the
+/// leader heard (they are not logged). In node-id order.
+pub fn silent_nodes(
+    state: &ClusterState,
+    now_ms: u64,
+    heartbeat_timeout_ms: u64,
+    last_heard_ms: &BTreeMap<NodeName, u64>,
+) -> Vec<NodeName> {
     state
         .nodes()
         .filter(|n| n.status.is_alive())
-        .filter(|n| now_ms.saturating_sub(n.last_heartbeat_ms) > heartbeat_timeout_ms)
+        .filter(|n| {
+            let heard_ms = last_heard_ms.get(&n.name).copied().unwrap_or(0);
+            now_ms.saturating_sub(n.last_heartbeat_ms.max(heard_ms)) > heartbeat_timeout_ms
+        })
         .map(|n| n.name.clone())
         .collect()
 }
@@ -255,9 +265,16 @@ mod tests {
         let mut fleet = Fleet::new();
         fleet.add_nodes("gpu", 2, 8, "h100", H100_MEMORY_BYTES, 1);
         let registered_ms = fleet.state.now_ms();
-        assert!(silent_nodes(&fleet.state, registered_ms + 5_000, 10_000).is_empty());
-        let silent = silent_nodes(&fleet.state, registered_ms + 20_000, 10_000);
+        let none = BTreeMap::new();
+        assert!(silent_nodes(&fleet.state, registered_ms + 5_000, 10_000, &none).is_empty());
+        let silent = silent_nodes(&fleet.state, registered_ms + 20_000, 10_000, &none);
         assert_eq!(silent.len(), 2);
+        assert_eq!(silent[0].as_str(), "gpu-0");
+        // A heartbeat the leader heard (not logged) keeps gpu-1 alive.
+        let gpu1 = NodeName::new("gpu-1").unwrap();
+        let heard = BTreeMap::from([(gpu1, registered_ms + 15_000)]);
+        let silent = silent_nodes(&fleet.state, registered_ms + 20_000, 10_000, &heard);
+        assert_eq!(silent.len(), 1);
         assert_eq!(silent[0].as_str(), "gpu-0");
     }
 }

@@ -1,13 +1,14 @@
 //! The `Control` gRPC service: client writes (validated before anything is proposed, stamped
 //! with the leader's clock, exactly once by client id and sequence), linearizable or stale
-//! reads, Raft status, membership changes, leadership transfer, snapshot download and log
-//! reading. A follower names
+//! reads, node agents' heartbeats (kept in the leader's memory, not logged), Raft status,
+//! membership changes, leadership transfer, snapshot download and log reading. A follower names
 //! the leader in the `x-singularity-leader` header. It must not change state except through
 //! `Raft::client_write`, and must not propose what fails validation (DESIGN.md rule 9).
 
 use crate::limits::{MAX_CLIENT_ENTRY_BYTES, MAX_LOG_ENTRIES_PER_READ, SNAPSHOT_CHUNK_BYTES};
 use crate::oplog;
 use crate::server::group_commit::{GroupCommit, WriteFailure};
+use crate::server::liveness::NodeLiveness;
 use crate::server::status::RaftStatus;
 use crate::server::transfer::{self, ProposalGate};
 use crate::store::snapshot::SnapshotEnvelope;
@@ -19,7 +20,7 @@ use singularity_proto::v1::control_server::Control;
 use singularity_proto::v1::*;
 use singularity_proto::{query, LEADER_HEADER};
 use singularity_scheduler::job::validate_metadata_entry;
-use singularity_scheduler::{Command, Entry, JobId};
+use singularity_scheduler::{Command, Entry, JobId, NodeName};
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,8 @@ pub struct ApiStats {
     pub proposal_nanos_total: AtomicU64,
     pub invalid_requests: AtomicU64,
     pub reads: AtomicU64,
+    /// Node heartbeats heard while leading.
+    pub node_heartbeats: AtomicU64,
 }
 
 /// The client and operator API of one replica.
@@ -50,6 +53,8 @@ pub struct ControlService {
     group: GroupCommit,
     /// Closed while leadership is handed over: writes and linearizable reads wait at it.
     gate: ProposalGate,
+    /// Node heartbeats heard while leading, for the scheduling loop's silence check.
+    liveness: NodeLiveness,
 }
 
 impl ControlService {
@@ -60,6 +65,7 @@ impl ControlService {
         log: LogStore,
         stats: Arc<ApiStats>,
         gate: ProposalGate,
+        liveness: NodeLiveness,
     ) -> Self {
         ControlService {
             group: GroupCommit::start(raft.clone(), gate.clone()),
@@ -68,6 +74,7 @@ impl ControlService {
             log,
             stats,
             gate,
+            liveness,
         }
     }
 
@@ -330,6 +337,45 @@ impl Control for ControlService {
             }
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
+    }
+
+    async fn node_heartbeat(
+        &self,
+        request: Request<NodeHeartbeatRequest>,
+    ) -> Result<Response<NodeHeartbeatReply>, Status> {
+        let node = NodeName::new(request.into_inner().node)
+            .map_err(|e| self.invalid(format!("node: {e}; give the node's registered name")))?;
+        let (leader, quorum_ack_ms) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(metrics.id) {
+                let leader = metrics.current_leader;
+                let node =
+                    leader.and_then(|id| metrics.membership_config.membership().get_node(&id));
+                return Err(not_leader(leader, node));
+            }
+            (metrics.id, metrics.millis_since_quorum_ack)
+        };
+        // Only a leader a quorum heard from within the shortest election timeout is sure no
+        // other leader exists; otherwise the agent tries the other replicas. (openraft reports
+        // this age on every turn of its core, at least once per tick; a follower refuses other
+        // candidates for the longest election timeout after its leader's last message, so the
+        // answer stays on the safe side even with that lag.)
+        let lease_ms = self.raft.config().election_timeout_min;
+        if !quorum_ack_ms.is_some_and(|ms| ms < lease_ms) {
+            return Err(Status::unavailable(format!(
+                "node {leader} leads but no quorum answered it in the last {lease_ms} ms; retry"
+            )));
+        }
+        let status = match self.sm.read().state.node_by_name(&node) {
+            None => "unknown".to_string(),
+            Some(registered) => registered.status.to_string(),
+        };
+        if status != "unknown" {
+            self.liveness.heartbeat(&node, now_ms());
+            self.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Response::new(NodeHeartbeatReply { status }))
     }
 
     async fn transfer_leader(

@@ -46,7 +46,7 @@ pub fn render(sources: &MetricsSources) -> String {
     let applied = metrics.last_applied.map(|l| l.index).unwrap_or(0);
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     #[rustfmt::skip]
-    let rows: [(&str, &str, &str, u64); 23] = [
+    let rows: [(&str, &str, &str, u64); 24] = [
         ("raft_term", "gauge", "Current Raft term.", metrics.current_term),
         ("raft_is_leader", "gauge", "1 if this replica is the leader.", u64::from(metrics.current_leader == Some(metrics.id))),
         ("raft_last_log_index", "gauge", "Last log index.", metrics.last_log_index.unwrap_or(0)),
@@ -59,6 +59,7 @@ pub fn render(sources: &MetricsSources) -> String {
         ("proposal_micros_total", "counter", "Sum of write latencies on this replica (all outcomes), microseconds.", load(&api.proposal_nanos_total) / 1_000),
         ("invalid_requests_total", "counter", "Requests refused as invalid.", load(&api.invalid_requests)),
         ("reads_total", "counter", "Reads served.", load(&api.reads)),
+        ("node_heartbeats_total", "counter", "Node agent heartbeats heard while leading (kept in memory, not logged).", load(&api.node_heartbeats)),
         ("entries_applied_total", "counter", "Log entries applied.", load(&apply.entries_applied)),
         ("entries_rejected_total", "counter", "Applied entries that changed nothing (rejected).", load(&apply.entries_rejected)),
         ("plans_rejected_total", "counter", "Plans rejected at apply.", load(&apply.plans_rejected)),

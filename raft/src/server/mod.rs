@@ -5,6 +5,7 @@
 pub mod config;
 pub mod control;
 pub mod group_commit;
+pub mod liveness;
 pub mod metrics;
 pub mod node_service;
 pub mod replica;
@@ -13,6 +14,7 @@ pub mod status;
 pub mod transfer;
 
 pub use config::ServerConfig;
+pub use liveness::NodeLiveness;
 pub use replica::Replica;
 pub use scheduling::{SchedulingConfig, SchedulingLoop};
 pub use status::RaftStatus;

@@ -6,6 +6,7 @@
 
 use super::config::ServerConfig;
 use super::control::{ApiStats, ControlService};
+use super::liveness::NodeLiveness;
 use super::metrics::{self, MetricsSources};
 use super::node_service::NodeServiceImpl;
 use super::scheduling::SchedulingLoop;
@@ -83,12 +84,15 @@ impl Replica {
         // Closed only while this replica hands its leadership over (`operator raft
         // transfer-leader`): client writes, linearizable reads and plans wait at it.
         let gate = ProposalGate::default();
+        // Node heartbeats this replica heard while leading (not logged).
+        let liveness = NodeLiveness::default();
         let control = ControlService::new(
             raft.clone(),
             sm.clone(),
             log.clone(),
             api.clone(),
             gate.clone(),
+            liveness.clone(),
         );
         let addr = listener.local_addr()?;
         // TCP_NODELAY on every accepted connection: without it small replies wait for Nagle's
@@ -139,6 +143,7 @@ impl Replica {
             config.node_id,
             config.scheduling.clone(),
             gate,
+            liveness,
         );
         let replica = Replica {
             raft,

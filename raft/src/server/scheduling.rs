@@ -19,6 +19,7 @@
 //! hands its leadership over, its proposals wait at the `ProposalGate`.
 
 use crate::proposal::Proposal;
+use crate::server::liveness::NodeLiveness;
 use crate::server::status::leads;
 use crate::server::transfer::ProposalGate;
 use crate::store::StateMachineStore;
@@ -75,9 +76,10 @@ impl SchedulingLoop {
         node_id: NodeId,
         config: SchedulingConfig,
         gate: ProposalGate,
+        liveness: NodeLiveness,
     ) -> SchedulingLoop {
         let (stop, stopped) = watch::channel(false);
-        let handle = tokio::spawn(run(raft, sm, node_id, config, gate, stopped));
+        let handle = tokio::spawn(run(raft, sm, node_id, config, gate, liveness, stopped));
         SchedulingLoop { stop, handle }
     }
 
@@ -137,6 +139,7 @@ async fn run(
     node_id: NodeId,
     config: SchedulingConfig,
     gate: ProposalGate,
+    liveness: NodeLiveness,
     mut stopped: watch::Receiver<bool>,
 ) {
     if !config.enabled {
@@ -181,13 +184,22 @@ async fn run(
             queue = EvaluationQueue::rebuilt_from(&sm.read().state);
             leading = true;
             last_tick = Instant::now();
+            liveness.lead_from(wall_clock_ms());
             tracing::info!(
                 queued = queue.len(),
                 "leading: scheduling loop rebuilt its queue"
             );
         }
         queue.extend(sm.take_evaluations());
-        let mut result = housekeeping(&proposer, &sm, &config, &mut last_tick, &mut queue).await;
+        let mut result = housekeeping(
+            &proposer,
+            &sm,
+            &config,
+            &liveness,
+            &mut last_tick,
+            &mut queue,
+        )
+        .await;
         if result.is_ok() {
             let next = match queue.pop() {
                 // The policy is level-triggered: one plan covers every queued evaluation.
@@ -240,11 +252,18 @@ async fn housekeeping(
     proposer: &Proposer,
     sm: &StateMachineStore,
     config: &SchedulingConfig,
+    liveness: &NodeLiveness,
     last_tick: &mut Instant,
     queue: &mut EvaluationQueue,
 ) -> Result<(), ProposeError> {
-    if let Some(timeout_ms) = config.heartbeat_timeout_ms {
-        let silent = silent_nodes(&sm.read().state, wall_clock_ms(), timeout_ms);
+    let now_ms = wall_clock_ms();
+    let (leading_since_ms, last_heard_ms) = liveness.snapshot();
+    // A new leader has heard no heartbeat yet: it waits out one whole timeout first.
+    let timeout_ms = config
+        .heartbeat_timeout_ms
+        .filter(|&timeout_ms| now_ms.saturating_sub(leading_since_ms) > timeout_ms);
+    if let Some(timeout_ms) = timeout_ms {
+        let silent = silent_nodes(&sm.read().state, now_ms, timeout_ms, &last_heard_ms);
         for name in silent {
             let reason = format!("no heartbeat for more than {timeout_ms} ms");
             tracing::warn!(node = %name, "declaring node down: {reason}");
