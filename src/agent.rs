@@ -42,7 +42,8 @@ pub struct AgentArgs {
     /// The address others reach the log service at, if not the listen address.
     #[arg(long)]
     pub advertise: Option<String>,
-    /// How often the agent heartbeats (with device health changes).
+    /// How often the agent tells the leader it is alive (kept in the leader's memory, not
+    /// logged); device health changes found at the same time are written to the log.
     #[arg(long, default_value_t = 2_000)]
     pub heartbeat_interval_ms: u64,
     /// How long a stopped rank has between SIGTERM and SIGKILL (to save its checkpoint).

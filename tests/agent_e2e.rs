@@ -7,14 +7,15 @@
 //!   and a cancel stops them;
 //! - losing a node (its agent killed) gets it declared down and its job placed elsewhere;
 //! - a rank that crashes is reported and the job restarts within its policy;
-//! - a device that turns unhealthy on the node is reported by the agent's heartbeat.
+//! - a device that turns unhealthy on the node is reported by the agent's heartbeat;
+//! - heartbeats keep a node up past the silence timeout without writing to the log.
 //!
 //! Every wait is bounded; ports are picked free; every process is killed when a test ends.
 
 mod common;
 
 use common::{ranks_of, wait_until, Cluster};
-use singularity_scheduler::{DeviceHealth, JobPhase};
+use singularity_scheduler::{DeviceHealth, JobPhase, NodeStatus};
 use std::path::Path;
 
 /// A rank that counts steps, saves its step in the checkpoint directory after each one,
@@ -276,6 +277,35 @@ fn device_health_changes_reach_the_control_plane() {
     wait_until("device 1 reported healthy again", || {
         health_of(&cluster, 1) == Some(DeviceHealth::Healthy)
     });
+}
+
+#[test]
+fn heartbeats_keep_a_node_up_without_log_entries() {
+    let mut cluster = Cluster::start(3_000);
+    cluster.add_agent("node-a");
+    // The agent heartbeats every 500 ms; the leader declares a node down after 3 s of
+    // silence. Past two timeouts the node must still be up, and the log must hold nothing
+    // from it after its registration: heartbeats live in the leader's memory.
+    std::thread::sleep(std::time::Duration::from_millis(7_000));
+    let node = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.name.as_str() == "node-a")
+        .expect("listed");
+    assert_eq!(node.status, NodeStatus::Up, "{node:?}");
+    let log = cluster.cli_ok(&["operator", "log", "--output", "json"]);
+    let kinds: Vec<String> = log
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+            entry["kind"].as_str().expect("a kind").to_string()
+        })
+        .collect();
+    assert!(kinds.iter().any(|k| k == "register_node"), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| k == "node_health" || k == "node_down"),
+        "{kinds:?}"
+    );
 }
 
 #[test]

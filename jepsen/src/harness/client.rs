@@ -6,8 +6,8 @@
 
 use singularity_proto::v1::control_client::ControlClient;
 use singularity_proto::v1::{
-    AddLearnerRequest, ChangeMembershipRequest, LogReply, LogRequest, ReadRequest, StatusRequest,
-    TransferLeaderRequest, WriteRequest,
+    AddLearnerRequest, ChangeMembershipRequest, LogReply, LogRequest, NodeHeartbeatRequest,
+    ReadRequest, StatusRequest, TransferLeaderRequest, WriteRequest,
 };
 use singularity_proto::{query, LEADER_HEADER};
 use singularity_scheduler::{ClientId, Command, Entry, Outcome};
@@ -230,6 +230,24 @@ impl Conn {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Tells the leader that node `node` is alive; returns its status there ("up",
+    /// "draining", "down" or "unknown").
+    pub async fn node_heartbeat(
+        &mut self,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<String, CallError> {
+        let request = NodeHeartbeatRequest {
+            node: node.to_string(),
+        };
+        self.call(timeout, |mut client| {
+            let request = request.clone();
+            async move { client.node_heartbeat(request).await }
+        })
+        .await
+        .map(|reply| reply.status)
     }
 
     /// Replica `i`'s own Raft status (no failover to another replica).

@@ -3,7 +3,8 @@
 //!
 //! `PlayedNodes` is that stand-in: the harness plays each node itself through the public API,
 //! as an agent would. It registers the node with simulated devices (`RegisterNode`), heartbeats
-//! (`ReportNodeHealth`, registering again when the node was declared down), watches the
+//! (`NodeHeartbeat`, kept in the leader's memory; registering again when the leader says the
+//! node is down or unknown), watches the
 //! committed state with linearizable `jobs` and `nodes` reads, reports each action on its node
 //! stage by stage (`ReportActionProgress`: started, checkpointed for preempt, migrate and
 //! resize, completed), and reports a running job's ranks as exited (`ReportJobExit`) after
@@ -271,15 +272,12 @@ impl PlayedNode {
     }
 
     async fn heartbeat(&mut self) {
-        let Ok(name) = NodeName::new(self.name.clone()) else {
-            return;
-        };
-        let command = Command::ReportNodeHealth {
-            name,
-            devices: Vec::new(),
-        };
-        match self.write(command).await {
-            Ok(Outcome::Rejected(_)) => self.registered = false,
+        let heard = self
+            .conn
+            .node_heartbeat(&self.name, Duration::from_millis(NODE_CALL_TIMEOUT_MS))
+            .await;
+        match heard.as_deref() {
+            Ok("down" | "unknown") => self.registered = false,
             Ok(_) => {
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
             }

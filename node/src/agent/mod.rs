@@ -138,8 +138,9 @@ async fn register(reporter: &Reporter, command: Command) -> Result<()> {
     }
 }
 
-/// Heartbeats forever with the devices whose health changed; registers again when the
-/// control plane has declared the node down or forgotten it.
+/// Heartbeats forever: a sign of life to the leader every interval (kept in its memory, not
+/// logged), and a `ReportNodeHealth` write only when a device's health changed. Registers
+/// again when the control plane has declared the node down or does not know it.
 async fn heartbeat(
     reporter: Reporter,
     mut backend: Box<dyn DeviceBackend>,
@@ -150,52 +151,62 @@ async fn heartbeat(
     let interval = Duration::from_millis(config.heartbeat_interval_ms);
     loop {
         tokio::time::sleep(interval).await;
+        let mut register_again = match reporter.heartbeat(name.as_str()).await {
+            Ok(status) => status == "down" || status == "unknown",
+            Err(e) => {
+                tracing::warn!("heartbeat not heard: {e}");
+                false
+            }
+        };
         let health = match backend.poll_health() {
             Ok(health) => health,
             Err(e) => {
                 tracing::error!("reading device health: {e}");
-                continue;
+                Vec::new()
             }
         };
         let changes: Vec<(u16, DeviceHealth)> = health
             .into_iter()
             .filter(|(index, h)| reported.get(index) != Some(h))
             .collect();
-        for (index, h) in &changes {
-            tracing::warn!(device = index, health = ?h, "device health changed");
-        }
-        let command = Command::ReportNodeHealth {
-            name: name.clone(),
-            devices: changes.clone(),
-        };
-        match reporter.write(command).await {
-            Ok(Outcome::Rejected(Rejection::NodeState { .. } | Rejection::UnknownNode { .. })) => {
-                tracing::warn!(
-                    "the control plane has this node down or unknown; registering again"
-                );
-                let registered = match backend.inventory() {
-                    Ok(inventory) => match register_command(&config, &inventory) {
-                        Ok(command) => reporter.write(command).await.map(|_| inventory),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                };
-                match registered {
-                    Ok(inventory) => {
-                        reported = inventory
-                            .devices
-                            .iter()
-                            .map(|d| (d.index, d.health.clone()))
-                            .collect();
-                    }
-                    Err(e) => tracing::error!("registering again: {e}"),
+        if !register_again && !changes.is_empty() {
+            for (index, h) in &changes {
+                tracing::warn!(device = index, health = ?h, "device health changed");
+            }
+            let command = Command::ReportNodeHealth {
+                name: name.clone(),
+                devices: changes.clone(),
+            };
+            match reporter.write(command).await {
+                Ok(Outcome::Rejected(
+                    Rejection::NodeState { .. } | Rejection::UnknownNode { .. },
+                )) => register_again = true,
+                Ok(Outcome::Rejected(rejection)) => {
+                    tracing::error!("health report refused: {rejection}");
                 }
+                Ok(_) => reported.extend(changes),
+                Err(e) => tracing::warn!("health report not committed: {e}"),
             }
-            Ok(Outcome::Rejected(rejection)) => {
-                tracing::error!("heartbeat refused: {rejection}");
+        }
+        if register_again {
+            tracing::warn!("the control plane has this node down or unknown; registering again");
+            let registered = match backend.inventory() {
+                Ok(inventory) => match register_command(&config, &inventory) {
+                    Ok(command) => reporter.write(command).await.map(|_| inventory),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match registered {
+                Ok(inventory) => {
+                    reported = inventory
+                        .devices
+                        .iter()
+                        .map(|d| (d.index, d.health.clone()))
+                        .collect();
+                }
+                Err(e) => tracing::error!("registering again: {e}"),
             }
-            Ok(_) => reported.extend(changes),
-            Err(e) => tracing::warn!("heartbeat not committed: {e}"),
         }
     }
 }
