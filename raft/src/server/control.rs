@@ -372,7 +372,7 @@ impl Control for ControlService {
             Some(registered) => registered.status.to_string(),
         };
         if status != "unknown" {
-            self.liveness.heartbeat(&node, now_ms());
+            self.liveness.heartbeat(&node);
             self.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Response::new(NodeHeartbeatReply { status }))

@@ -184,7 +184,7 @@ async fn run(
             queue = EvaluationQueue::rebuilt_from(&sm.read().state);
             leading = true;
             last_tick = Instant::now();
-            liveness.lead_from(wall_clock_ms());
+            liveness.lead_from_now();
             tracing::info!(
                 queued = queue.len(),
                 "leading: scheduling loop rebuilt its queue"
@@ -257,13 +257,13 @@ async fn housekeeping(
     queue: &mut EvaluationQueue,
 ) -> Result<(), ProposeError> {
     let now_ms = wall_clock_ms();
-    let (leading_since_ms, last_heard_ms) = liveness.snapshot();
+    let heard = liveness.view(now_ms);
     // A new leader has heard no heartbeat yet: it waits out one whole timeout first.
     let timeout_ms = config
         .heartbeat_timeout_ms
-        .filter(|&timeout_ms| now_ms.saturating_sub(leading_since_ms) > timeout_ms);
+        .filter(|&timeout_ms| heard.leading_for_ms > timeout_ms);
     if let Some(timeout_ms) = timeout_ms {
-        let silent = silent_nodes(&sm.read().state, now_ms, timeout_ms, &last_heard_ms);
+        let silent = silent_nodes(&sm.read().state, now_ms, timeout_ms, &heard.last_heard_ms);
         for name in silent {
             let reason = format!("no heartbeat for more than {timeout_ms} ms");
             tracing::warn!(node = %name, "declaring node down: {reason}");
