@@ -10,6 +10,8 @@
 # of each trial, against the failover's.
 #
 # Env: CLIENTS ("1 16 256"; empty: failover only), DURATION_S (10), PAYLOAD_BYTES (256),
+#      ROUNDS (1: runs of each system per client count, alternating which goes first; with
+#      more, a line per round and an "all" line: writes over the whole time, median p50/p99),
 #      FAILOVER_TRIALS (20), TRANSFER_TRIALS (10), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
 #      replicas' logs, and print where); CPU (1: also print the CPU time per write, from /proc,
 #      of each server process and of the generator, for every client count); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
@@ -19,6 +21,8 @@ set -euo pipefail
 
 CLIENTS=${CLIENTS-"1 16 256"}
 DURATION_S=${DURATION_S:-10}
+ROUNDS=${ROUNDS:-1}
+[[ "$ROUNDS" =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be a whole number from 1 to 99, not '$ROUNDS'" >&2; exit 2; }
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-256}
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
 TRANSFER_TRIALS=${TRANSFER_TRIALS:-10}
@@ -132,24 +136,51 @@ field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 
 printf '%-8s %14s %9s %9s %14s %9s %9s %8s %8s\n' clients sg_writes/s sg_p50ms sg_p99ms etcd_writes/s etcd_p50 etcd_p99 tput_x p99_x
 ETCD_PIDS=("${PIDS[@]:0:3}")
+# One Singularity run and one etcd run of `c` clients, in the order given; prints their row.
+run_sg() {
+  local before after
+  before=$(cpu_ticks "${SG_PID[1]}" "${SG_PID[2]}" "${SG_PID[3]}")
+  sg=$(bench --target singularity --endpoints "$SG_ENDPOINTS" --clients "$1" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  after=$(cpu_ticks "${SG_PID[1]}" "${SG_PID[2]}" "${SG_PID[3]}")
+  if [ "${CPU:-0}" = 1 ]; then sg_cpu=$(cpu_line "singularity replicas 1 + 2 + 3" "$before" "$after" "$sg"); fi
+}
+run_etcd() {
+  local before after
+  before=$(cpu_ticks "${ETCD_PIDS[@]}")
+  et=$(bench --target etcd --endpoints "$ETCD_LEADER" --clients "$1" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
+  after=$(cpu_ticks "${ETCD_PIDS[@]}")
+  if [ "${CPU:-0}" = 1 ]; then et_cpu=$(cpu_line "etcd members 1 + 2 + 3" "$before" "$after" "$et"); fi
+}
 for c in $CLIENTS; do
-  sg_before=$(cpu_ticks "${SG_PID[1]}" "${SG_PID[2]}" "${SG_PID[3]}")
-  sg=$(bench --target singularity --endpoints "$SG_ENDPOINTS" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
-  sg_after=$(cpu_ticks "${SG_PID[1]}" "${SG_PID[2]}" "${SG_PID[3]}")
-  [ "${CPU:-0}" = 1 ] && sg_cpu=$(cpu_line "singularity replicas 1 + 2 + 3" "$sg_before" "$sg_after" "$sg")
-  et_before=$(cpu_ticks "${ETCD_PIDS[@]}")
-  et=$(bench --target etcd --endpoints "$ETCD_LEADER" --clients "$c" --duration-s "$DURATION_S" --payload-bytes "$PAYLOAD_BYTES")
-  et_after=$(cpu_ticks "${ETCD_PIDS[@]}")
-  [ "${CPU:-0}" = 1 ] && et_cpu=$(cpu_line "etcd members 1 + 2 + 3" "$et_before" "$et_after" "$et")
-  echo "$sg" >>"$DATA/results.jsonl"; echo "$et" >>"$DATA/results.jsonl"
-  python3 - "$c" "$sg" "$et" <<'PY'
+  : >"$DATA/rounds.jsonl"
+  for round in $(seq 1 "$ROUNDS"); do
+    # Alternate which system goes first, so a slow spell of the machine (they come and go
+    # every ten seconds or so on a shared VM) does not always fall on the same one.
+    if [ $((round % 2)) = 1 ]; then run_sg "$c"; run_etcd "$c"; else run_etcd "$c"; run_sg "$c"; fi
+    echo "$sg" >>"$DATA/results.jsonl"; echo "$et" >>"$DATA/results.jsonl"
+    echo "[$sg, $et]" >>"$DATA/rounds.jsonl"
+    label=$c; [ "$ROUNDS" -gt 1 ] && label="$c#$round"
+    python3 - "$label" "$sg" "$et" <<'PY'
 import json, sys
 c, sg, et = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 tx = sg["writes_per_s"] / max(et["writes_per_s"], 1e-9)
 px = sg["p99_ms"] / max(et["p99_ms"], 1e-9)
 print(f'{c:<8} {sg["writes_per_s"]:14.0f} {sg["p50_ms"]:9.2f} {sg["p99_ms"]:9.2f} {et["writes_per_s"]:14.0f} {et["p50_ms"]:9.2f} {et["p99_ms"]:9.2f} {tx:8.2f} {px:8.2f}')
 PY
-  if [ "${CPU:-0}" = 1 ]; then echo "$sg_cpu"; echo "$et_cpu"; fi
+    if [ "${CPU:-0}" = 1 ]; then echo "$sg_cpu"; echo "$et_cpu"; fi
+  done
+  if [ "$ROUNDS" -gt 1 ]; then
+    # All rounds together: writes over time, and the median round's p50 and p99.
+    python3 - "$c" "$DATA/rounds.jsonl" <<'PY'
+import json, statistics, sys
+c, rounds = sys.argv[1], [json.loads(line) for line in open(sys.argv[2])]
+def whole(runs):
+    rate = sum(r["writes"] for r in runs) / sum(r["duration_s"] for r in runs)
+    return rate, statistics.median(r["p50_ms"] for r in runs), statistics.median(r["p99_ms"] for r in runs)
+(sw, s50, s99), (ew, e50, e99) = whole([r[0] for r in rounds]), whole([r[1] for r in rounds])
+print(f'{c + " all":<8} {sw:14.0f} {s50:9.2f} {s99:9.2f} {ew:14.0f} {e50:9.2f} {e99:9.2f} {sw / ew:8.2f} {s99 / e99:8.2f}')
+PY
+  fi
 done
 
 # --- Failover: SIGKILL the leader under 16 clients of load (the leader is looked up just
