@@ -29,6 +29,10 @@ pub mod etcd {
 /// The response header in which a follower names the leader's address.
 pub const LEADER_HEADER: &str = "x-singularity-leader";
 
+/// `NodeHeartbeatReply.status` for a node the leader does not know (not registered); the
+/// other answers are a registered node's status as it displays (`up`, `draining`, `down`).
+pub const NODE_STATUS_UNKNOWN: &str = "unknown";
+
 /// Read queries the `Control.Read` RPC understands.
 pub mod query {
     pub const JOBS: &str = "jobs";

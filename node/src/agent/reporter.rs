@@ -1,7 +1,7 @@
 //! `Reporter`: the agent's one connection for writes and heartbeats to the control plane. A
 //! task owns the `Client` (which follows the leader and retries each write with the same
-//! sequence number, so it commits once) and serves requests in order from a bounded queue. It also publishes which
-//! replica answered last, so the watch can follow the leader.
+//! sequence number, so it commits once) and serves requests in order from a bounded queue. It
+//! also publishes which replica answered last, so the watch can follow the leader.
 //!
 //! It must not interpret outcomes beyond returning them: callers decide what a rejection means.
 

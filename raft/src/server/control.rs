@@ -18,7 +18,7 @@ use openraft::error::{ForwardToLeader, RaftError};
 use openraft::BasicNode;
 use singularity_proto::v1::control_server::Control;
 use singularity_proto::v1::*;
-use singularity_proto::{query, LEADER_HEADER};
+use singularity_proto::{query, LEADER_HEADER, NODE_STATUS_UNKNOWN};
 use singularity_scheduler::job::validate_metadata_entry;
 use singularity_scheduler::{Command, Entry, JobId, NodeName};
 use std::collections::BTreeSet;
@@ -368,13 +368,13 @@ impl Control for ControlService {
             )));
         }
         let status = match self.sm.read().state.node_by_name(&node) {
-            None => "unknown".to_string(),
-            Some(registered) => registered.status.to_string(),
+            None => NODE_STATUS_UNKNOWN.to_string(),
+            Some(registered) => {
+                self.liveness.heartbeat(&node);
+                self.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
+                registered.status.to_string()
+            }
         };
-        if status != "unknown" {
-            self.liveness.heartbeat(&node);
-            self.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
-        }
         Ok(Response::new(NodeHeartbeatReply { status }))
     }
 
