@@ -40,7 +40,7 @@ enum WorkloadArg {
     /// Concurrent job submissions; acknowledged ones present exactly once at the end.
     Set,
     /// Mixed-tier submissions and cancellations on nodes; logs, digests, device exclusivity
-    /// over every committed state, and preempted jobs resumed or finished.
+    /// over every committed state, and no preempted job starving (first in line, yet waiting).
     Scheduler,
 }
 

@@ -9,12 +9,17 @@
 //!   held by two jobs in any committed state;
 //! - each replica's digest equals the replay's digest at that replica's applied index, so
 //!   replicas at equal indexes agree;
-//! - every job that was preempted was resumed or finished by the end.
+//! - no preempted job starves: one still waiting at the end must have another waiting job of
+//!   its device kind ahead of it in the policy's order (tier, then least attained service,
+//!   then submission). Under sustained overload a preempted basic job rightly waits behind
+//!   premium and standard work; the first in line must not wait out the recovery window. (Every
+//!   preempted job not resumed or finished is still listed, for diagnosis.)
 //!
 //! It must not do I/O; the runner collects the evidence.
 
 use serde::Serialize;
-use singularity_scheduler::{ClusterState, DeviceRef, Entry, Job, JobId, JobPhase};
+use singularity_scheduler::{ClusterState, DeviceKind, DeviceRef, Entry, Job, JobId, JobPhase};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most problems of one kind listed in the report (the count is always exact).
@@ -83,7 +88,10 @@ pub struct SchedulerReport {
     /// The final read's jobs by phase (for diagnosis).
     pub jobs_by_phase: BTreeMap<String, usize>,
     pub preempted_jobs: usize,
+    /// Preempted jobs neither resumed nor finished (waiting behind others is allowed).
     pub preempted_unresolved: Vec<String>,
+    /// Of those, the ones first in line for their device kind: these fail the run.
+    pub preempted_starved: Vec<String>,
     pub final_read_error: Option<String>,
 }
 
@@ -263,6 +271,42 @@ pub fn preempted_unresolved(jobs: &[Job]) -> (usize, Vec<String>) {
     (preempted, unresolved)
 }
 
+/// Preempted jobs stuck: still stopping (an action that never finished), or waiting with no
+/// other waiting job of their device kind ahead of them in the policy's order (premium first,
+/// then least attained service, then submission order).
+pub fn preempted_starved(jobs: &[Job]) -> Vec<String> {
+    let mut starved: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.preemptions > 0 && j.phase == JobPhase::Preempting)
+        .map(|j| {
+            format!(
+                "{} ({}) is still {}: {}",
+                j.id, j.spec.tier, j.phase, j.last_reason
+            )
+        })
+        .collect();
+    let order = |j: &Job| (Reverse(j.spec.tier), j.ledger.delivered_device_ms, j.id);
+    let mut first_waiting: BTreeMap<&DeviceKind, &Job> = BTreeMap::new();
+    for job in jobs.iter().filter(|j| j.phase == JobPhase::Pending) {
+        let first = first_waiting.entry(&job.spec.device_kind).or_insert(job);
+        if order(job) < order(first) {
+            *first = job;
+        }
+    }
+    starved.extend(
+        first_waiting
+            .values()
+            .filter(|j| j.preemptions > 0)
+            .map(|j| {
+                format!(
+                    "{} ({}, {} preemption(s)) is first in line for {} devices and still {}: {}",
+                    j.id, j.spec.tier, j.preemptions, j.spec.device_kind, j.phase, j.last_reason
+                )
+            }),
+    );
+    starved
+}
+
 /// Checks all of it. `names` are the replicas' names (`n1`...), parallel to `evidence`;
 /// `jobs` is the final linearizable read of every job (`Err`: why it failed).
 pub fn check_scheduler(
@@ -330,23 +374,24 @@ pub fn check_scheduler(
         })
         .collect();
     let mut jobs_by_phase: BTreeMap<String, usize> = BTreeMap::new();
-    let (job_count, preempted_jobs, preempted_unresolved, final_read_error) = match jobs {
-        Ok(jobs) => {
-            for job in jobs {
-                *jobs_by_phase.entry(job.phase.to_string()).or_default() += 1;
+    let (job_count, preempted_jobs, preempted_unresolved, preempted_starved, final_read_error) =
+        match jobs {
+            Ok(jobs) => {
+                for job in jobs {
+                    *jobs_by_phase.entry(job.phase.to_string()).or_default() += 1;
+                }
+                let (p, u) = preempted_unresolved(jobs);
+                (jobs.len(), p, u, preempted_starved(jobs), None)
             }
-            let (p, u) = preempted_unresolved(jobs);
-            (jobs.len(), p, u, None)
-        }
-        Err(e) => (0, 0, Vec::new(), Some(e)),
-    };
+            Err(e) => (0, 0, Vec::new(), Vec::new(), Some(e)),
+        };
     let valid = log_prefix_violation_count == 0
         && replay.unavailable.is_none()
         && replay.invariant_violation.is_none()
         && replay.double_assignments.is_empty()
         && digest_mismatches.is_empty()
         && digests_compared == evidence.len()
-        && preempted_unresolved.is_empty()
+        && preempted_starved.is_empty()
         && final_read_error.is_none();
     SchedulerReport {
         valid,
@@ -365,6 +410,7 @@ pub fn check_scheduler(
         jobs_by_phase,
         preempted_jobs,
         preempted_unresolved,
+        preempted_starved,
         final_read_error,
     }
 }
@@ -527,6 +573,21 @@ mod tests {
         let (preempted, unresolved) = preempted_unresolved(&jobs);
         assert_eq!(preempted, 1);
         assert_eq!(unresolved.len(), 1, "{unresolved:?}");
+        // First in line for its kind and still waiting: it starves (and fails the run).
+        assert_eq!(preempted_starved(&jobs).len(), 1);
+        let report = check_scheduler(&[], &[], Ok(&jobs));
+        assert_eq!(report.preempted_starved.len(), 1, "{report:?}");
+        // A waiting job of another kind is not ahead of it.
+        fleet.submit(job_spec("other-kind", Tier::Premium, 1, "h100"));
+        let jobs: Vec<Job> = fleet.state.jobs().cloned().collect();
+        assert_eq!(preempted_starved(&jobs).len(), 1);
+        // A waiting premium job of its kind is: the preempted job may wait behind it.
+        fleet.submit(job_spec("premium", Tier::Premium, 1, "sim"));
+        let jobs: Vec<Job> = fleet.state.jobs().cloned().collect();
+        assert_eq!(preempted_unresolved(&jobs).1.len(), 1);
+        let report = check_scheduler(&[], &[], Ok(&jobs));
+        assert!(report.preempted_starved.is_empty(), "{report:?}");
+        assert_eq!(report.preempted_unresolved.len(), 1, "{report:?}");
         let action = fleet.commit(
             job,
             ActionOp::Resume {
