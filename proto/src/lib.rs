@@ -33,6 +33,12 @@ pub const LEADER_HEADER: &str = "x-singularity-leader";
 /// other answers are a registered node's status as it displays (`up`, `draining`, `down`).
 pub const NODE_STATUS_UNKNOWN: &str = "unknown";
 
+/// Whether a `NodeHeartbeatReply.status` tells the node's agent to register it again: the
+/// leader does not know the node, or has declared it down.
+pub fn heartbeat_asks_to_register(status: &str) -> bool {
+    status == NODE_STATUS_UNKNOWN || status == singularity_scheduler::NodeStatus::Down.to_string()
+}
+
 /// Read queries the `Control.Read` RPC understands.
 pub mod query {
     pub const JOBS: &str = "jobs";

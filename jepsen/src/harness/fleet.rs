@@ -14,7 +14,7 @@
 
 use crate::error::Result;
 use crate::harness::client::{CallError, Conn};
-use singularity_proto::{query, NODE_STATUS_UNKNOWN};
+use singularity_proto::{heartbeat_asks_to_register, query};
 use singularity_scheduler::{
     ActionId, CheckpointRef, Command, DeviceHealth, DeviceKind, DeviceSpec, Job, JobExit, JobId,
     JobPhase, LocalityDomain, Node, NodeId, NodeName, NodeStatus, Outcome, Progress,
@@ -277,11 +277,7 @@ impl PlayedNode {
             .node_heartbeat(&self.name, Duration::from_millis(NODE_CALL_TIMEOUT_MS))
             .await;
         match heard {
-            Ok(status)
-                if status == NODE_STATUS_UNKNOWN || status == NodeStatus::Down.to_string() =>
-            {
-                self.registered = false
-            }
+            Ok(status) if heartbeat_asks_to_register(&status) => self.registered = false,
             Ok(_) => {
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
             }

@@ -32,12 +32,12 @@ use crate::error::{NodeError, Result};
 use reporter::Reporter;
 use singularity_proto::channel::streaming_channel;
 use singularity_proto::client::Client;
+use singularity_proto::heartbeat_asks_to_register;
 use singularity_proto::v1::agent_server::AgentServer;
 use singularity_proto::v1::node_service_client::NodeServiceClient;
 use singularity_proto::v1::WatchNodeRequest;
-use singularity_proto::NODE_STATUS_UNKNOWN;
 use singularity_scheduler::{
-    Command, DeviceHealth, LocalityDomain, NodeName, NodeStatus, NodeView, Outcome, Rejection,
+    Command, DeviceHealth, LocalityDomain, NodeName, NodeView, Outcome, Rejection,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -153,7 +153,7 @@ async fn heartbeat(
     loop {
         tokio::time::sleep(interval).await;
         let mut register_again = match reporter.heartbeat(name.as_str()).await {
-            Ok(status) => status == NODE_STATUS_UNKNOWN || status == NodeStatus::Down.to_string(),
+            Ok(status) => heartbeat_asks_to_register(&status),
             Err(e) => {
                 tracing::warn!("heartbeat not heard: {e}");
                 false
