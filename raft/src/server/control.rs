@@ -9,11 +9,11 @@ use crate::limits::{MAX_CLIENT_ENTRY_BYTES, MAX_LOG_ENTRIES_PER_READ, SNAPSHOT_C
 use crate::oplog;
 use crate::server::group_commit::{GroupCommit, WriteFailure};
 use crate::server::liveness::NodeLiveness;
-use crate::server::status::RaftStatus;
+use crate::server::status::{leads, RaftStatus};
 use crate::server::transfer::{self, ProposalGate};
 use crate::store::snapshot::SnapshotEnvelope;
 use crate::store::{LogStore, StateMachineStore};
-use crate::types::{NodeId, Raft};
+use crate::types::{Metrics, NodeId, Raft};
 use openraft::error::{ForwardToLeader, RaftError};
 use openraft::BasicNode;
 use singularity_proto::v1::control_server::Control;
@@ -170,6 +170,17 @@ pub fn not_leader(leader: Option<NodeId>, node: Option<&BasicNode>) -> Status {
         }
     }
     status
+}
+
+/// `Ok` when the replica these metrics describe leads; otherwise UNAVAILABLE naming the leader
+/// it knows (`not_leader`).
+pub fn ensure_leads(metrics: &Metrics) -> Result<(), Status> {
+    if leads(metrics, metrics.id) {
+        return Ok(());
+    }
+    let leader = metrics.current_leader;
+    let node = leader.and_then(|id| metrics.membership_config.membership().get_node(&id));
+    Err(not_leader(leader, node))
 }
 
 fn now_ms() -> u64 {
@@ -348,12 +359,7 @@ impl Control for ControlService {
         let (leader, quorum_ack_ms) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
-            if metrics.current_leader != Some(metrics.id) {
-                let leader = metrics.current_leader;
-                let node =
-                    leader.and_then(|id| metrics.membership_config.membership().get_node(&id));
-                return Err(not_leader(leader, node));
-            }
+            ensure_leads(&metrics)?;
             (metrics.id, metrics.millis_since_quorum_ack)
         };
         // Only a leader a quorum heard from within the shortest election timeout is sure no
@@ -367,15 +373,23 @@ impl Control for ControlService {
                 "node {leader} leads but no quorum answered it in the last {lease_ms} ms; retry"
             )));
         }
-        let status = match self.sm.read().state.node_by_name(&node) {
-            None => NODE_STATUS_UNKNOWN.to_string(),
-            Some(registered) => {
-                self.liveness.heartbeat(&node);
-                self.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
-                registered.status.to_string()
-            }
+        // The state's lock is released before the liveness lock is taken.
+        let status = self
+            .sm
+            .read()
+            .state
+            .node_by_name(&node)
+            .map(|registered| registered.status);
+        let Some(status) = status else {
+            return Ok(Response::new(NodeHeartbeatReply {
+                status: NODE_STATUS_UNKNOWN.to_string(),
+            }));
         };
-        Ok(Response::new(NodeHeartbeatReply { status }))
+        self.liveness.heartbeat(&node);
+        self.stats.node_heartbeats.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(NodeHeartbeatReply {
+            status: status.to_string(),
+        }))
     }
 
     async fn transfer_leader(

@@ -13,7 +13,7 @@
 use crate::limits::{
     MIN_TRANSFER_ELECTION_WAIT_MS, TIMEOUT_NOW_RPC_MS, TRANSFER_CATCH_UP_TIMEOUT_MS,
 };
-use crate::server::control::not_leader;
+use crate::server::control::ensure_leads;
 use crate::server::status::leads;
 use crate::types::{Metrics, NodeId, Raft};
 use singularity_proto::channel::channel;
@@ -96,12 +96,8 @@ pub async fn transfer_leadership(
     target: NodeId,
 ) -> Result<TransferOutcome, Status> {
     let metrics = raft.metrics().borrow().clone();
+    ensure_leads(&metrics)?;
     let me = metrics.id;
-    if metrics.current_leader != Some(me) {
-        let leader = metrics.current_leader;
-        let node = leader.and_then(|id| metrics.membership_config.membership().get_node(&id));
-        return Err(not_leader(leader, node));
-    }
     if target == me {
         return Ok(TransferOutcome {
             from: me,
