@@ -154,6 +154,7 @@ async fn run(
     let mut queue = EvaluationQueue::new();
     let mut leading = false;
     let mut last_tick = Instant::now();
+    let mut last_silence_check = Instant::now();
     let wake = Duration::from_millis(config.wake_interval_ms.max(1));
     // The evaluation to plan again after a full plan that committed actions (`follows_up`),
     // and how many such follow-up plans ran in a row.
@@ -197,6 +198,7 @@ async fn run(
             &config,
             &liveness,
             &mut last_tick,
+            &mut last_silence_check,
             &mut queue,
         )
         .await;
@@ -247,27 +249,32 @@ async fn run(
     }
 }
 
-/// Declares silent nodes down and proposes the periodic tick.
+/// Declares silent nodes down and proposes the periodic tick. The silence check scans every
+/// node and copies what the leader heard, and under load the loop wakes on every applied
+/// change: it runs at most once per wake interval, as often as on an idle leader.
 async fn housekeeping(
     proposer: &Proposer,
     sm: &StateMachineStore,
     config: &SchedulingConfig,
     liveness: &NodeLiveness,
     last_tick: &mut Instant,
+    last_silence_check: &mut Instant,
     queue: &mut EvaluationQueue,
 ) -> Result<(), ProposeError> {
-    let now_ms = wall_clock_ms();
-    let heard = liveness.view(now_ms);
-    // A new leader has heard no heartbeat yet: it waits out one whole timeout first.
-    let timeout_ms = config
-        .heartbeat_timeout_ms
-        .filter(|&timeout_ms| heard.leading_for_ms > timeout_ms);
-    if let Some(timeout_ms) = timeout_ms {
-        let silent = silent_nodes(&sm.read().state, now_ms, timeout_ms, &heard.last_heard_ms);
-        for name in silent {
-            let reason = format!("no heartbeat for more than {timeout_ms} ms");
-            tracing::warn!(node = %name, "declaring node down: {reason}");
-            propose(proposer, Command::NodeDown { name, reason }).await?;
+    let check_due =
+        last_silence_check.elapsed() >= Duration::from_millis(config.wake_interval_ms.max(1));
+    if let Some(timeout_ms) = config.heartbeat_timeout_ms.filter(|_| check_due) {
+        *last_silence_check = Instant::now();
+        let now_ms = wall_clock_ms();
+        let heard = liveness.view(now_ms);
+        // A new leader has heard no heartbeat yet: it waits out one whole timeout first.
+        if heard.leading_for_ms > timeout_ms {
+            let silent = silent_nodes(&sm.read().state, now_ms, timeout_ms, &heard.last_heard_ms);
+            for name in silent {
+                let reason = format!("no heartbeat for more than {timeout_ms} ms");
+                tracing::warn!(node = %name, "declaring node down: {reason}");
+                propose(proposer, Command::NodeDown { name, reason }).await?;
+            }
         }
     }
     if last_tick.elapsed() >= Duration::from_millis(config.tick_interval_ms) {
