@@ -183,6 +183,22 @@ PY
   fi
 done
 
+# One line for a series of trials: NAME: N trials, p50, p99, max (ms); trials with no value
+# ("nan") are counted apart.
+trial_summary() {
+  python3 - "$1" "$2" <<'PY'
+import math, sys
+name, text = sys.argv[1], sys.argv[2]
+values = sorted(float(v) for v in text.split())
+lost = sum(1 for v in values if math.isnan(v))
+values = [v for v in values if not math.isnan(v)]
+if values:
+    p = lambda q: values[min(len(values) - 1, round((len(values) - 1) * q))]
+    print(f"{name}: {len(values)} trials, p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, "
+          f"max {values[-1]:.0f} ms" + (f" ({lost} with no commit after the kill)" if lost else ""))
+PY
+}
+
 # --- Failover: SIGKILL the leader under 16 clients of load (the leader is looked up just
 # before the kill) and take the time from the kill until the next write commits.
 # The leader most replicas agree on: a replica restarted after being killed as leader briefly
@@ -232,20 +248,8 @@ PY
   start_replica "$leader"
   sleep 2
 done
-python3 - "${RECOVERY[*]:-}" "${GAPS[*]:-}" <<'PY'
-import math, sys
-def summary(name, text):
-    values = sorted(float(v) for v in text.split())
-    lost = sum(1 for v in values if math.isnan(v))
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return
-    p = lambda q: values[min(len(values) - 1, round((len(values) - 1) * q))]
-    print(f"failover {name}: {len(values)} trials, p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, "
-          f"max {values[-1]:.0f} ms" + (f" ({lost} with no commit after the kill)" if lost else ""))
-summary("kill to writes resumed", sys.argv[1])
-summary("longest commit gap", sys.argv[2])
-PY
+trial_summary "failover kill to writes resumed" "${RECOVERY[*]:-}"
+trial_summary "failover longest commit gap" "${GAPS[*]:-}"
 
 # --- Planned transfer: under 16 clients of load, hand leadership to the next replica by id;
 # the pause is the longest gap between two commits of the trial.
@@ -268,11 +272,4 @@ for t in $(seq 1 "$TRANSFER_TRIALS"); do
   PAUSES+=("$gap")
   echo "transfer trial $t: $leader -> $to: $said; longest commit gap ${gap} ms"
 done
-python3 - "${PAUSES[*]:-}" <<'PY'
-import sys
-values = sorted(float(v) for v in sys.argv[1].split())
-if values:
-    p = lambda q: values[min(len(values) - 1, round((len(values) - 1) * q))]
-    print(f"transfer longest commit gap: {len(values)} trials, p50 {p(0.5):.0f} ms, "
-          f"p99 {p(0.99):.0f} ms, max {values[-1]:.0f} ms")
-PY
+trial_summary "transfer longest commit gap" "${PAUSES[*]:-}"
