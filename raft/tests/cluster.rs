@@ -1,7 +1,8 @@
 //! A 3-replica cluster on loopback with real servers: leader failover with writes going on, a
 //! restarted follower catching up from its RocksDB dir, a lagging replica catching up by
 //! snapshot behind a purged log, membership 3 -> 5 -> 3 under writes, equal digests at equal
-//! applied indexes, and a crash of every replica losing no acknowledged write.
+//! applied indexes, a crash of every replica losing no acknowledged write, and a leader
+//! restarted at once leading again only in a newer term.
 
 mod common;
 
@@ -121,6 +122,36 @@ async fn crash_of_every_replica_loses_no_acknowledged_write() {
     }
     cluster.wait_leader().await;
     let mut client = cluster.client();
+    assert_present(&mut client, &acked).await;
+    cluster.assert_same_digest().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_restarted_at_once_leads_again_only_in_a_newer_term() {
+    let mut cluster = TestCluster::start(3).await;
+    let mut client = cluster.client();
+    let acked = submit_jobs(&mut client, "before", 20).await;
+    let leader = cluster.wait_leader().await;
+    let old_term = cluster.replicas[&leader]
+        .raft
+        .metrics()
+        .borrow()
+        .current_term;
+    // Back before the followers' election timeout runs out: they still follow it in its term.
+    cluster.crash(leader);
+    cluster.restart(leader).await;
+    let now_leading = cluster.wait_leader().await;
+    let term = cluster.replicas[&now_leading]
+        .raft
+        .metrics()
+        .borrow()
+        .current_term;
+    // Had it resumed its old term, its read index could lag what it acknowledged.
+    assert!(
+        term > old_term,
+        "node {now_leading} leads in term {term}; node {leader} led term {old_term} before"
+    );
     assert_present(&mut client, &acked).await;
     cluster.assert_same_digest().await;
     cluster.shutdown().await;

@@ -67,6 +67,14 @@ impl Replica {
         };
         let db = Db::open_for(&config.data_dir, &identity)?;
         let log = LogStore::new(db.clone())?;
+        if log
+            .forget_own_leadership(config.node_id)
+            .map_err(|e| RaftError::Raft(format!("reading the stored vote: {e}")))?
+        {
+            tracing::info!(
+                "led before it stopped: it campaigns for a newer term instead of resuming"
+            );
+        }
         let sm = StateMachineStore::open(db)?;
         let network = Network::new(config.node_id);
         let network_stats = network.stats();

@@ -13,7 +13,7 @@ use super::db::{Db, CF_LOG, CF_META};
 use super::recent_entries::RecentEntries;
 use super::{read_err, write_err};
 use crate::limits::{MAX_CACHED_LOG_BYTES, MAX_CACHED_LOG_ENTRIES};
-use crate::types::{LogEntry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{LogEntry, LogId, NodeId, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -137,6 +137,28 @@ impl LogStore {
             last_purged_log_id,
             last_log_id,
         })
+    }
+
+    /// Before openraft starts: a committed vote of this replica's own (it led that term) is
+    /// stored again uncommitted, for the same term. openraft 0.9 restores a replica whose
+    /// committed vote is its own as leader of that term at once, with the commit index it
+    /// finds on disk, which may lag what it acknowledged before it stopped (the commit index
+    /// is saved without a WAL record); its read index would then be its term's first entry,
+    /// and a linearizable read could return a state older than one already read (Jepsen found
+    /// it: a leader killed and restarted within the election timeout). Uncommitted, the vote
+    /// still counts as cast in that term, and the replica has to win a newer term, whose first
+    /// entry commits after everything acknowledged, before it leads again. Returns whether it
+    /// changed the vote.
+    pub fn forget_own_leadership(&self, node_id: NodeId) -> Result<bool, StorageError> {
+        let Some(vote) = self.meta::<Vote>(KEY_VOTE)? else {
+            return Ok(false);
+        };
+        let leader = vote.leader_id();
+        if !vote.is_committed() || leader.voted_for() != Some(node_id) {
+            return Ok(false);
+        }
+        self.put_meta(KEY_VOTE, &Vote::new(leader.term, node_id), true)?;
+        Ok(true)
     }
 
     /// The committed log id last saved (may lag the true commit index).
