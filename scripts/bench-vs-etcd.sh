@@ -201,8 +201,7 @@ PY
 
 # --- Failover: SIGKILL the leader under 16 clients of load (the leader is looked up just
 # before the kill) and take the time from the kill until the next write commits.
-# The leader most replicas agree on: a replica restarted after being killed as leader briefly
-# believes it still leads (openraft restores its own committed vote) until it sees a newer term.
+# The leader most replicas agree on, so that one replica's stale view does not decide it.
 sg_leader() {
   "$BIN" operator raft status --endpoints "$SG_ENDPOINTS" --output json 2>/dev/null | python3 -c '
 import collections, json, sys
