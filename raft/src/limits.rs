@@ -24,13 +24,13 @@ pub const MAX_APPEND_ENTRIES_BYTES: usize = 1024 * 1024;
 pub const MAX_CACHED_LOG_ENTRIES: usize = 1_024;
 /// Encoded bytes of those entries, at most (the newest entry is kept whatever its size).
 pub const MAX_CACHED_LOG_BYTES: usize = 16 * 1024 * 1024;
-/// Idle append-entries streams kept per peer for the next user (openraft makes a new network
+/// Idle append-entries links kept per peer for the next user (openraft makes a new network
 /// client for each replication session and for each leadership check of a linearizable read;
-/// reusing an open stream saves a round trip to open one).
-pub const MAX_IDLE_STREAMS_PER_PEER: usize = 2;
+/// reusing an open link saves the connection and preface round trips).
+pub const MAX_IDLE_LINKS_PER_PEER: usize = 2;
 /// A peer address no network client was made for in this long (a member removed from the
-/// cluster) loses its shared channel and idle append-entries streams, in milliseconds. A
-/// replication session in progress keeps its own channel and stream, so forgetting a member's
+/// cluster) loses its shared channel and idle append-entries links, in milliseconds. A
+/// replication session in progress keeps its own channel and link, so forgetting a member's
 /// address that is merely quiet costs only one new connection for its next client.
 pub const UNUSED_LINK_TTL_MS: u64 = 60_000;
 /// The longest a leader handing its leadership over waits for the target to hold its whole
@@ -41,9 +41,13 @@ pub const TIMEOUT_NOW_RPC_MS: u64 = 1_000;
 /// The least time a leader waits for the target to win once asked to campaign (ten election
 /// timeouts when that is longer), in milliseconds.
 pub const MIN_TRANSFER_ELECTION_WAIT_MS: u64 = 1_000;
-/// How long append-entries go as unary calls to a peer that answered the stream RPC with
-/// Unimplemented (an older replica, during a rolling upgrade) before the stream is tried
-/// again, in milliseconds.
+/// How long a follower keeps an append-entries link on which no frame arrives, in
+/// milliseconds: longer than a leader keeps an unused one (`UNUSED_LINK_TTL_MS`), so only the
+/// links of leaders that vanished without closing them (a host lost) are closed this way.
+pub const MAX_LINK_IDLE_MS: u64 = 2 * UNUSED_LINK_TTL_MS;
+/// How long append-entries go as unary gRPC calls to a peer that did not answer the link's
+/// preface (an older replica, during a rolling upgrade) before the link is tried again, in
+/// milliseconds.
 pub const UNARY_FALLBACK_MS: u64 = 10_000;
 /// Default election timeout range, in milliseconds. With openraft 0.9 a follower that loses
 /// its leader waits out the leader's lease (the max) plus its own random timeout in this range

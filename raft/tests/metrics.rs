@@ -1,6 +1,6 @@
 //! The Prometheus exporter's text on a real 3-replica cluster after some writes: every row is
 //! there with its HELP and TYPE lines, the indexes moved, and the leader counts the
-//! append-entries streams it opened to its two followers. Waits are bounded; no durations are
+//! append-entries links it opened to its two followers. Waits are bounded; no durations are
 //! asserted.
 
 mod common;
@@ -23,7 +23,7 @@ fn samples(text: &str) -> BTreeMap<String, u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_leaders_metrics_show_the_log_and_its_streams_to_both_followers() {
+async fn the_leaders_metrics_show_the_log_and_its_links_to_both_followers() {
     let cluster = TestCluster::start(3).await;
     let leader_id = cluster.wait_leader().await;
     let mut client = cluster.client();
@@ -50,10 +50,10 @@ async fn the_leaders_metrics_show_the_log_and_its_streams_to_both_followers() {
     assert!(values["singularity_raft_applied_index"] >= 6, "{text}");
     assert!(values["singularity_entries_applied_total"] >= 6, "{text}");
     assert!(
-        values["singularity_raft_append_streams_opened_total"] >= 2,
-        "one stream per follower at least: {text}"
+        values["singularity_raft_append_links_opened_total"] >= 2,
+        "one link per follower at least: {text}"
     );
     assert_eq!(values["singularity_raft_unary_appends_total"], 0, "{text}");
-    assert!(values.contains_key("singularity_raft_append_streams_dropped_total"));
+    assert!(values.contains_key("singularity_raft_append_links_dropped_total"));
     cluster.shutdown().await;
 }

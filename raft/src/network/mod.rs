@@ -1,13 +1,18 @@
-//! Replica-to-replica transport over tonic: the `RaftNetworkFactory` openraft uses to reach
-//! peers (one reused HTTP/2 channel per peer, append-entries on one long-lived stream per
-//! peer, per-RPC deadlines from openraft, bounded message sizes) and the `RaftService` server
-//! that hands incoming RPCs to the local `Raft`. Payloads
-//! are versioned bincode encodings of openraft's messages. It must not interpret entries.
+//! Replica-to-replica transport: the `RaftNetworkFactory` openraft uses to reach peers
+//! (append-entries on one long-lived plain TCP link per peer, vote and install-snapshot as
+//! unary gRPC calls on one reused HTTP/2 channel per peer, per-RPC deadlines from openraft,
+//! bounded message sizes), the server ends that hand incoming RPCs to the local `Raft` (the
+//! tonic `RaftService`, and `link_server` for links), and the routing of each accepted
+//! connection to one or the other. Payloads are versioned bincode encodings of openraft's
+//! messages. It must not interpret entries.
 
+pub mod frame;
+mod link;
+pub mod link_server;
 pub mod peer;
 pub mod service;
-mod stream;
 
+pub use link_server::route_connections;
 pub use peer::{Network, NetworkStats};
 pub use service::RaftGrpc;
 

@@ -1,19 +1,19 @@
 //! The client side of replica-to-replica RPCs: `Network` (openraft's `RaftNetworkFactory`)
-//! keeps one tonic channel per peer address and reuses it for every RPC, and keeps the idle
-//! append-entries streams of dropped `Peer`s for the next `Peer` to that address; `Peer` sends
-//! each append-entries request on its one open stream (opening it on first use, and a fresh
-//! one after any failure) and vote and install-snapshot as unary calls, all with openraft's
-//! deadline. A peer that answers the stream with Unimplemented (an older replica) is sent
-//! unary append-entries for a while. An address no client was made for in `UNUSED_LINK_TTL_MS`
-//! (a member removed from the cluster) loses its channel and idle streams, so they do not stay
-//! open until the peer goes away. Transport failures become `Unreachable`, deadlines
-//! `Timeout`, and the remote Raft's own errors `RemoteError`. It must not retry on its own:
-//! openraft does.
+//! keeps one tonic channel per peer address for vote and install-snapshot, and keeps the idle
+//! append-entries links of dropped `Peer`s for the next `Peer` to that address; `Peer` sends
+//! each append-entries request on its one open link (plain TCP, see `frame`; opened on first
+//! use, and a fresh one after any failure) and vote and install-snapshot as unary gRPC calls,
+//! all with openraft's deadline. A peer that does not answer the link's preface (an older
+//! replica) is sent unary gRPC append-entries for a while. An address no client was made for
+//! in `UNUSED_LINK_TTL_MS` (a member removed from the cluster) loses its channel and idle
+//! links, so they do not stay open until the peer goes away. Transport failures become
+//! `Unreachable`, deadlines `Timeout`, and the remote Raft's own errors `RemoteError`. It must
+//! not retry on its own: openraft does.
 
-use super::stream::{AppendStream, StreamFailure};
+use super::link::{AppendLink, LinkFailure};
 use super::{channel, decode_payload, encode_payload};
 use crate::limits::{
-    MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES, MAX_IDLE_STREAMS_PER_PEER, UNARY_FALLBACK_MS,
+    MAX_APPEND_ENTRIES_BYTES, MAX_GRPC_MESSAGE_BYTES, MAX_IDLE_LINKS_PER_PEER, UNARY_FALLBACK_MS,
     UNUSED_LINK_TTL_MS,
 };
 use crate::types::{NodeId, TypeConfig};
@@ -43,26 +43,26 @@ const UNREACHABLE_PEER_BACKOFF_MS: u64 = 100;
 // One log record alone must always fit a request, or replication could never make progress.
 const _: () = assert!(crate::store::codec::MAX_RECORD_BYTES + 64 * 1024 < MAX_GRPC_MESSAGE_BYTES);
 
-/// Counts of the transport's stream events, for tests and operators.
+/// Counts of the transport's append-entries link events, for tests and operators.
 #[derive(Debug, Default)]
 pub struct NetworkStats {
-    /// Append-entries streams opened.
-    pub streams_opened: AtomicU64,
-    /// Streams dropped because a call on them failed or timed out, or the peer had closed
+    /// Append-entries links opened.
+    pub links_opened: AtomicU64,
+    /// Links dropped because a call on them failed or timed out, or the peer had closed
     /// them (a fresh one is opened for the next call).
-    pub streams_dropped: AtomicU64,
-    /// Append-entries requests sent as unary calls because the peer lacks the stream RPC.
+    pub links_dropped: AtomicU64,
+    /// Append-entries requests sent as unary calls because the peer lacks the link.
     pub unary_appends: AtomicU64,
 }
 
 /// What the network keeps per peer address.
 struct PeerLink {
     channel: Channel,
-    /// Open streams no `Peer` holds now, for the next one to this address.
-    idle_streams: Vec<AppendStream>,
-    /// Until when append-entries go unary (the peer answered the stream with Unimplemented).
+    /// Open links no `Peer` holds now, for the next one to this address.
+    idle_links: Vec<AppendLink>,
+    /// Until when append-entries go unary (the peer did not answer the link's preface).
     unary_until: Option<Instant>,
-    /// When a client for this address was last made or handed back its stream.
+    /// When a client for this address was last made or handed back its link.
     last_used: Instant,
 }
 
@@ -83,7 +83,7 @@ impl Network {
         }
     }
 
-    /// This network's stream counters.
+    /// This network's append-entries link counters.
     pub fn stats(&self) -> Arc<NetworkStats> {
         self.stats.clone()
     }
@@ -101,7 +101,7 @@ impl Network {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // A `Peer` still using a forgotten link keeps its own channel; only the shared copy
-        // and the idle streams go.
+        // and the idle links go.
         links.retain(|_, link| {
             now.duration_since(link.last_used) < Duration::from_millis(UNUSED_LINK_TTL_MS)
         });
@@ -114,7 +114,7 @@ impl Network {
             addr.to_string(),
             PeerLink {
                 channel: created.clone(),
-                idle_streams: Vec::new(),
+                idle_links: Vec::new(),
                 unary_until: None,
                 last_used: now,
             },
@@ -137,7 +137,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client: client.map_err(|e| e.to_string()),
-            stream: None,
+            append_link: None,
             links: self.links.clone(),
             stats: self.stats.clone(),
         }
@@ -150,9 +150,9 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     client: Result<RaftServiceClient<Channel>, String>,
-    /// The open append-entries stream, between calls. During a call it is moved into the
+    /// The open append-entries link, between calls. During a call it is moved into the
     /// call, so a call that openraft abandons (its deadline) drops it with its unread reply.
-    stream: Option<AppendStream>,
+    append_link: Option<AppendLink>,
     links: Arc<Mutex<HashMap<String, PeerLink>>>,
     stats: Arc<NetworkStats>,
 }
@@ -162,17 +162,17 @@ type RpcError<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let Some(stream) = self.stream.take() else {
+        let Some(append_link) = self.append_link.take() else {
             return;
         };
-        if stream.is_closed() {
+        if append_link.is_closed() {
             return;
         }
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = links.get_mut(&self.addr) {
             link.last_used = Instant::now();
-            if link.idle_streams.len() < MAX_IDLE_STREAMS_PER_PEER {
-                link.idle_streams.push(stream);
+            if link.idle_links.len() < MAX_IDLE_LINKS_PER_PEER {
+                link.idle_links.push(append_link);
             }
         }
     }
@@ -206,21 +206,18 @@ impl Peer {
         }
     }
 
-    /// openraft's error for a failed call on the append-entries stream.
-    fn stream_error<E: std::error::Error>(
-        &self,
-        failure: &StreamFailure,
-        deadline: Duration,
-    ) -> RpcError<E> {
-        let error = || AnyError::error(format!("{} ({}): {failure}", self.target, self.addr));
+    /// openraft's error for a failed call on the append-entries link.
+    fn link_error<E: std::error::Error>(&self, failure: &LinkFailure) -> RpcError<E> {
+        let error = AnyError::error(format!("{} ({}): {failure}", self.target, self.addr));
         match failure {
-            StreamFailure::Status(status) => {
-                self.status_error(RPCTypes::AppendEntries, status, deadline)
+            // The peer cannot be reached or went away: openraft backs off before it tries
+            // again.
+            LinkFailure::Io(_) | LinkFailure::Closed(_) | LinkFailure::Unsupported => {
+                Unreachable::new(&error).into()
             }
-            StreamFailure::Closed(_) => Unreachable::new(&error()).into(),
-            StreamFailure::Mismatch { .. }
-            | StreamFailure::Refused(_)
-            | StreamFailure::Empty { .. } => NetworkError::new(&error()).into(),
+            LinkFailure::Frame(_) | LinkFailure::Mismatch { .. } | LinkFailure::Refused(_) => {
+                NetworkError::new(&error).into()
+            }
         }
     }
 
@@ -291,7 +288,7 @@ impl Peer {
         self.decode_reply(&reply.data)
     }
 
-    /// Whether append-entries go unary to this peer now (it lacked the stream RPC lately).
+    /// Whether append-entries go unary to this peer now (it lacked the link lately).
     fn unary_appends(&self) -> bool {
         let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         links
@@ -300,51 +297,42 @@ impl Peer {
             .is_some_and(|until| Instant::now() < until)
     }
 
-    /// Remembers that this peer lacks the stream RPC, for `UNARY_FALLBACK_MS`.
+    /// Remembers that this peer lacks the link, for `UNARY_FALLBACK_MS`.
     fn fall_back_to_unary(&self) {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(link) = links.get_mut(&self.addr) {
             link.unary_until = Some(Instant::now() + Duration::from_millis(UNARY_FALLBACK_MS));
-            link.idle_streams.clear();
+            link.idle_links.clear();
         }
         tracing::info!(
             target = self.target,
             addr = %self.addr,
-            "the peer lacks the append-entries stream; sending unary append-entries"
+            "the peer does not serve append-entries links; sending unary append-entries"
         );
     }
 
-    /// An open stream: this peer's own, an idle one of the network's, or a new one.
-    async fn checkout_stream(&mut self) -> Result<AppendStream, StreamFailure> {
-        if let Some(stream) = self.stream.take() {
-            if !stream.is_closed() {
-                return Ok(stream);
+    /// An open link: this peer's own, an idle one of the network's, or a new one.
+    async fn checkout_link(&mut self) -> Result<AppendLink, LinkFailure> {
+        if let Some(append_link) = self.append_link.take() {
+            if !append_link.is_closed() {
+                return Ok(append_link);
             }
-            self.stats.streams_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.links_dropped.fetch_add(1, Ordering::Relaxed);
         }
         {
             let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(link) = links.get_mut(&self.addr) {
-                while let Some(stream) = link.idle_streams.pop() {
-                    if !stream.is_closed() {
-                        return Ok(stream);
+                while let Some(append_link) = link.idle_links.pop() {
+                    if !append_link.is_closed() {
+                        return Ok(append_link);
                     }
                 }
             }
         }
-        let mut client = match &self.client {
-            Ok(client) => client.clone(),
-            Err(e) => {
-                return Err(StreamFailure::Status(tonic::Status::unavailable(format!(
-                    "{}: {e}",
-                    self.addr
-                ))))
-            }
-        };
-        AppendStream::open(&mut client, self.stats.clone()).await
+        AppendLink::open(&self.addr, self.stats.clone()).await
     }
 
-    /// Sends one encoded append-entries request as a unary call (to a peer without the stream).
+    /// Sends one encoded append-entries request as a unary call (to a peer without the link).
     async fn send_unary_append(
         &mut self,
         data: Vec<u8>,
@@ -354,7 +342,7 @@ impl Peer {
         self.send(RPCTypes::AppendEntries, data, option).await
     }
 
-    /// Sends one encoded append-entries request on the stream (unary to a peer without it).
+    /// Sends one encoded append-entries request on the link (unary to a peer without it).
     async fn send_append(
         &mut self,
         data: Vec<u8>,
@@ -365,36 +353,26 @@ impl Peer {
         }
         let deadline = option.hard_ttl();
         let until = Instant::now() + deadline;
-        let mut stream = match tokio::time::timeout_at(until, self.checkout_stream()).await {
+        let mut append_link = match tokio::time::timeout_at(until, self.checkout_link()).await {
             Err(_) => return Err(self.timeout(RPCTypes::AppendEntries, deadline)),
-            Ok(Ok(stream)) => stream,
-            Ok(Err(StreamFailure::Status(status)))
-                if status.code() == tonic::Code::Unimplemented =>
-            {
+            Ok(Ok(append_link)) => append_link,
+            Ok(Err(LinkFailure::Unsupported)) => {
                 self.fall_back_to_unary();
                 return self.send_unary_append(data, option).await;
             }
-            Ok(Err(failure)) => return Err(self.stream_error(&failure, deadline)),
+            Ok(Err(failure)) => return Err(self.link_error(&failure)),
         };
-        // Unless answered, the stream is dropped here (or with this future, if openraft's own
+        // Unless answered, the link is dropped here (or with this future, if openraft's own
         // deadline cancels it first) with its request, and counted as dropped.
-        match tokio::time::timeout_at(until, stream.call(data)).await {
+        match tokio::time::timeout_at(until, append_link.call(data)).await {
             Err(_) => Err(self.timeout(RPCTypes::AppendEntries, deadline)),
             Ok(Ok(reply)) => {
-                self.stream = Some(stream);
+                self.append_link = Some(append_link);
                 self.decode_reply(&reply)
             }
             Ok(Err(failure)) => {
-                if matches!(
-                    failure,
-                    StreamFailure::Refused(_) | StreamFailure::Empty { .. }
-                ) {
-                    // Answered in step: the stream stays usable.
-                    self.stream = Some(stream);
-                } else {
-                    tracing::debug!(target = self.target, addr = %self.addr, %failure, "stream dropped");
-                }
-                Err(self.stream_error(&failure, deadline))
+                tracing::debug!(target = self.target, addr = %self.addr, %failure, "append-entries link dropped");
+                Err(self.link_error(&failure))
             }
         }
     }

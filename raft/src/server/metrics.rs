@@ -1,6 +1,6 @@
 //! Prometheus metrics over plain HTTP (`GET /metrics`): term, log, commit and applied index,
 //! leader, proposals and their latency, apply counts and latency, rejected entries and plans,
-//! snapshots, and the append-entries streams to peers. It must not block the replica: each scrape reads counters and openraft's
+//! snapshots, and the append-entries links to peers. It must not block the replica: each scrape reads counters and openraft's
 //! metrics only, and a scrape request is bounded in size and time.
 
 use crate::network::NetworkStats;
@@ -68,9 +68,9 @@ pub fn render(sources: &MetricsSources) -> String {
         ("snapshots_installed_total", "counter", "Snapshots installed from a leader.", load(&apply.snapshots_installed)),
         ("raft_purged_index", "gauge", "Last purged log index.", metrics.purged.map(|l| l.index).unwrap_or(0)),
         ("raft_members", "gauge", "Members (voters and learners) in the membership.", metrics.membership_config.membership().nodes().count() as u64),
-        ("raft_append_streams_opened_total", "counter", "Append-entries streams this replica opened to peers (as leader).", load(&network.streams_opened)),
-        ("raft_append_streams_dropped_total", "counter", "Append-entries streams dropped after a failed, timed-out or closed call.", load(&network.streams_dropped)),
-        ("raft_unary_appends_total", "counter", "Append-entries sent unary to peers without the stream RPC.", load(&network.unary_appends)),
+        ("raft_append_links_opened_total", "counter", "Append-entries links this replica opened to peers (as leader).", load(&network.links_opened)),
+        ("raft_append_links_dropped_total", "counter", "Append-entries links dropped after a failed, timed-out or closed call.", load(&network.links_dropped)),
+        ("raft_unary_appends_total", "counter", "Append-entries sent unary to peers without the link.", load(&network.unary_appends)),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in rows {

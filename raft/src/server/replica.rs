@@ -13,7 +13,7 @@ use super::scheduling::SchedulingLoop;
 use super::transfer::ProposalGate;
 use crate::error::RaftError;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
-use crate::network::{Network, NetworkStats, RaftGrpc};
+use crate::network::{route_connections, Network, NetworkStats, RaftGrpc};
 use crate::store::{DataDirIdentity, Db, LogStore, StateMachineStore};
 use crate::types::Raft;
 use openraft::BasicNode;
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// A running replica.
 pub struct Replica {
@@ -34,13 +34,15 @@ pub struct Replica {
     pub sm: StateMachineStore,
     pub log: LogStore,
     pub config: ServerConfig,
-    /// Counters of this replica's outgoing append-entries streams.
+    /// Counters of this replica's outgoing append-entries links.
     pub network: Arc<NetworkStats>,
     /// The address the gRPC server is bound to.
     pub addr: SocketAddr,
-    /// Set to `true` to stop serving: the server shuts down and open Raft streams end.
+    /// Set to `true` to stop serving: the server shuts down and open append-entries links end.
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Accepts connections: serves append-entries links, hands the rest to `server`.
+    router: JoinHandle<()>,
     metrics: Option<JoinHandle<()>>,
     scheduling: Option<SchedulingLoop>,
 }
@@ -103,14 +105,15 @@ impl Replica {
             liveness.clone(),
         );
         let addr = listener.local_addr()?;
-        // TCP_NODELAY on every accepted connection: without it small replies wait for Nagle's
-        // algorithm and the peer's delayed ACK (~40 ms stalls at the tail).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (stop, stopping) = watch::channel(false);
+        // Append-entries links are served apart from gRPC, on the same port.
+        let (grpc_connections, router) =
+            route_connections(listener, raft.clone(), stopping.clone());
+        let incoming = ReceiverStream::new(grpc_connections);
         let mut stopped = stopping.clone();
         let server = tonic::transport::Server::builder()
             .add_service(
-                RaftServiceServer::new(RaftGrpc::new(raft.clone(), stopping))
+                RaftServiceServer::new(RaftGrpc::new(raft.clone()))
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
@@ -162,6 +165,7 @@ impl Replica {
             addr,
             stop,
             server,
+            router,
             metrics,
             scheduling: Some(scheduling),
         };
@@ -211,13 +215,14 @@ impl Replica {
             metrics.abort();
         }
         let raft_result = self.raft.shutdown().await;
+        let _ = (&mut self.router).await;
         let _ = (&mut self.server).await;
         raft_result.map_err(|e| RaftError::Raft(format!("openraft did not stop cleanly: {e}")))
     }
 
     /// Stops without waiting for anything: the nearest an in-process test gets to a crash.
     pub fn abort(self) {
-        // Open Raft streams end too (their connections outlive the aborted server task).
+        // Open append-entries links end too (they outlive the aborted router task).
         self.stop.send_replace(true);
         if let Some(scheduling) = &self.scheduling {
             scheduling.abort();
@@ -225,6 +230,7 @@ impl Replica {
         if let Some(metrics) = &self.metrics {
             metrics.abort();
         }
+        self.router.abort();
         self.server.abort();
         let raft = self.raft.clone();
         tokio::spawn(async move {
