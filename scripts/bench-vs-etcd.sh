@@ -12,6 +12,8 @@
 # Env: CLIENTS ("1 16 256"; empty: failover only), DURATION_S (10), PAYLOAD_BYTES (256),
 #      ROUNDS (1: runs of each system per client count, alternating which goes first; with
 #      more, a line per round and an "all" line: writes over the whole time, median p50/p99),
+#      WARMUP_S (2: before anything is measured, each system runs this long at 16 clients and
+#      the results are dropped, so neither is measured on fresh files and cold caches; 0: none),
 #      FAILOVER_TRIALS (20), TRANSFER_TRIALS (10), DATA_ROOT (/var/tmp), KEEP_DATA (1: keep the data dir and the
 #      replicas' logs, and print where); CPU (1: also print the CPU time per write, from /proc,
 #      of each server process and of the generator, for every client count); ELECTION_MIN_MS, ELECTION_MAX_MS, HEARTBEAT_MS (unset: the
@@ -24,6 +26,8 @@ DURATION_S=${DURATION_S:-10}
 ROUNDS=${ROUNDS:-1}
 [[ "$ROUNDS" =~ ^[1-9][0-9]?$ ]] || { echo "ROUNDS must be a whole number from 1 to 99, not '$ROUNDS'" >&2; exit 2; }
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-256}
+WARMUP_S=${WARMUP_S:-2}
+[[ "$WARMUP_S" =~ ^[0-9]+$ ]] || { echo "WARMUP_S must be a whole number of seconds, not '$WARMUP_S'" >&2; exit 2; }
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-20}
 TRANSFER_TRIALS=${TRANSFER_TRIALS:-10}
 SG_TIMING=()
@@ -134,6 +138,14 @@ PY
 
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
+if [ -n "$CLIENTS" ] && [ "$WARMUP_S" -gt 0 ]; then
+  echo "warm-up: ${WARMUP_S} s of 16 clients on each system, not measured"
+  for target in singularity etcd; do
+    endpoints=$SG_ENDPOINTS; [ "$target" = etcd ] && endpoints=$ETCD_LEADER
+    "$BIN" bench-load --target "$target" --endpoints "$endpoints" --clients 16 \
+      --duration-s "$WARMUP_S" --payload-bytes "$PAYLOAD_BYTES" >/dev/null
+  done
+fi
 printf '%-8s %14s %9s %9s %14s %9s %9s %8s %8s\n' clients sg_writes/s sg_p50ms sg_p99ms etcd_writes/s etcd_p50 etcd_p99 tput_x p99_x
 ETCD_PIDS=("${PIDS[@]:0:3}")
 # One Singularity run and one etcd run of `c` clients, in the order given; prints their row.
