@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{submit_jobs, TestCluster};
+use common::{submit_jobs, TestCluster, MAX_POLLS, POLL};
 use singularity_raft::server::control::ApiStats;
 use singularity_raft::server::metrics::{render, MetricsSources};
 use std::collections::BTreeMap;
@@ -31,13 +31,26 @@ async fn the_leaders_metrics_show_the_log_and_its_links_to_both_followers() {
     assert_eq!(jobs.len(), 5);
 
     let leader = &cluster.replicas[&leader_id];
-    let text = render(&MetricsSources {
+    let sources = MetricsSources {
         raft: leader.raft.clone(),
         log: leader.log.clone(),
         sm: leader.sm.clone(),
         api: Arc::new(ApiStats::default()),
         network: leader.network.clone(),
-    });
+    };
+    // openraft publishes the applied index after it answers the write, and the link to the
+    // slower follower may still be opening: wait (bounded) until both show.
+    let mut text = render(&sources);
+    for _ in 0..MAX_POLLS {
+        let values = samples(&text);
+        if values["singularity_raft_applied_index"] >= 6
+            && values["singularity_raft_append_links_opened_total"] >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+        text = render(&sources);
+    }
     let values = samples(&text);
     for name in values.keys() {
         assert!(

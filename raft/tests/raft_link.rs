@@ -213,7 +213,15 @@ async fn malformed_or_oversized_link_frames_are_refused_and_append_nothing() {
 
     // gRPC on the same port is unaffected.
     submit_jobs(&mut client, "after", 1).await;
-    let after = last_indexes(&cluster);
+    // openraft publishes the leader's last index after it answers: wait for it, bounded.
+    let mut after = last_indexes(&cluster);
+    for _ in 0..MAX_POLLS {
+        if after[&leader] > before[&leader] {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+        after = last_indexes(&cluster);
+    }
     assert!(
         after[&leader] > before[&leader],
         "a client write still commits through the same port"
