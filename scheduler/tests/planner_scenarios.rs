@@ -1109,3 +1109,86 @@ fn a_blocked_gang_makes_room_on_a_node_of_its_kind_not_on_a_lower_node_of_anothe
     );
     commit(&mut fleet, plan);
 }
+
+/// A crowded kind beside an open one: two a100 nodes, each wholly held by a premium 8-rank a100
+/// job; three h100 nodes: one wholly held by a basic 8-rank job, one with a basic 4-rank job on
+/// devices 0-3 (4-7 free), one with a basic 7-rank job on devices 0-6 (7 free). Returns the
+/// fleet, the nodes (a100 first, then h100) and the running jobs in that order.
+fn crowded_beside_open() -> (Fleet, Vec<NodeId>, Vec<JobId>) {
+    let mut fleet = Fleet::new();
+    fleet.state.set_verify_invariants(true);
+    let mut nodes = fleet.add_nodes("a", 2, 8, "a100", H100_MEMORY_BYTES, 8);
+    nodes.extend(fleet.add_nodes("h", 3, 8, "h100", H100_MEMORY_BYTES, 8));
+    let mut jobs = Vec::new();
+    for &node in &nodes[..2] {
+        let spec = job_spec("a-run", Tier::Premium, 8, "a100");
+        jobs.push(fleet.run_job(spec, devices_of(node, 0, 8)));
+    }
+    for (node, world) in [(nodes[2], 8), (nodes[3], 4), (nodes[4], 7)] {
+        jobs.push(running(&mut fleet, "h-run", Tier::Basic, world, node, 0));
+    }
+    (fleet, nodes, jobs)
+}
+
+/// The crowded case of the planner benchmark, small: blocked premium a100 gangs that nothing
+/// may yield to get no action (their attempts to make room end at once, `planner/reclaim.rs`),
+/// while, in the same plan and after them, a premium h100 gang still makes room on the h100
+/// node that needs the fewest devices reclaimed (preempting its basic job: shrinking it to its
+/// floor would not free enough) and holds the free devices there, and a basic h100 job starts
+/// on the one device left free elsewhere.
+#[test]
+fn blocked_gangs_of_a_crowded_kind_change_nothing_and_other_kinds_still_make_room() {
+    let (mut fleet, nodes, jobs) = crowded_beside_open();
+    // Five, so that the h100 gang behind them still has one of the plan's room attempts.
+    let blocked: Vec<JobId> = (0..5)
+        .map(|i| fleet.submit(job_spec(&format!("a-wait-{i}"), Tier::Premium, 8, "a100")))
+        .collect();
+    let gang = fleet.submit(job_spec("h-gang", Tier::Premium, 8, "h100"));
+    let small = fleet.submit(job_spec("h-small", Tier::Basic, 1, "h100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert!(
+        plan.actions.iter().all(|a| !blocked.contains(&a.job)),
+        "{:?}",
+        plan.actions
+    );
+    assert_eq!(
+        ops(&plan),
+        vec![
+            (
+                jobs[3],
+                ActionOp::Preempt {
+                    for_job: Some(gang)
+                }
+            ),
+            (
+                small,
+                ActionOp::Place {
+                    devices: devices_of(nodes[4], 7, 1)
+                }
+            ),
+        ]
+    );
+    commit(&mut fleet, plan);
+}
+
+/// A larger premium gang yields to a smaller premium job only, so the blocked jobs nobody can
+/// make room for depend on the blocked job's size: after an 8-rank a100 gang found no victim,
+/// a 4-rank one of the same kind and tier still preempts an 8-rank premium a100 job.
+#[test]
+fn a_smaller_premium_job_makes_room_where_a_larger_one_of_its_kind_found_none() {
+    let (mut fleet, _, jobs) = crowded_beside_open();
+    let larger = fleet.submit(job_spec("a-wait-8", Tier::Premium, 8, "a100"));
+    let smaller = fleet.submit(job_spec("a-wait-4", Tier::Premium, 4, "a100"));
+    let plan = plan_now(&fleet, Evaluation::Tick);
+    assert_eq!(
+        ops(&plan),
+        vec![(
+            jobs[0],
+            ActionOp::Preempt {
+                for_job: Some(smaller)
+            }
+        )]
+    );
+    assert!(plan.actions.iter().all(|a| a.job != larger));
+    commit(&mut fleet, plan);
+}

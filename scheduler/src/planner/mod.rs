@@ -15,6 +15,7 @@ mod feasibility;
 mod growth;
 mod pending;
 mod policy;
+mod reclaim;
 mod select;
 mod session;
 mod victims;

@@ -9,6 +9,7 @@
 //! job that does not fit makes room through `victims` and holds what it will use.
 
 use super::defrag::{defragment, wait_for_cleared_node};
+use super::reclaim::nothing_to_reclaim;
 use super::select::{candidates, place, Candidate, Locality, Placement};
 use super::session::Session;
 use super::victims::{class_of, make_room};
@@ -295,11 +296,27 @@ fn wait_for(s: &Session, job: &Job, need: usize) -> Wait {
         .map_or(Wait::Spread, |(_, node)| Wait::OnNode(node))
 }
 
+/// Whether `wait_for_room` would end with nothing planned and nothing held, known cheaply:
+/// nothing is on its way to the job, no running job could give it a device (`reclaim`), and
+/// the free devices suiting it over the whole fleet fall short of `need`. Then, whatever node
+/// `wait_for` picks, the shortfall is positive and room may be made (`Wait::InFlight` needs
+/// devices on their way), `make_room` finds no candidate and fails, and with nothing reserved
+/// the job holds nothing. Ending at once skips the search for a node to wait on, the list of
+/// free devices and the walk over the victims, and leaves the plan as it would have been.
+fn cannot_make_room(s: &mut Session, job: &Job, need: usize) -> bool {
+    s.reserved(job.id).is_empty()
+        && nothing_to_reclaim(s, job)
+        && s.view.usable_free(&job.spec, need) < need
+}
+
 /// Handles a job that did not fit (premium, standard, or basic with least-attained-service
 /// queues): makes room if none is on its way, and holds the free devices it will use.
 fn wait_for_room(s: &mut Session, job: &Job) {
     let spec = &job.spec;
     let need = room_needed(spec);
+    if cannot_make_room(s, job, need) {
+        return;
+    }
     // A gang that belongs on one node waits for one node to be cleared; when no node can be
     // (say every node runs some premium rank), room is made across nodes instead: waiting for
     // locality would cost more than spreading.

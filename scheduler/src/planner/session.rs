@@ -1,10 +1,12 @@
 //! `Session`: the working memory of one `plan` call: the fleet view, the actions chosen so far,
 //! the jobs they touch (one action per job), the devices reserved for pending jobs by actions in
-//! flight, and the bound on actions per plan.
+//! flight, the bound on actions per plan, and what the plan has learnt so far (shapes that do
+//! not fit, blocked jobs nobody can make room for).
 //!
 //! It lives for one call and is never shared; it reads the state and never changes it.
 
 use super::config::PolicyConfig;
+use super::reclaim::Reclaimable;
 use super::victims::{class_count, class_of, victim_key};
 use super::view::FleetView;
 use crate::action::{ActionOp, PlannedAction};
@@ -39,6 +41,8 @@ pub(crate) struct Session<'a> {
     held_by_class: OnceCell<BTreeMap<NodeId, Vec<usize>>>,
     /// Blocked jobs that tried to make room in this plan.
     pub room_attempts: usize,
+    /// Per `reclaim::RoomKey` of a blocked job: whether any running job could give it room.
+    pub reclaimable: Reclaimable,
 }
 
 /// Cuts a reason to the apply limit on a character boundary.
@@ -110,6 +114,7 @@ impl<'a> Session<'a> {
             victim_pool: None,
             held_by_class: OnceCell::new(),
             room_attempts: 0,
+            reclaimable: Reclaimable::default(),
         }
     }
 

@@ -12,8 +12,11 @@
 //! `for_job` so that apply checks the tier rules, and so that later plans keep the devices on
 //! their way for the beneficiary.
 //! It never shrinks a job below its tier floor and never touches a job with an action in flight.
+//! When no running job at all may give a blocked job a device, `reclaim` finds it out once per
+//! plan and such attempts end at once.
 
 use super::config::PolicyConfig;
+use super::reclaim::nothing_to_reclaim;
 use super::session::Session;
 use crate::action::ActionOp;
 use crate::ids::{DeviceRef, JobId, NodeId};
@@ -232,6 +235,33 @@ impl<'a> Candidate<'a> {
     }
 }
 
+/// Whether running `job` may give up, for `beneficiary`, a device it could use (on `target`
+/// when there is one): it may yield to it (`may_yield`), is free to act in this plan, and holds
+/// a useful device. A job none of whose devices the beneficiary could use (another kind, or not
+/// on the target) frees nothing for it, and does not take a place among the candidates.
+///
+/// A job holds only devices of its own kind (a state invariant, `invariants.rs`; a node
+/// registers again only with the same inventory), so a job of another kind is turned away before its devices are
+/// looked up: in a fleet of several kinds most running jobs are.
+///
+/// Within a plan the answer can only turn from true to false: `may_yield` and `useful` read
+/// only the state and the view's fixed parts (node status, kinds), and a job stops being free
+/// once it has an action in the plan (`Session::touched` only grows). `reclaim` relies on it.
+pub(crate) fn may_give_room(
+    s: &Session,
+    job: &Job,
+    beneficiary: &Job,
+    target: Option<NodeId>,
+) -> bool {
+    may_yield(s.config, job, beneficiary)
+        && job.spec.device_kind == beneficiary.spec.device_kind
+        && s.is_free(job)
+        && job
+            .assignment
+            .iter()
+            .any(|&d| useful(s, d, &beneficiary.spec, target))
+}
+
 /// Victims for `beneficiary` in victim order: running, strictly lower tier, free to act, on
 /// the target node if there is one. The walk stops early once shrinking alone would free
 /// `shortfall` devices (shrinks are preferred, so later victims would not be asked).
@@ -248,15 +278,7 @@ fn candidates<'a>(
         if out.len() >= s.config.max_victims_considered || shrinkable >= shortfall {
             break;
         }
-        // A job none of whose devices the beneficiary could use (another kind, or not on the
-        // target) frees nothing for it, and does not take a place among the candidates.
-        let eligible = may_yield(s.config, job, beneficiary)
-            && s.is_free(job)
-            && job
-                .assignment
-                .iter()
-                .any(|&d| useful(s, d, &beneficiary.spec, target));
-        if !eligible {
+        if !may_give_room(s, job, beneficiary, target) {
             continue;
         }
         let candidate = Candidate::new(s, job, beneficiary, target);
@@ -276,6 +298,16 @@ pub(crate) fn make_room(
     target: Option<NodeId>,
 ) -> bool {
     let spec = &beneficiary.spec;
+    // Nobody may give it a device on any node: no candidate on any target (`reclaim`), and
+    // nothing (fewer than `shortfall`) is enough.
+    if shortfall > 0 && nothing_to_reclaim(s, beneficiary) {
+        debug_assert!(
+            candidates(s, beneficiary, shortfall, target).is_empty(),
+            "reclaim found no victim for {} where the full search finds one",
+            beneficiary.id
+        );
+        return false;
+    }
     let cands = candidates(s, beneficiary, shortfall, target);
     let shrink_gain: Vec<usize> = cands
         .iter()

@@ -222,6 +222,21 @@ impl<'a> FleetView<'a> {
         )
     }
 
+    /// Free devices suiting `spec` over every node (the nodes `may_suit` admits, their
+    /// `usable` devices), counted until `enough` are found.
+    pub fn usable_free(&self, spec: &JobSpec, enough: usize) -> usize {
+        let mut found = 0;
+        for n in &self.nodes {
+            if found >= enough {
+                break;
+            }
+            if !n.free.is_empty() && self.may_suit(n, spec) {
+                found += n.usable(spec).count();
+            }
+        }
+        found
+    }
+
     /// The position of a node in `nodes` (nodes are in id order).
     pub fn position(&self, id: NodeId) -> Option<usize> {
         self.nodes.binary_search_by_key(&id, |n| n.node.id).ok()
