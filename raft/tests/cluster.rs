@@ -133,20 +133,12 @@ async fn a_leader_restarted_at_once_leads_again_only_in_a_newer_term() {
     let mut client = cluster.client();
     let acked = submit_jobs(&mut client, "before", 20).await;
     let leader = cluster.wait_leader().await;
-    let old_term = cluster.replicas[&leader]
-        .raft
-        .metrics()
-        .borrow()
-        .current_term;
+    let old_term = cluster.term_of(leader);
     // Back before the followers' election timeout runs out: they still follow it in its term.
     cluster.crash(leader);
     cluster.restart(leader).await;
     let now_leading = cluster.wait_leader().await;
-    let term = cluster.replicas[&now_leading]
-        .raft
-        .metrics()
-        .borrow()
-        .current_term;
+    let term = cluster.term_of(now_leading);
     // Had it resumed its old term, its read index could lag what it acknowledged.
     assert!(
         term > old_term,

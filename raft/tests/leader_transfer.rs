@@ -15,10 +15,6 @@ async fn transfer(client: &mut Client, target: NodeId) -> TransferOutcome {
     serde_json::from_str(&json).expect("outcome json")
 }
 
-fn term_of(cluster: &TestCluster, id: NodeId) -> u64 {
-    cluster.replicas[&id].raft.metrics().borrow().current_term
-}
-
 /// `voters` replicas; leadership moves `rounds` times to the next voter by id while a client
 /// writes.
 async fn transfers_under_writes(voters: u64, rounds: usize) {
@@ -29,7 +25,7 @@ async fn transfers_under_writes(voters: u64, rounds: usize) {
     let mut admin = cluster.client();
     for _round in 0..rounds {
         let leader = cluster.wait_leader().await;
-        let term = term_of(&cluster, leader);
+        let term = cluster.term_of(leader);
         let target = leader % voters + 1;
         let outcome = transfer(&mut admin, target).await;
         assert_eq!((outcome.from, outcome.to), (leader, target));
@@ -62,7 +58,7 @@ async fn a_transfer_to_a_non_voter_a_stopped_voter_or_the_leader_changes_nothing
     let mut cluster = TestCluster::start(3).await;
     cluster.wait_converged().await;
     let leader = cluster.wait_leader().await;
-    let term = term_of(&cluster, leader);
+    let term = cluster.term_of(leader);
     let mut admin = cluster.client();
 
     let refused = admin.transfer_leader(9).await.expect_err("9 is no member");
@@ -86,7 +82,7 @@ async fn a_transfer_to_a_non_voter_a_stopped_voter_or_the_leader_changes_nothing
         "{message}"
     );
     assert_eq!(cluster.wait_leader().await, leader);
-    assert_eq!(term_of(&cluster, leader), term);
+    assert_eq!(cluster.term_of(leader), term);
 
     // Proposals resumed: writes commit on the same leader.
     let mut client = cluster.client();

@@ -232,6 +232,11 @@ impl TestCluster {
     }
 
     /// A client of every replica ever started.
+    /// The current term as replica `id` sees it.
+    pub fn term_of(&self, id: NodeId) -> u64 {
+        self.replicas[&id].raft.metrics().borrow().current_term
+    }
+
     pub fn client(&self) -> Client {
         Client::new(self.addrs.values().map(|a| a.to_string()).collect()).expect("client")
     }
